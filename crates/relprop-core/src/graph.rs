@@ -1,0 +1,503 @@
+//! The model IR: a DAG of layers with static per-sample shapes.
+//!
+//! Ops keep ONNX semantics (convolution, pooling and batch norm work channels-first on axis 1 of the batched
+//! tensor; Dense works on the last axis), so a Keras export keeps its layout Transposes as ordinary nodes and
+//! relevance comes back in the file's own input layout without any special casing: the backward pass of a
+//! Transpose is its inverse permutation.
+//!
+//! Shapes in the IR never include the batch axis: `Node::shape` is the per-sample output shape. Nodes are stored
+//! in topological order (`inputs` always point to earlier nodes), so a graph cannot hold a cycle.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Pointwise activation. All of them are the identity in LRP's backward pass (SPEC 2); they matter only for the
+/// forward pass and for the top layer's output (SPEC 1.5).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activation {
+    Relu,
+    LeakyRelu(f32),
+    Elu(f32),
+    Sigmoid,
+    Tanh,
+    Softplus,
+    Selu,
+    Gelu,
+    HardSigmoid { alpha: f32, beta: f32 },
+    Clip { min: f32, max: f32 },
+}
+
+impl Activation {
+    /// Apply to one value.
+    pub fn apply(&self, x: f32) -> f32 {
+        match *self {
+            Activation::Relu => x.max(0.0),
+            Activation::LeakyRelu(a) => if x >= 0.0 { x } else { a * x },
+            Activation::Elu(a) => if x >= 0.0 { x } else { a * (x.exp() - 1.0) },
+            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            Activation::Tanh => x.tanh(),
+            Activation::Softplus => if x > 20.0 { x } else { x.exp().ln_1p() },
+            Activation::Selu => {
+                let (a, s) = (1.673_263_2_f32, 1.050_701_f32);
+                if x > 0.0 { s * x } else { s * a * (x.exp() - 1.0) }
+            }
+            Activation::Gelu => 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2)),
+            Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
+            Activation::Clip { min, max } => x.clamp(min, max),
+        }
+    }
+}
+
+fn erf(x: f32) -> f32 {
+    // Abramowitz-Stegun 7.1.26, |error| < 1.5e-7: enough for a forward-only activation.
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let y = 1.0
+        - (((((1.061_405_4 * t - 1.453_152_1) * t) + 1.421_413_8) * t - 0.284_496_74) * t + 0.254_829_6) * t * (-x * x).exp();
+    if x >= 0.0 { y } else { -y }
+}
+
+/// A fully connected layer on the last axis: `y = x · W + b`, `W` of shape `(in, out)` (Keras layout).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    pub weight: Arc<Tensor>,
+    pub bias: Option<Arc<Tensor>>,
+    /// Activation fused into the layer (Keras `activation=`); identity in the backward pass.
+    pub activation: Option<Activation>,
+}
+
+/// A 1-D or 2-D (or n-D) convolution, channels-first: weight `(out, in/groups, k1, .., kn)` (ONNX layout).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv {
+    pub weight: Arc<Tensor>,
+    pub bias: Option<Arc<Tensor>>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+    /// Padding before each spatial axis.
+    pub pads_begin: Vec<usize>,
+    /// Padding after each spatial axis (Keras "same" with an even kernel pads more at the end).
+    pub pads_end: Vec<usize>,
+    pub groups: usize,
+    pub activation: Option<Activation>,
+}
+
+impl Conv {
+    /// Number of spatial axes.
+    pub fn rank(&self) -> usize {
+        self.weight.shape.len() - 2
+    }
+    /// Kernel extent per spatial axis.
+    pub fn kernel(&self) -> &[usize] {
+        &self.weight.shape[2..]
+    }
+}
+
+/// Window geometry of a max or average pooling, channels-first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub kernel: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub pads_begin: Vec<usize>,
+    pub pads_end: Vec<usize>,
+    /// Average pooling only: whether padded positions count in the divisor (Keras and ONNX default: no).
+    pub count_include_pad: bool,
+    /// ONNX `ceil_mode`.
+    pub ceil_mode: bool,
+}
+
+/// Batch normalization at inference, channel axis 1: `y = gamma (x - mean) / sqrt(var + eps) + beta`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNorm {
+    pub gamma: Arc<Tensor>,
+    pub beta: Arc<Tensor>,
+    pub mean: Arc<Tensor>,
+    pub var: Arc<Tensor>,
+    pub epsilon: f32,
+}
+
+impl BatchNorm {
+    /// Per-channel scale `gamma / sqrt(var + eps)` and shift `beta - scale * mean`.
+    pub fn scale_shift(&self) -> (Vec<f32>, Vec<f32>) {
+        let scale: Vec<f32> =
+            self.gamma.data.iter().zip(&self.var.data).map(|(g, v)| g / (v + self.epsilon).sqrt()).collect();
+        let shift = scale.iter().zip(&self.beta.data).zip(&self.mean.data).map(|((s, b), m)| b - s * m).collect();
+        (scale, shift)
+    }
+}
+
+/// A layer of the IR.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// The model input (always node 0).
+    Input,
+    Dense(Dense),
+    Conv(Conv),
+    MaxPool(Pool),
+    AvgPool(Pool),
+    /// Mean over all spatial axes (channels-first), output `(C,)`.
+    GlobalAvgPool,
+    /// Max over all spatial axes (channels-first), output `(C,)`.
+    GlobalMaxPool,
+    BatchNorm(BatchNorm),
+    /// Elementwise sum of any number of same-shaped inputs (residual connections).
+    Add,
+    /// Any row-major reshape to `Node::shape` (Flatten, Reshape, Squeeze, Unsqueeze).
+    Reshape,
+    /// Axis permutation of the batched tensor; `perm[0] == 0` (the batch axis stays first).
+    Transpose { perm: Vec<usize> },
+    /// Constant padding of the per-sample axes (Keras ZeroPadding).
+    Pad { begin: Vec<usize>, end: Vec<usize>, value: f32 },
+    /// Concatenation along a per-sample axis (0 = first axis after the batch).
+    Concat { axis: usize },
+    /// A standalone activation layer.
+    Activation(Activation),
+    /// Dropout, Identity and other no-ops at inference.
+    Identity,
+}
+
+impl Op {
+    /// Short name used in messages and plan listings.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input => "Input",
+            Op::Dense(_) => "Dense",
+            Op::Conv(c) => match c.rank() {
+                1 => "Conv1D",
+                2 => "Conv2D",
+                _ => "ConvND",
+            },
+            Op::MaxPool(_) => "MaxPool",
+            Op::AvgPool(_) => "AvgPool",
+            Op::GlobalAvgPool => "GlobalAvgPool",
+            Op::GlobalMaxPool => "GlobalMaxPool",
+            Op::BatchNorm(_) => "BatchNorm",
+            Op::Add => "Add",
+            Op::Reshape => "Reshape",
+            Op::Transpose { .. } => "Transpose",
+            Op::Pad { .. } => "Pad",
+            Op::Concat { .. } => "Concat",
+            Op::Activation(_) => "Activation",
+            Op::Identity => "Identity",
+        }
+    }
+    /// Layers with a kernel: the ones the configurable LRP rules apply to (SPEC 2).
+    pub fn has_kernel(&self) -> bool {
+        matches!(self, Op::Dense(_) | Op::Conv(_))
+    }
+    /// Pure data movement that signxai's `is_input_layer` / `is_layer_at_idx` look through (SPEC 7:
+    /// Flatten, Permute, Reshape, ZeroPadding; tf2onnx adds layout Transposes and Squeeze/Unsqueeze).
+    pub fn is_layout(&self) -> bool {
+        matches!(self, Op::Reshape | Op::Transpose { .. } | Op::Pad { .. })
+    }
+}
+
+/// One node: an op, its inputs (indices of earlier nodes) and its per-sample output shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Node name from the file (unique).
+    pub name: String,
+    /// The (Keras) layer this node belongs to; several ONNX nodes may share one (see docs/onnx.md).
+    pub layer: String,
+    pub op: Op,
+    pub inputs: Vec<usize>,
+    /// Per-sample output shape (no batch axis).
+    pub shape: Vec<usize>,
+}
+
+/// Input layout of a model, as far as the importer can tell; only used for messages and heatmaps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    ChannelsLast,
+    ChannelsFirst,
+    Unknown,
+}
+
+/// A single-input, single-output model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Graph {
+    /// Nodes in topological order; `nodes[0]` is the input.
+    pub nodes: Vec<Node>,
+    /// Index of the output node.
+    pub output: usize,
+    pub layout: Layout,
+}
+
+impl Graph {
+    /// A graph holding only its input, of per-sample shape `shape`.
+    pub fn new(input_name: &str, shape: Vec<usize>) -> Graph {
+        let node = Node { name: input_name.into(), layer: input_name.into(), op: Op::Input, inputs: vec![], shape };
+        Graph { nodes: vec![node], output: 0, layout: Layout::Unknown }
+    }
+
+    /// Append a node (its layer named like the node), infer its shape, make it the output. Returns its index.
+    pub fn push(&mut self, name: &str, op: Op, inputs: &[usize]) -> Result<usize> {
+        self.push_in_layer(name, name, op, inputs)
+    }
+
+    /// Append a node belonging to `layer`, infer its shape, make it the output. Returns its index.
+    pub fn push_in_layer(&mut self, name: &str, layer: &str, op: Op, inputs: &[usize]) -> Result<usize> {
+        let id = self.nodes.len();
+        if let Some(&bad) = inputs.iter().find(|&&i| i >= id) {
+            return Err(Error::node(name, op.kind(), format!("input {bad} is not an earlier node (cycle or bad order)")));
+        }
+        let in_shapes: Vec<&[usize]> = inputs.iter().map(|&i| self.nodes[i].shape.as_slice()).collect();
+        let shape = infer_shape(&op, &in_shapes).map_err(|msg| Error::node(name, op.kind(), msg))?;
+        self.nodes.push(Node { name: name.into(), layer: layer.into(), op, inputs: inputs.to_vec(), shape });
+        self.output = id;
+        Ok(id)
+    }
+
+    /// The input node's per-sample shape.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.nodes[0].shape
+    }
+
+    /// The output node's per-sample shape.
+    pub fn output_shape(&self) -> &[usize] {
+        &self.nodes[self.output].shape
+    }
+
+    /// For each node, the nodes that consume its output (in order, a consumer listed once per use).
+    pub fn consumers(&self) -> Vec<Vec<usize>> {
+        let mut c = vec![Vec::new(); self.nodes.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for &j in &n.inputs {
+                c[j].push(i);
+            }
+        }
+        c
+    }
+
+    /// Nodes the output depends on (others are dead and skipped by backends).
+    pub fn live(&self) -> Vec<bool> {
+        let mut live = vec![false; self.nodes.len()];
+        live[self.output] = true;
+        for i in (0..self.nodes.len()).rev() {
+            if live[i] {
+                for &j in &self.nodes[i].inputs {
+                    live[j] = true;
+                }
+            }
+        }
+        live
+    }
+
+    /// Check the whole graph again (shapes, weights, parameters). Importers and builders call this once.
+    pub fn validate(&self) -> Result<()> {
+        if self.nodes.is_empty() || self.nodes[0].op != Op::Input {
+            return Err(Error::node("?", "Input", "graph must start with its input"));
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if i > 0 && n.op == Op::Input {
+                return Err(Error::node(&n.name, "Input", "only single-input models are supported (as in signxai)"));
+            }
+            if n.inputs.iter().any(|&j| j >= i) {
+                return Err(Error::node(&n.name, n.op.kind(), "graph is not acyclic / not in topological order"));
+            }
+            let in_shapes: Vec<&[usize]> = n.inputs.iter().map(|&j| self.nodes[j].shape.as_slice()).collect();
+            if n.op == Op::Reshape {
+                let (a, b): (usize, usize) = (n.shape.iter().product(), self.nodes[n.inputs[0]].shape.iter().product());
+                if n.inputs.len() != 1 || a != b {
+                    return Err(Error::node(&n.name, "Reshape", "element count changes"));
+                }
+            } else if i > 0 {
+                let s = infer_shape(&n.op, &in_shapes).map_err(|m| Error::node(&n.name, n.op.kind(), m))?;
+                if s != n.shape {
+                    return Err(Error::node(&n.name, n.op.kind(), format!("shape {:?} disagrees with inferred {:?}", n.shape, s)));
+                }
+            }
+            for t in weights_of(&n.op) {
+                if t.data.iter().any(|v| !v.is_finite()) {
+                    return Err(Error::node(&n.name, n.op.kind(), "weights hold NaN or Inf"));
+                }
+            }
+        }
+        if self.output >= self.nodes.len() {
+            return Err(Error::node("?", "?", "output index out of range"));
+        }
+        Ok(())
+    }
+}
+
+/// All weight tensors of an op.
+pub fn weights_of(op: &Op) -> Vec<&Tensor> {
+    match op {
+        Op::Dense(d) => std::iter::once(&*d.weight).chain(d.bias.as_deref()).collect(),
+        Op::Conv(c) => std::iter::once(&*c.weight).chain(c.bias.as_deref()).collect(),
+        Op::BatchNorm(b) => vec![&*b.gamma, &*b.beta, &*b.mean, &*b.var],
+        _ => vec![],
+    }
+}
+
+/// Output extent of a window op along one axis (ONNX formula).
+pub fn window_out(len: usize, k: usize, stride: usize, dil: usize, pb: usize, pe: usize, ceil: bool) -> std::result::Result<usize, String> {
+    let eff = dil * (k - 1) + 1;
+    let padded = len + pb + pe;
+    if k == 0 || stride == 0 || dil == 0 {
+        return Err(format!("kernel {k}, stride {stride} and dilation {dil} must be positive"));
+    }
+    if padded < eff {
+        return Err(format!("window {eff} larger than padded input {padded}"));
+    }
+    let num = padded - eff;
+    Ok(if ceil { num.div_ceil(stride) + 1 } else { num / stride + 1 })
+}
+
+fn check_geometry(rank: usize, parts: &[(&str, usize)]) -> std::result::Result<(), String> {
+    for (name, len) in parts {
+        if *len != rank {
+            return Err(format!("{name} has {len} entries, expected {rank}"));
+        }
+    }
+    Ok(())
+}
+
+/// Infer the per-sample output shape of `op` from its inputs' per-sample shapes. Errors are plain text; the
+/// caller attaches the node.
+pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+    let one = || -> std::result::Result<&[usize], String> {
+        if ins.len() != 1 {
+            return Err(format!("expects 1 input, got {}", ins.len()));
+        }
+        Ok(ins[0])
+    };
+    match op {
+        Op::Input => Err("Input cannot be pushed".into()),
+        Op::Dense(d) => {
+            let x = one()?;
+            let w = &d.weight.shape;
+            if w.len() != 2 {
+                return Err(format!("weight must be 2-D (in, out), got {w:?}"));
+            }
+            if x.last() != Some(&w[0]) {
+                return Err(format!("input shape {x:?} does not end in the weight's {} inputs", w[0]));
+            }
+            if let Some(b) = &d.bias {
+                if b.data.len() != w[1] {
+                    return Err(format!("bias has {} values, expected {}", b.data.len(), w[1]));
+                }
+            }
+            let mut s = x.to_vec();
+            *s.last_mut().unwrap() = w[1];
+            Ok(s)
+        }
+        Op::Conv(c) => {
+            let x = one()?;
+            let r = c.weight.shape.len().checked_sub(2).filter(|&r| r >= 1).ok_or("weight must be (out, in/groups, k...)")?;
+            check_geometry(r, &[("strides", c.strides.len()), ("dilations", c.dilations.len()), ("pads_begin", c.pads_begin.len()), ("pads_end", c.pads_end.len())])?;
+            if x.len() != r + 1 {
+                return Err(format!("input {x:?} must be (channels, {r} spatial axes)"));
+            }
+            let (o, ipg) = (c.weight.shape[0], c.weight.shape[1]);
+            if c.groups == 0 || x[0] != ipg * c.groups || o % c.groups != 0 {
+                return Err(format!("{} input channels do not fit weight {:?} with {} groups", x[0], c.weight.shape, c.groups));
+            }
+            if let Some(b) = &c.bias {
+                if b.data.len() != o {
+                    return Err(format!("bias has {} values, expected {o}", b.data.len()));
+                }
+            }
+            let mut s = vec![o];
+            for a in 0..r {
+                s.push(window_out(x[a + 1], c.weight.shape[a + 2], c.strides[a], c.dilations[a], c.pads_begin[a], c.pads_end[a], false)?);
+            }
+            Ok(s)
+        }
+        Op::MaxPool(p) | Op::AvgPool(p) => {
+            let x = one()?;
+            let r = p.kernel.len();
+            check_geometry(r, &[("strides", p.strides.len()), ("pads_begin", p.pads_begin.len()), ("pads_end", p.pads_end.len())])?;
+            if x.len() != r + 1 || r == 0 {
+                return Err(format!("input {x:?} must be (channels, {r} spatial axes)"));
+            }
+            for a in 0..r {
+                if p.pads_begin[a] >= p.kernel[a] || p.pads_end[a] >= p.kernel[a] {
+                    return Err("padding must be smaller than the window".into());
+                }
+            }
+            let mut s = vec![x[0]];
+            for a in 0..r {
+                s.push(window_out(x[a + 1], p.kernel[a], p.strides[a], 1, p.pads_begin[a], p.pads_end[a], p.ceil_mode)?);
+            }
+            Ok(s)
+        }
+        Op::GlobalAvgPool | Op::GlobalMaxPool => {
+            let x = one()?;
+            if x.len() < 2 {
+                return Err(format!("input {x:?} needs channels and at least one spatial axis"));
+            }
+            Ok(vec![x[0]])
+        }
+        Op::BatchNorm(b) => {
+            let x = one()?;
+            let c = *x.first().ok_or("input must have a channel axis")?;
+            for (n, t) in [("gamma", &b.gamma), ("beta", &b.beta), ("mean", &b.mean), ("var", &b.var)] {
+                if t.data.len() != c {
+                    return Err(format!("{n} has {} values, expected {c} channels", t.data.len()));
+                }
+            }
+            if b.var.data.iter().any(|v| v + b.epsilon < 0.0) {
+                return Err("variance + epsilon is negative".into());
+            }
+            Ok(x.to_vec())
+        }
+        Op::Add => {
+            if ins.is_empty() {
+                return Err("Add needs at least one input".into());
+            }
+            if ins.iter().any(|s| *s != ins[0]) {
+                return Err(format!("inputs must have equal shapes (no broadcasting), got {ins:?}"));
+            }
+            Ok(ins[0].to_vec())
+        }
+        Op::Reshape => Err("Reshape needs a target shape: use Graph::push_reshape".into()),
+        Op::Transpose { perm } => {
+            let x = one()?;
+            let mut seen = vec![false; perm.len()];
+            if perm.len() != x.len() + 1 || perm[0] != 0 || perm.iter().any(|&p| p >= perm.len() || std::mem::replace(&mut seen[p], true)) {
+                return Err(format!("perm {perm:?} must permute {} axes and keep the batch axis first", x.len() + 1));
+            }
+            Ok(perm[1..].iter().map(|&p| x[p - 1]).collect())
+        }
+        Op::Pad { begin, end, .. } => {
+            let x = one()?;
+            check_geometry(x.len(), &[("pad begin", begin.len()), ("pad end", end.len())])?;
+            Ok(x.iter().zip(begin.iter().zip(end)).map(|(s, (b, e))| s + b + e).collect())
+        }
+        Op::Concat { axis } => {
+            let first = ins.first().ok_or("Concat needs inputs")?;
+            if *axis >= first.len() {
+                return Err(format!("axis {axis} out of range for {first:?}"));
+            }
+            let mut s = first.to_vec();
+            s[*axis] = 0;
+            for x in ins {
+                if x.len() != first.len() || x.iter().enumerate().any(|(a, &d)| a != *axis && d != first[a]) {
+                    return Err(format!("inputs {ins:?} disagree off axis {axis}"));
+                }
+                s[*axis] += x[*axis];
+            }
+            Ok(s)
+        }
+        Op::Activation(_) | Op::Identity => Ok(one()?.to_vec()),
+    }
+}
+
+impl Graph {
+    /// Append a reshape of `input` to the per-sample `shape` (same element count).
+    pub fn push_reshape(&mut self, name: &str, layer: &str, input: usize, shape: Vec<usize>) -> Result<usize> {
+        let id = self.nodes.len();
+        if input >= id {
+            return Err(Error::node(name, "Reshape", "input is not an earlier node"));
+        }
+        let from: usize = self.nodes[input].shape.iter().product();
+        let to: usize = shape.iter().product();
+        if from != to {
+            return Err(Error::node(name, "Reshape", format!("cannot reshape {:?} into {:?}", self.nodes[input].shape, shape)));
+        }
+        self.nodes.push(Node { name: name.into(), layer: layer.into(), op: Op::Reshape, inputs: vec![input], shape });
+        self.output = id;
+        Ok(id)
+    }
+}

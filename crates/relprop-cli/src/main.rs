@@ -1,1 +1,160 @@
-fn main() {}
+//! `relprop`: explain ONNX models with signxai's LRP analyzers.
+
+mod heatmap;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use relprop_core::analyzers::ANALYZER_CLASSES;
+use relprop_core::methods::method_names;
+use relprop_core::rules::RULE_NAMES;
+use relprop_core::{analyzer_from, npy, Backend, Error, ExplainOptions, Graph, Params, Result, RulePlan, Target};
+
+#[derive(Parser)]
+#[command(name = "relprop", version, about = "Layer-wise Relevance Propagation with signxai's numbers, from ONNX models")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// How the analyzer is chosen: a signxai method name, or a class with parameters.
+#[derive(clap::Args)]
+struct Choice {
+    /// A signxai method name, e.g. lrp_epsilon_0_1, lrpsign_z (see `relprop methods`).
+    #[arg(long, conflicts_with = "analyzer")]
+    method: Option<String>,
+    /// An analyzer class of signxai's API, e.g. LRPEpsilon, LRPSequentialCompositeA, LRP.
+    #[arg(long)]
+    analyzer: Option<String>,
+    /// A parameter of the analyzer class, KEY=VALUE (repeatable): epsilon=0.1, rule=Z, input_layer_rule=SIGN, ...
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct ModelArg {
+    /// The model, an ONNX file (Keras via tf2onnx, PyTorch via torch.onnx), without a final softmax.
+    #[arg(long)]
+    model: PathBuf,
+    /// Drop a Softmax/LogSoftmax at the output instead of refusing the model.
+    #[arg(long)]
+    strip_softmax: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Explain a batch of inputs: writes relevance with the input's shape and layout.
+    Explain {
+        #[command(flatten)]
+        model: ModelArg,
+        /// Input batch, float32 .npy in the model's input layout.
+        #[arg(long)]
+        input: PathBuf,
+        #[command(flatten)]
+        choice: Choice,
+        /// Neuron to explain: max (signxai's max_activation), an output index, or all.
+        #[arg(long, default_value = "max")]
+        target: String,
+        /// Numeric backend.
+        #[arg(long, default_value = "ndarray")]
+        backend: String,
+        /// Where to write the relevance (.npy).
+        #[arg(long)]
+        output: PathBuf,
+        /// Also write a heatmap PNG (image inputs).
+        #[arg(long)]
+        heatmap: Option<PathBuf>,
+    },
+    /// List the method names, analyzer classes and rules.
+    Methods,
+    /// Show the rule each layer of a model gets.
+    Plan {
+        #[command(flatten)]
+        model: ModelArg,
+        #[command(flatten)]
+        choice: Choice,
+    },
+}
+
+fn load_model(m: &ModelArg) -> Result<Graph> {
+    relprop_onnx::load_with(&m.model, &relprop_onnx::ImportOptions { strip_softmax: m.strip_softmax, ..Default::default() })
+}
+
+fn plan_for(g: &Graph, c: &Choice) -> Result<RulePlan> {
+    let params = Params::parse(&c.params)?;
+    let a = analyzer_from(c.method.as_deref(), c.analyzer.as_deref(), &params)?;
+    RulePlan::resolve(g, &a)
+}
+
+fn backend(name: &str) -> Result<Box<dyn Backend>> {
+    match name {
+        "ndarray" => Ok(Box::new(relprop_ndarray::NdarrayBackend)),
+        "ort" | "tch" => Err(Error::param("--backend", name, "this relprop was built without that backend")),
+        _ => Err(Error::Unknown { kind: "backend".into(), name: name.into(), hint: " (known: ndarray, ort, tch)".into() }),
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::Io { path: path.display().to_string(), msg: e.to_string() })
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Methods => {
+            println!("# method names (signxai.methods.wrappers), {}:", method_names().len());
+            for m in method_names() {
+                println!("{m}");
+            }
+            println!("\n# analyzer classes (--analyzer), {}:", ANALYZER_CLASSES.len());
+            for c in ANALYZER_CLASSES {
+                println!("{c}");
+            }
+            println!("\n# rules (rule=, input_layer_rule=, until_index_rule=; class names like ZRule work too):");
+            for r in RULE_NAMES {
+                println!("{r}");
+            }
+            Ok(())
+        }
+        Cmd::Plan { model, choice } => {
+            let g = load_model(&model)?;
+            print!("{}", plan_for(&g, &choice)?.describe(&g));
+            Ok(())
+        }
+        Cmd::Explain { model, input, choice, target, backend: be, output, heatmap } => {
+            let target: Target = target.parse()?;
+            let be = backend(&be)?;
+            let g = load_model(&model)?;
+            let plan = plan_for(&g, &choice)?;
+            let x = npy::read(&input)?;
+            let layout = g.layout;
+            let compiled = be.compile(Arc::new(g))?;
+            let e = compiled.explain(&plan, &x, &target, &ExplainOptions::default())?;
+            npy::write(&output, &e.relevance)?;
+            if let Some(h) = heatmap {
+                write_file(&h, &heatmap::encode(&e.relevance, layout)?)?;
+            }
+            let total: f64 = e.relevance.data.iter().map(|&v| v as f64).sum();
+            eprintln!("{}: relevance {:?} written to {} (sum {total:.6e})", plan.analyzer, e.relevance.shape, output.display());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

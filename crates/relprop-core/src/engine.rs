@@ -1,0 +1,441 @@
+//! The explanation engine, written once for every backend.
+//!
+//! A backend implements [`Numerics`]: a handful of tensor primitives (the layer's linear map with substituted
+//! weights and its transpose, per-channel and per-sample broadcasts, elementwise ops, row selection). The
+//! forward pass, the walk back through the DAG, the fixed BN/Add/AvgPool rules, the kernel rules as
+//! [`Program`]s and signxai's top-layer neuron selection all live here, so backends cannot drift apart.
+
+use crate::error::{Error, Result};
+use crate::graph::{Activation, Graph, Op};
+use crate::plan::{LayerRule, RulePlan};
+use crate::program::{BiasMod, Program, Stabilizer, Term, TopInit, WeightMod, XMod, BN_EPSILON};
+use crate::target::Target;
+use crate::tensor::Tensor;
+
+/// Tensor primitives a backend provides. Tensors are batched (axis 0 = samples). "Rows" are samples: a
+/// row tensor has shape `[N]`; `*_rows` ops broadcast a row tensor over all other axes.
+pub trait Numerics {
+    /// The backend's tensor (or, for a graph compiler, a symbolic value).
+    type T: Clone;
+
+    /// The input as a backend tensor.
+    fn input(&self, x: &Tensor) -> Result<Self::T>;
+    /// Back to a plain tensor.
+    fn output(&self, t: &Self::T) -> Result<Tensor>;
+
+    /// `M x` for the Dense/Conv node `node` with weights substituted per `w`, without bias.
+    fn linear(&self, node: usize, w: WeightMod, x: &Self::T) -> Result<Self::T>;
+    /// `Mᵀ s`: the vector-Jacobian product of [`Numerics::linear`] with respect to its input.
+    fn linear_t(&self, node: usize, w: WeightMod, s: &Self::T) -> Result<Self::T>;
+    /// `z + b` with the bias of `node` substituted per `b` (channel axis 1 for Conv, last axis for Dense).
+    fn add_bias(&self, node: usize, b: BiasMod, z: &Self::T) -> Result<Self::T>;
+    /// Pointwise activation.
+    fn activation(&self, a: &Activation, z: &Self::T) -> Result<Self::T>;
+    /// Forward pass of every op without a kernel.
+    fn forward(&self, node: usize, inputs: &[&Self::T]) -> Result<Self::T>;
+    /// Transpose of an average pooling node as a linear map (AvgPool, GlobalAvgPool).
+    fn pool_t(&self, node: usize, s: &Self::T) -> Result<Self::T>;
+    /// Vector-Jacobian product of a data-movement node (MaxPool, GlobalMaxPool, Reshape, Transpose, Pad,
+    /// Concat): relevance for each input.
+    fn route(&self, node: usize, inputs: &[&Self::T], r: &Self::T) -> Result<Vec<Self::T>>;
+    /// `t + v[c]` along channel axis 1.
+    fn add_channel(&self, t: &Self::T, v: &[f32]) -> Result<Self::T>;
+
+    /// A pointwise function of `x` (x⁺, x⁻, sign, constants).
+    fn xmod(&self, x: &Self::T, m: XMod) -> Result<Self::T>;
+    fn add(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
+    fn sub(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
+    fn mul(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
+    fn scale(&self, a: &Self::T, c: f32) -> Result<Self::T>;
+    /// signxai's SafeDivide: `a / (b + [b == 0]·1e-7)`.
+    fn safe_div(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
+    /// `z + eps·sgn(z)` with sgn(0) = +1.
+    fn stabilize(&self, z: &Self::T, eps: f32) -> Result<Self::T>;
+    /// Like [`Numerics::stabilize`] with one epsilon per sample (`eps` is a row tensor).
+    fn stabilize_rows(&self, z: &Self::T, eps: &Self::T) -> Result<Self::T>;
+    /// Population standard deviation of each sample (row tensor), or of the whole batch repeated per sample.
+    fn std_rows(&self, x: &Self::T, over_batch: bool) -> Result<Self::T>;
+    /// `a · v[n]` per sample.
+    fn scale_rows(&self, a: &Self::T, v: &Self::T) -> Result<Self::T>;
+    /// For a `[N, K]` tensor: the one-hot of each row's (first) maximum and the maxima as a row tensor.
+    fn row_max(&self, t: &Self::T) -> Result<(Self::T, Self::T)>;
+    /// For a `[N, K]` tensor: the one-hot of column `k` and the picked values as a row tensor.
+    fn row_pick(&self, t: &Self::T, k: usize) -> Result<(Self::T, Self::T)>;
+}
+
+/// Options of one explanation.
+#[derive(Debug, Clone, Default)]
+pub struct ExplainOptions {
+    /// Keep the relevance arriving at every node's output (for conservation checks and reports).
+    pub keep_layers: bool,
+}
+
+/// The result of an explanation.
+#[derive(Debug, Clone)]
+pub struct Explanation<T> {
+    /// Relevance of the input, same shape and layout as the input.
+    pub relevance: T,
+    /// The model output (logits) of the forward pass.
+    pub output: T,
+    /// With `keep_layers`: the relevance that arrived at each node's output (None where none did).
+    pub layers: Option<Vec<Option<T>>>,
+}
+
+/// Checks shared by every backend: shape `[N, input shape...]` with N >= 1, all values finite.
+pub fn check_input(g: &Graph, x: &Tensor) -> Result<()> {
+    let want = g.input_shape();
+    if x.shape.len() != want.len() + 1 || x.shape[1..] != *want || x.shape[0] == 0 {
+        return Err(Error::Input(format!(
+            "shape {:?} does not fit the model: expected [N, {}] with N >= 1 (layout {:?})",
+            x.shape,
+            want.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+            g.layout
+        )));
+    }
+    if let Some(i) = x.data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Input(format!("value {} at flat index {i} is not finite (NaN/Inf)", x.data[i])));
+    }
+    Ok(())
+}
+
+/// Checks that the model output can be selected from: `(N, K)` and an index below K.
+pub fn check_target(g: &Graph, target: &Target) -> Result<()> {
+    let out = g.output_shape();
+    if out.len() != 1 {
+        return Err(Error::Target(format!(
+            "the model output has per-sample shape {out:?}; explanations need a (batch, classes) output"
+        )));
+    }
+    if let Target::Index(k) = target {
+        if *k >= out[0] {
+            return Err(Error::Target(format!("index {k} out of range: the model has {} outputs", out[0])));
+        }
+    }
+    Ok(())
+}
+
+/// Plain forward pass: the model output.
+pub fn forward<N: Numerics>(nx: &N, g: &Graph, x: &Tensor) -> Result<Tensor> {
+    check_input(g, x)?;
+    let acts = run_forward(nx, g, nx.input(x)?)?;
+    nx.output(acts.out[g.output].as_ref().expect("output is live"))
+}
+
+struct Activations<T> {
+    /// Output of each live node (after any fused activation).
+    out: Vec<Option<T>>,
+    /// For kernel nodes: `W x` without bias (reused by rules whose term is plain W on plain x).
+    lin: Vec<Option<T>>,
+}
+
+fn run_forward<N: Numerics>(nx: &N, g: &Graph, x: N::T) -> Result<Activations<N::T>> {
+    let live = g.live();
+    let n = g.nodes.len();
+    let mut out: Vec<Option<N::T>> = vec![None; n];
+    let mut lin: Vec<Option<N::T>> = vec![None; n];
+    out[0] = Some(x);
+    for i in 1..n {
+        if !live[i] {
+            continue;
+        }
+        let node = &g.nodes[i];
+        let ins: Vec<&N::T> = node.inputs.iter().map(|&j| out[j].as_ref().expect("inputs computed first")).collect();
+        let y = match &node.op {
+            Op::Dense(_) | Op::Conv(_) => {
+                let (act, has_bias) = match &node.op {
+                    Op::Dense(d) => (&d.activation, d.bias.is_some()),
+                    Op::Conv(c) => (&c.activation, c.bias.is_some()),
+                    _ => unreachable!(),
+                };
+                let l = nx.linear(i, WeightMod::Plain, ins[0])?;
+                let z = if has_bias { nx.add_bias(i, BiasMod::Plain, &l)? } else { l.clone() };
+                lin[i] = Some(l);
+                match act {
+                    Some(a) => nx.activation(a, &z)?,
+                    None => z,
+                }
+            }
+            Op::Activation(a) => nx.activation(a, ins[0])?,
+            _ => nx.forward(i, &ins)?,
+        };
+        out[i] = Some(y);
+    }
+    Ok(Activations { out, lin })
+}
+
+/// Explain `x` under `plan` for `target`.
+pub fn explain<N: Numerics>(
+    nx: &N,
+    g: &Graph,
+    plan: &RulePlan,
+    x: &Tensor,
+    target: &Target,
+    opts: &ExplainOptions,
+) -> Result<Explanation<N::T>> {
+    check_input(g, x)?;
+    check_target(g, target)?;
+    if plan.layers.len() != g.nodes.len() {
+        return Err(Error::Backend { backend: "core".into(), msg: "rule plan does not belong to this graph".into() });
+    }
+    let acts = run_forward(nx, g, nx.input(x)?)?;
+    let n = g.nodes.len();
+    let mut rel: Vec<Option<N::T>> = vec![None; n];
+    let mut kept: Vec<Option<N::T>> = vec![None; n];
+    for i in (1..n).rev() {
+        let node = &g.nodes[i];
+        let r = if i == g.output { None } else {
+            match rel[i].take() {
+                Some(r) => Some(r),
+                None => continue, // no relevance reaches this node (dead branch)
+            }
+        };
+        let x_in: Vec<&N::T> = node.inputs.iter().map(|&j| acts.out[j].as_ref().expect("live")).collect();
+        let y = acts.out[i].as_ref().expect("live");
+        let ctx = Layer { nx, g, node: i, x: &x_in, y, lin: acts.lin[i].as_ref() };
+        let r_in: Vec<N::T> = match (&plan.layers[i], r) {
+            (LayerRule::Kernel(rule), r) => {
+                let prog = Program::of(rule);
+                let r_in = match r {
+                    Some(r) => {
+                        keep(&mut kept, opts, i, &r);
+                        ctx.kernel_rule(&prog, &r)?
+                    }
+                    None => ctx.kernel_top(&prog, target, opts, &mut kept)?,
+                };
+                vec![r_in]
+            }
+            (fixed, r) => {
+                let r = match r {
+                    Some(r) => r,
+                    // Non-kernel top layer: start from its selected output (SPEC 1.5).
+                    None => match target {
+                        Target::All => y.clone(),
+                        Target::Max => {
+                            let (hot, v) = nx.row_max(y)?;
+                            nx.scale_rows(&hot, &v)?
+                        }
+                        Target::Index(k) => {
+                            let (hot, v) = nx.row_pick(y, *k)?;
+                            nx.scale_rows(&hot, &v)?
+                        }
+                    },
+                };
+                keep(&mut kept, opts, i, &r);
+                ctx.fixed_rule(fixed, &r)?
+            }
+        };
+        for (&j, rj) in node.inputs.iter().zip(r_in) {
+            rel[j] = Some(match rel[j].take() {
+                None => rj,
+                Some(acc) => nx.add(&acc, &rj)?, // several consumers: relevances add up (SPEC 1.3)
+            });
+        }
+    }
+    let relevance = rel[0].take().unwrap_or(nx.scale(acts.out[0].as_ref().expect("input"), 0.0)?);
+    keep(&mut kept, opts, 0, &relevance);
+    Ok(Explanation {
+        relevance,
+        output: acts.out[g.output].clone().expect("output is live"),
+        layers: opts.keep_layers.then_some(kept),
+    })
+}
+
+fn keep<T: Clone>(kept: &mut [Option<T>], opts: &ExplainOptions, i: usize, r: &T) {
+    if opts.keep_layers {
+        kept[i] = Some(r.clone());
+    }
+}
+
+/// One node during the backward pass.
+struct Layer<'a, N: Numerics> {
+    nx: &'a N,
+    g: &'a Graph,
+    node: usize,
+    x: &'a [&'a N::T],
+    y: &'a N::T,
+    /// `W x` from the forward pass (kernel nodes).
+    lin: Option<&'a N::T>,
+}
+
+impl<N: Numerics> Layer<'_, N> {
+    fn fixed_rule(&self, rule: &LayerRule, r: &N::T) -> Result<Vec<N::T>> {
+        let nx = self.nx;
+        Ok(match rule {
+            LayerRule::Identity => vec![r.clone()],
+            LayerRule::Gradient => nx.route(self.node, self.x, r)?,
+            LayerRule::AddZ => {
+                let s = nx.safe_div(r, self.y)?;
+                self.x.iter().map(|a| nx.mul(a, &s)).collect::<Result<_>>()?
+            }
+            LayerRule::AvgPoolZ => {
+                let s = nx.safe_div(r, self.y)?;
+                vec![nx.mul(self.x[0], &nx.pool_t(self.node, &s)?)?]
+            }
+            LayerRule::BatchNorm => vec![self.batch_norm(r)?],
+            LayerRule::Kernel(_) | LayerRule::Input => {
+                return Err(Error::Backend { backend: "core".into(), msg: format!("node {} has no fixed rule", self.node) })
+            }
+        })
+    }
+
+    /// SPEC 2: `R_in = SafeDivide(x ⊙ (y − β) ⊙ R, stab((x − μ) ⊙ y, 1e-7))`, per sample (signxai uses sample
+    /// 0's `y − β` for the whole batch; docs/divergences.md).
+    fn batch_norm(&self, r: &N::T) -> Result<N::T> {
+        let Op::BatchNorm(bn) = &self.g.nodes[self.node].op else {
+            return Err(Error::Backend { backend: "core".into(), msg: format!("node {} is not a BatchNorm", self.node) });
+        };
+        let nx = self.nx;
+        let neg = |v: &[f32]| v.iter().map(|a| -a).collect::<Vec<f32>>();
+        let y_minus_beta = nx.add_channel(self.y, &neg(&bn.beta.data))?;
+        let x_minus_mu = nx.add_channel(self.x[0], &neg(&bn.mean.data))?;
+        let num = nx.mul(&nx.mul(self.x[0], &y_minus_beta)?, r)?;
+        let den = nx.stabilize(&nx.mul(&x_minus_mu, self.y)?, BN_EPSILON)?;
+        nx.safe_div(&num, &den)
+    }
+
+    /// `x` under an input modifier; `X` itself is borrowed, not recomputed.
+    fn xmod(&self, m: XMod) -> Result<N::T> {
+        match m {
+            XMod::X => Ok(self.x[0].clone()),
+            m => self.nx.xmod(self.x[0], m),
+        }
+    }
+
+    /// The forward tensor of one term: `M · in(x) + b` (unsigned).
+    fn term_z(&self, t: &Term, input: XMod) -> Result<N::T> {
+        let nx = self.nx;
+        let l = match (t.weight, input, self.lin) {
+            (WeightMod::Plain, XMod::X, Some(l)) => l.clone(),
+            _ => nx.linear(self.node, t.weight, &self.xmod(input)?)?,
+        };
+        match t.bias {
+            BiasMod::None => Ok(l),
+            b => nx.add_bias(self.node, b, &l),
+        }
+    }
+
+    /// A group's denominator `Σ sign_t z_t` before stabilisation.
+    fn group_z(&self, terms: &[Term]) -> Result<N::T> {
+        let nx = self.nx;
+        let mut acc: Option<N::T> = None;
+        for t in terms {
+            let z = self.term_z(t, t.input)?;
+            acc = Some(match (acc, t.sign < 0.0) {
+                (None, false) => z,
+                (None, true) => nx.scale(&z, -1.0)?,
+                (Some(a), false) => nx.add(&a, &z)?,
+                (Some(a), true) => nx.sub(&a, &z)?,
+            });
+        }
+        acc.ok_or_else(|| Error::Backend { backend: "core".into(), msg: "empty rule group".into() })
+    }
+
+    fn stabilize(&self, z: &N::T, stab: Stabilizer) -> Result<N::T> {
+        let nx = self.nx;
+        match stab {
+            Stabilizer::SafeDivide => Ok(z.clone()), // safe_div handles exact zeros
+            Stabilizer::Epsilon(e) => nx.stabilize(z, e),
+            Stabilizer::StdEpsilon { factor, batch } => {
+                let eps = nx.scale(&nx.std_rows(self.x[0], batch)?, factor)?;
+                nx.stabilize_rows(z, &eps)
+            }
+        }
+    }
+
+    /// `coef · Σ_t sign_t · out_t(x) ⊙ M_tᵀ s_t` for one group, `s_t` per term.
+    fn group_out(&self, coef: f32, terms: &[Term], s: &[N::T]) -> Result<N::T> {
+        let nx = self.nx;
+        let mut acc: Option<N::T> = None;
+        for (t, s) in terms.iter().zip(s) {
+            let mut g = nx.linear_t(self.node, t.weight, s)?;
+            if t.out != XMod::Const(1.0) {
+                g = nx.mul(&self.xmod(t.out)?, &g)?;
+            }
+            let c = coef * t.sign;
+            acc = Some(match acc {
+                None if c == 1.0 => g,
+                None => nx.scale(&g, c)?,
+                Some(a) if c == 1.0 => nx.add(&a, &g)?,
+                Some(a) if c == -1.0 => nx.sub(&a, &g)?,
+                Some(a) => nx.add(&a, &nx.scale(&g, c)?)?,
+            });
+        }
+        acc.ok_or_else(|| Error::Backend { backend: "core".into(), msg: "empty rule group".into() })
+    }
+
+    /// A kernel rule below the top layer.
+    fn kernel_rule(&self, prog: &Program, r: &N::T) -> Result<N::T> {
+        let nx = self.nx;
+        let mut total: Option<N::T> = None;
+        for grp in &prog.groups {
+            let z = self.stabilize(&self.group_z(&grp.terms)?, grp.stab)?;
+            let s = nx.safe_div(r, &z)?;
+            let ss = vec![s; grp.terms.len()];
+            let out = self.group_out(grp.coef, &grp.terms, &ss)?;
+            total = Some(match total {
+                None => out,
+                Some(t) => nx.add(&t, &out)?,
+            });
+        }
+        total.ok_or_else(|| Error::Backend { backend: "core".into(), msg: "rule without groups".into() })
+    }
+
+    /// A kernel rule on the top layer (SPEC 1.4/1.5). With a fixed index or no selection this is the ordinary
+    /// rule on the initial relevance; with `max` every tensor is reduced by its own maximum.
+    fn kernel_top(&self, prog: &Program, target: &Target, opts: &ExplainOptions, kept: &mut [Option<N::T>]) -> Result<N::T> {
+        let nx = self.nx;
+        let start = match prog.top_init {
+            TopInit::Output => self.y.clone(),
+            TopInit::PreActivation => self.group_z(&prog.groups[0].terms)?,
+        };
+        let r = match target {
+            Target::All => start,
+            Target::Index(k) => {
+                let (hot, v) = nx.row_pick(&start, *k)?;
+                nx.scale_rows(&hot, &v)?
+            }
+            Target::Max => return self.kernel_top_max(prog, &start, opts, kept),
+        };
+        keep(kept, opts, self.node, &r);
+        self.kernel_rule(prog, &r)
+    }
+
+    fn kernel_top_max(&self, prog: &Program, start: &N::T, opts: &ExplainOptions, kept: &mut [Option<N::T>]) -> Result<N::T> {
+        let nx = self.nx;
+        let (hot, numerator) = nx.row_max(start)?;
+        keep(kept, opts, self.node, &nx.scale_rows(&hot, &numerator)?);
+        let mut total: Option<N::T> = None;
+        for grp in &prog.groups {
+            // Denominator: the sum of each term's own maximum; path: one-hot of each term's own argmax.
+            let mut den: Option<N::T> = None;
+            let mut paths = Vec::with_capacity(grp.terms.len());
+            for t in &grp.terms {
+                let (hot_z, v) = nx.row_max(&self.term_z(t, t.input)?)?;
+                let hot_path = match t.path {
+                    Some(p) if p != t.input => nx.row_max(&self.term_z(t, p)?)?.0,
+                    _ => hot_z,
+                };
+                paths.push(hot_path);
+                den = Some(match (den, t.sign < 0.0) {
+                    (None, false) => v,
+                    (None, true) => nx.scale(&v, -1.0)?,
+                    (Some(a), false) => nx.add(&a, &v)?,
+                    (Some(a), true) => nx.sub(&a, &v)?,
+                });
+            }
+            let den = den.ok_or_else(|| Error::Backend { backend: "core".into(), msg: "empty rule group".into() })?;
+            let num = match prog.top_init {
+                TopInit::PreActivation => den.clone(),
+                TopInit::Output => numerator.clone(),
+            };
+            let q = nx.safe_div(&num, &self.stabilize(&den, grp.stab)?)?;
+            let s: Vec<N::T> = paths.iter().map(|p| nx.scale_rows(p, &q)).collect::<Result<_>>()?;
+            let out = self.group_out(grp.coef, &grp.terms, &s)?;
+            total = Some(match total {
+                None => out,
+                Some(t) => nx.add(&t, &out)?,
+            });
+        }
+        total.ok_or_else(|| Error::Backend { backend: "core".into(), msg: "rule without groups".into() })
+    }
+}

@@ -1,0 +1,800 @@
+//! Convolution (no bias) and its vector-Jacobian product, channels-first, any number of spatial axes.
+//!
+//! Forward: per (sample, group, column tile) an im2col buffer of `Cg·k` rows × `tile` output positions is
+//! filled and multiplied by the group's `(Og, Cg·k)` weight matrix straight into the `(O, P)` output; tiles are
+//! sized to stay cache-resident (`TILE_FLOATS`) and are spread over the rayon pool with single-threaded GEMMs.
+//! Pointwise convolutions (1×1, stride 1, no padding) skip im2col and read the input in place.
+//!
+//! Transpose: for unit strides (and pads smaller than the dilated kernel) the VJP is itself a stride-1
+//! convolution of `s` with the spatially flipped, in/out-swapped kernel and pads `eff-1-pad`, so it reuses the
+//! forward path (same speed, no scatter). Otherwise: GEMM with the transposed weight into a column tile, then
+//! col2im scatter-add, parallel over (sample, group), and inside over rows/channels when those are too few.
+
+use ndarray::{s, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, IxDyn};
+use rayon::prelude::*;
+use relprop_core::graph::{window_out, Conv};
+
+use super::gemm::matmul_into;
+
+/// Target size (floats) of one im2col column tile: 1 MiB, half the per-core L2, so the GEMM reads it hot.
+const TILE_FLOATS_: usize = 1 << 19;
+#[allow(non_snake_case)]
+fn TILE_FLOATS() -> usize { std::env::var("KT_TILE").ok().and_then(|v| v.parse().ok()).unwrap_or(TILE_FLOATS_) }
+/// Smallest column tile worth a GEMM call.
+const MIN_TILE_COLS: usize = 96;
+/// Marks a kernel row that falls into the padding.
+const PADDED: usize = usize::MAX;
+
+/// Convolution geometry resolved for one per-sample input shape.
+#[derive(Clone, Debug)]
+struct Geom {
+    cin: usize,
+    cout: usize,
+    groups: usize,
+    kernel: Vec<usize>,
+    strides: Vec<usize>,
+    dils: Vec<usize>,
+    pb: Vec<usize>,
+    pe: Vec<usize>,
+    in_sp: Vec<usize>,
+    out_sp: Vec<usize>,
+    /// Row-major strides of the kernel and of the input plane.
+    kstride: Vec<usize>,
+    istride: Vec<usize>,
+}
+
+fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    let mut st = vec![1; shape.len()];
+    for a in (0..shape.len().saturating_sub(1)).rev() {
+        st[a] = st[a + 1] * shape[a + 1];
+    }
+    st
+}
+
+impl Geom {
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        cin: usize,
+        cout: usize,
+        groups: usize,
+        kernel: Vec<usize>,
+        strides: Vec<usize>,
+        dils: Vec<usize>,
+        pb: Vec<usize>,
+        pe: Vec<usize>,
+        in_sp: Vec<usize>,
+    ) -> Geom {
+        let r = kernel.len();
+        assert!(r >= 1, "convolution needs at least one spatial axis");
+        for (name, v) in [("strides", &strides), ("dilations", &dils), ("pads_begin", &pb), ("pads_end", &pe), ("input", &in_sp)] {
+            assert_eq!(v.len(), r, "conv: {name} has {} entries, expected {r}", v.len());
+        }
+        assert!(groups > 0 && cin.is_multiple_of(groups) && cout.is_multiple_of(groups), "conv: {cin}→{cout} channels do not fit {groups} groups");
+        let out_sp = (0..r)
+            .map(|a| {
+                window_out(in_sp[a], kernel[a], strides[a], dils[a], pb[a], pe[a], false).unwrap_or_else(|e| panic!("conv geometry: {e}"))
+            })
+            .collect();
+        let (kstride, istride) = (row_major_strides(&kernel), row_major_strides(&in_sp));
+        Geom { cin, cout, groups, kernel, strides, dils, pb, pe, in_sp, out_sp, kstride, istride }
+    }
+
+    fn from_conv(c: &Conv, in_shape: &[usize]) -> Geom {
+        let r = c.rank();
+        assert_eq!(in_shape.len(), r + 1, "conv: per-sample input {in_shape:?} must be (channels, {r} spatial axes)");
+        let (cout, ipg) = (c.weight.shape[0], c.weight.shape[1]);
+        assert_eq!(in_shape[0], ipg * c.groups, "conv: input channels {} vs weight {:?} with {} groups", in_shape[0], c.weight.shape, c.groups);
+        Geom::build(
+            in_shape[0],
+            cout,
+            c.groups,
+            c.kernel().to_vec(),
+            c.strides.clone(),
+            c.dilations.clone(),
+            c.pads_begin.clone(),
+            c.pads_end.clone(),
+            in_shape[1..].to_vec(),
+        )
+    }
+
+    fn rank(&self) -> usize {
+        self.kernel.len()
+    }
+    fn kprod(&self) -> usize {
+        self.kernel.iter().product()
+    }
+    fn in_plane(&self) -> usize {
+        self.in_sp.iter().product()
+    }
+    fn out_plane(&self) -> usize {
+        self.out_sp.iter().product()
+    }
+    fn cg(&self) -> usize {
+        self.cin / self.groups
+    }
+    fn og(&self) -> usize {
+        self.cout / self.groups
+    }
+    fn pointwise(&self) -> bool {
+        self.kernel.iter().chain(&self.strides).all(|&v| v == 1) && self.pb.iter().chain(&self.pe).all(|&v| v == 0)
+    }
+    fn eff(&self, a: usize) -> usize {
+        self.dils[a] * (self.kernel[a] - 1) + 1
+    }
+}
+
+/// One output row piece of a column tile: output positions `[ow0, ow1)` along the last axis (the other axes
+/// fixed, see `Tile::outer`), stored from column `col` of the tile.
+struct Seg {
+    col: usize,
+    ow0: usize,
+    ow1: usize,
+}
+
+/// The output positions `[p0, p0 + len)` (row-major over the output plane) as row segments.
+struct Tile {
+    segs: Vec<Seg>,
+    /// `rank - 1` output coordinates (all axes but the last) per segment.
+    outer: Vec<usize>,
+}
+
+impl Tile {
+    fn new(g: &Geom, p0: usize, len: usize) -> Tile {
+        let r = g.rank();
+        let ow_n = g.out_sp[r - 1];
+        let (mut segs, mut outer) = (Vec::new(), Vec::new());
+        let (mut p, end) = (p0, p0 + len);
+        while p < end {
+            let (row, ow0) = (p / ow_n, p % ow_n);
+            let ow1 = ow_n.min(ow0 + (end - p));
+            segs.push(Seg { col: p - p0, ow0, ow1 });
+            let base = outer.len();
+            outer.resize(base + r - 1, 0);
+            let mut rem = row;
+            for a in (0..r - 1).rev() {
+                outer[base + a] = rem % g.out_sp[a];
+                rem /= g.out_sp[a];
+            }
+            p += ow1 - ow0;
+        }
+        Tile { segs, outer }
+    }
+}
+
+/// For kernel offset `kofs`: the in-bounds range `[lo, hi)` of last-axis output positions and the kernel
+/// shift `k_last · dil_last`.
+struct KRow {
+    lo: usize,
+    hi: usize,
+    shift: usize,
+}
+
+/// Fill `rowoff` with, per segment of `tile`, the input-plane offset of the row that kernel offset `kofs` reads
+/// (`PADDED` when that row lies in the padding).
+fn kernel_rows(g: &Geom, tile: &Tile, kofs: usize, rowoff: &mut Vec<usize>) -> KRow {
+    let last = g.rank() - 1;
+    let kl = kofs % g.kernel[last];
+    let shift = kl * g.dils[last];
+    let (pbl, sl, wl, owl) = (g.pb[last], g.strides[last], g.in_sp[last], g.out_sp[last]);
+    let hi = if wl + pbl > shift { ((wl + pbl - shift - 1) / sl + 1).min(owl) } else { 0 };
+    let lo = if pbl > shift { (pbl - shift).div_ceil(sl) } else { 0 }.min(hi);
+    rowoff.clear();
+    for si in 0..tile.segs.len() {
+        let mut ro = 0;
+        for a in 0..last {
+            let ka = (kofs / g.kstride[a]) % g.kernel[a];
+            let i = tile.outer[si * last + a] * g.strides[a] + ka * g.dils[a];
+            if i < g.pb[a] || i - g.pb[a] >= g.in_sp[a] {
+                ro = PADDED;
+                break;
+            }
+            ro += (i - g.pb[a]) * g.istride[a];
+        }
+        rowoff.push(ro);
+    }
+    KRow { lo, hi, shift }
+}
+
+/// im2col for the channels held by `x` (`nc` planes): `cols` is `(nc · kprod) × tpi`, row `ci·kprod + kofs`.
+fn im2col(g: &Geom, tile: &Tile, x: &[f32], cols: &mut [f32], tpi: usize) {
+    let (kp, inp, last) = (g.kprod(), g.in_plane(), g.rank() - 1);
+    let (sl, pbl) = (g.strides[last], g.pb[last]);
+    let nc = x.len() / inp;
+    debug_assert_eq!(cols.len(), nc * kp * tpi);
+    let mut rowoff = Vec::with_capacity(tile.segs.len());
+    for kofs in 0..kp {
+        let kr = kernel_rows(g, tile, kofs, &mut rowoff);
+        for ci in 0..nc {
+            let row = &mut cols[(ci * kp + kofs) * tpi..][..tpi];
+            let plane = &x[ci * inp..(ci + 1) * inp];
+            for (seg, &ro) in tile.segs.iter().zip(&rowoff) {
+                let dst = &mut row[seg.col..seg.col + (seg.ow1 - seg.ow0)];
+                if ro == PADDED {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let v0 = kr.lo.clamp(seg.ow0, seg.ow1);
+                let v1 = kr.hi.clamp(v0, seg.ow1);
+                let (head, rest) = dst.split_at_mut(v0 - seg.ow0);
+                let (mid, tail) = rest.split_at_mut(v1 - v0);
+                head.fill(0.0);
+                tail.fill(0.0);
+                if v1 > v0 {
+                    let start = ro + v0 * sl + kr.shift - pbl;
+                    if sl == 1 {
+                        mid.copy_from_slice(&plane[start..start + (v1 - v0)]);
+                    } else {
+                        for (d, s) in mid.iter_mut().zip(plane[start..].iter().step_by(sl)) {
+                            *d = *s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// col2im scatter-add: the adjoint of `im2col`, accumulating `cols` into the `nc` planes of `dx`.
+fn col2im(g: &Geom, tile: &Tile, cols: &[f32], dx: &mut [f32], tpi: usize) {
+    let (kp, inp, last) = (g.kprod(), g.in_plane(), g.rank() - 1);
+    let (sl, pbl) = (g.strides[last], g.pb[last]);
+    let nc = dx.len() / inp;
+    debug_assert_eq!(cols.len(), nc * kp * tpi);
+    let mut rowoff = Vec::with_capacity(tile.segs.len());
+    for kofs in 0..kp {
+        let kr = kernel_rows(g, tile, kofs, &mut rowoff);
+        for ci in 0..nc {
+            let row = &cols[(ci * kp + kofs) * tpi..][..tpi];
+            let plane = &mut dx[ci * inp..(ci + 1) * inp];
+            for (seg, &ro) in tile.segs.iter().zip(&rowoff) {
+                if ro == PADDED {
+                    continue;
+                }
+                let v0 = kr.lo.clamp(seg.ow0, seg.ow1);
+                let v1 = kr.hi.clamp(v0, seg.ow1);
+                if v1 == v0 {
+                    continue;
+                }
+                let src = &row[seg.col + (v0 - seg.ow0)..seg.col + (v1 - seg.ow0)];
+                let start = ro + v0 * sl + kr.shift - pbl;
+                if sl == 1 {
+                    for (d, s) in plane[start..start + src.len()].iter_mut().zip(src) {
+                        *d += *s;
+                    }
+                } else {
+                    for (d, s) in plane[start..].iter_mut().step_by(sl).zip(src) {
+                        *d += *s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `o = a · b`, splitting the rows of `a` over the pool into `parts` single-threaded GEMMs.
+fn gemm_split(o: ArrayViewMut2<f32>, a: ArrayView2<f32>, b: ArrayView2<f32>, parts: usize) {
+    let m = a.nrows();
+    if parts <= 1 {
+        return matmul_into(o, a, b, false);
+    }
+    if m < 2 * 16 {
+        // Too few rows to split: let the GEMM parallelise over its columns.
+        return matmul_into(o, a, b, true);
+    }
+    let rows = m.div_ceil(parts).next_multiple_of(8);
+    let mut pieces = Vec::with_capacity(parts);
+    let (mut rest, mut r0) = (o, 0);
+    while r0 < m {
+        let len = rows.min(m - r0);
+        let (head, tail) = rest.split_at(Axis(0), len);
+        pieces.push((r0, head));
+        rest = tail;
+        r0 += len;
+    }
+    pieces.into_par_iter().for_each(|(r0, piece)| {
+        let len = piece.nrows();
+        matmul_into(piece, a.slice(s![r0..r0 + len, ..]), b, false);
+    });
+}
+
+/// Split a `(rows, cols)` view into column chunks of at most `width` (lifetime-preserving).
+fn column_chunks(v: ArrayViewMut2<'_, f32>, width: usize) -> Vec<ArrayViewMut2<'_, f32>> {
+    let n = v.ncols();
+    let mut out = Vec::with_capacity(n.div_ceil(width));
+    let mut rest = v;
+    let mut done = 0;
+    while done < n {
+        let len = width.min(n - done);
+        let (head, tail) = rest.split_at(Axis(1), len);
+        out.push(head);
+        rest = tail;
+        done += len;
+    }
+    out
+}
+
+/// Column tile width for `kk` im2col rows and `p` output positions, given `base` independent (sample, group)
+/// items: cache-sized, with enough tiles that every thread gets work when the plane allows, and, when there
+/// are few, a tile count that splits evenly over the threads.
+fn tile_cols(kk: usize, p: usize, base: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    let tp = (TILE_FLOATS() / kk.max(1)).max(MIN_TILE_COLS).min(p);
+    let max_nt = p.div_ceil(MIN_TILE_COLS);
+    let mut nt = p.div_ceil(tp).max(threads.div_ceil(base).min(max_nt));
+    if base * nt < 8 * threads {
+        if let Some(t) = (nt..=max_nt).find(|t| (base * t).is_multiple_of(threads)) {
+            nt = t;
+        }
+    }
+    p.div_ceil(nt)
+}
+
+/// Forward convolution on a contiguous batch `x` of `n` samples; returns `(n, cout, out plane)` row-major.
+fn forward_impl(g: &Geom, w: &[f32], x: &[f32], n: usize) -> Vec<f32> {
+    let (cg, og, kp, p, inp) = (g.cg(), g.og(), g.kprod(), g.out_plane(), g.in_plane());
+    let kk = cg * kp;
+    assert_eq!(w.len(), g.cout * kk, "conv: weight has {} values, expected {}", w.len(), g.cout * kk);
+    assert_eq!(x.len(), n * g.cin * inp, "conv: input size");
+    let mut out = vec![0f32; n * g.cout * p];
+    if out.is_empty() {
+        return out;
+    }
+    let base = n * g.groups;
+    let tp = tile_cols(kk, p, base);
+    let threads = rayon::current_num_threads();
+    let items = base * p.div_ceil(tp);
+    // Fewer tiles than threads: parallelise inside each tile instead.
+    let inner = if items < threads { threads } else { 1 };
+    let pointwise = g.pointwise();
+    let w2 = ArrayView2::from_shape((g.cout, kk), w).expect("weight shape");
+
+    let mut jobs = Vec::with_capacity(items);
+    for (bg, chunk) in out.chunks_mut(og * p).enumerate() {
+        let view = ArrayViewMut2::from_shape((og, p), chunk).expect("output chunk");
+        for (t, tile) in column_chunks(view, tp).into_iter().enumerate() {
+            jobs.push((bg, t * tp, tile));
+        }
+    }
+    jobs.into_par_iter().for_each_init(
+        || if pointwise { Vec::new() } else { vec![0f32; kk * tp] },
+        |buf, (bg, p0, o)| {
+            let grp = bg % g.groups;
+            let xg = &x[bg * cg * inp..(bg + 1) * cg * inp];
+            let wg = w2.slice(s![grp * og..(grp + 1) * og, ..]);
+            let tpi = o.ncols();
+            if pointwise {
+                let b = ArrayView2::from_shape((cg, inp), xg).expect("input chunk");
+                gemm_split(o, wg, b.slice(s![.., p0..p0 + tpi]), inner);
+                return;
+            }
+            let tile = Tile::new(g, p0, tpi);
+            let cols = &mut buf[..kk * tpi];
+            if inner > 1 && cg > 1 {
+                let cc = cg.div_ceil(inner);
+                cols.par_chunks_mut(cc * kp * tpi)
+                    .zip(xg.par_chunks(cc * inp))
+                    .for_each(|(cols, xc)| im2col(g, &tile, xc, cols, tpi));
+            } else {
+                im2col(g, &tile, xg, cols, tpi);
+            }
+            if std::env::var("KT_NOGEMM").is_err() { gemm_split(o, wg, ArrayView2::from_shape((kk, tpi), &*cols).expect("cols"), inner); }
+        },
+    );
+    out
+}
+
+/// The VJP through the scatter path (any strides/pads): returns `(n, cin, in plane)` row-major.
+fn transpose_scatter(g: &Geom, w: &[f32], s_: &[f32], n: usize) -> Vec<f32> {
+    let (cg, og, kp, p, inp) = (g.cg(), g.og(), g.kprod(), g.out_plane(), g.in_plane());
+    let kk = cg * kp;
+    let mut dx = vec![0f32; n * g.cin * inp];
+    if dx.is_empty() || p == 0 {
+        return dx;
+    }
+    let base = n * g.groups;
+    let threads = rayon::current_num_threads();
+    let inner = if base < threads { threads } else { 1 };
+    let tp = (TILE_FLOATS() / kk).max(MIN_TILE_COLS).min(p);
+    let w2 = ArrayView2::from_shape((g.cout, kk), w).expect("weight shape");
+    dx.par_chunks_mut(cg * inp).enumerate().for_each_init(
+        || vec![0f32; kk * tp],
+        |buf, (bg, dxg)| {
+            let grp = bg % g.groups;
+            let sg = ArrayView2::from_shape((og, p), &s_[bg * og * p..(bg + 1) * og * p]).expect("s chunk");
+            let wgt = w2.slice(s![grp * og..(grp + 1) * og, ..]).reversed_axes();
+            let mut p0 = 0;
+            while p0 < p {
+                let tpi = tp.min(p - p0);
+                let tile = Tile::new(g, p0, tpi);
+                let cols = &mut buf[..kk * tpi];
+                gemm_split(ArrayViewMut2::from_shape((kk, tpi), &mut *cols).expect("cols"), wgt, sg.slice(s![.., p0..p0 + tpi]), inner);
+                if inner > 1 && cg > 1 {
+                    let cc = cg.div_ceil(inner);
+                    cols.par_chunks(cc * kp * tpi)
+                        .zip(dxg.par_chunks_mut(cc * inp))
+                        .for_each(|(cols, dxc)| col2im(g, &tile, cols, dxc, tpi));
+                } else {
+                    col2im(g, &tile, cols, dxg, tpi);
+                }
+                p0 += tpi;
+            }
+        },
+    );
+    dx
+}
+
+thread_local! {
+    /// Reused buffer for flipped weights: a fresh multi-MiB allocation costs more in page faults than the
+    /// flip itself. Taken out while in use, so a nested call on the same thread just allocates.
+    static FLIP_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `wf[(grp·cg + ci), oi, kp-1-k] = w[(grp·og + oi), ci, k]`: swap in/out channels within each group and flip
+/// every spatial axis (which reverses the flat kernel index). Blocked 16×16 over (ci, oi) for locality.
+fn flip_kernel(w: &[f32], wf: &mut [f32], cg: usize, og: usize, kp: usize) {
+    const BLK: usize = 16;
+    let row_len = og * kp;
+    wf.par_chunks_mut(BLK * row_len).enumerate().for_each(|(bi, chunk)| {
+        let rows = chunk.len() / row_len;
+        for o0 in (0..og).step_by(BLK) {
+            for rr in 0..rows {
+                let (grp, ci) = ((bi * BLK + rr) / cg, (bi * BLK + rr) % cg);
+                for oi in o0..og.min(o0 + BLK) {
+                    let src = &w[((grp * og + oi) * cg + ci) * kp..][..kp];
+                    let dst = &mut chunk[(rr * og + oi) * kp..][..kp];
+                    for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                        *d = *s;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Below this many input channels per group the flipped convolution's GEMM has too few rows to be efficient
+/// and the scatter path wins (measured on a 3-channel first layer: 3.0 ms vs 4.0 ms).
+const FLIP_MIN_CHANNELS: usize = 16;
+
+/// Whether the VJP is a stride-1 convolution with the flipped kernel: unit strides, pads below the dilated
+/// kernel extent.
+fn flip_applies(g: &Geom) -> bool {
+    g.strides.iter().all(|&v| v == 1) && (0..g.rank()).all(|a| g.pb[a] < g.eff(a) && g.pe[a] < g.eff(a))
+}
+
+/// The VJP as a stride-1 forward convolution of `s` with the flipped, transposed kernel (needs
+/// [`flip_applies`]).
+fn transpose_as_conv(g: &Geom, w: &[f32], s_: &[f32], n: usize) -> Vec<f32> {
+    let r = g.rank();
+    let mut wf = FLIP_SCRATCH.take();
+    wf.resize(w.len(), 0.0);
+    flip_kernel(w, &mut wf, g.cg(), g.og(), g.kprod());
+    let flipped = Geom::build(
+        g.cout,
+        g.cin,
+        g.groups,
+        g.kernel.clone(),
+        vec![1; r],
+        g.dils.clone(),
+        (0..r).map(|a| g.eff(a) - 1 - g.pb[a]).collect(),
+        (0..r).map(|a| g.eff(a) - 1 - g.pe[a]).collect(),
+        g.out_sp.clone(),
+    );
+    debug_assert_eq!(flipped.out_sp, g.in_sp);
+    let dx = forward_impl(&flipped, &wf, s_, n);
+    FLIP_SCRATCH.set(wf);
+    dx
+}
+
+/// Convolution without bias of the batch `x` `(N, C, spatial...)` with `weight` (laid out like `c.weight`,
+/// `(O, C/groups, k...)`, e.g. a modified copy W⁺ or W²) and `c`'s strides, dilations, pads and groups.
+/// Returns `(N, O, out spatial...)`.
+pub fn conv_forward(c: &Conv, weight: &[f32], x: ArrayViewD<f32>) -> ArrayD<f32> {
+    assert!(x.ndim() >= 2, "conv: input must be batched (N, C, ...)");
+    let n = x.shape()[0];
+    let g = Geom::from_conv(c, &x.shape()[1..]);
+    let x = x.as_standard_layout();
+    let out = forward_impl(&g, weight, x.as_slice().expect("standard layout"), n);
+    let shape: Vec<usize> = [n, g.cout].into_iter().chain(g.out_sp.iter().copied()).collect();
+    ArrayD::from_shape_vec(IxDyn(&shape), out).expect("output shape")
+}
+
+/// Vector-Jacobian product of [`conv_forward`] with respect to its input: for `s` of the output shape
+/// `(N, O, out spatial...)`, the gradient of `<s, conv(x)>` w.r.t. `x`, of shape `(N, in_shape...)`, where
+/// `in_shape` is the per-sample input shape `(C, spatial...)`.
+pub fn conv_transpose(c: &Conv, weight: &[f32], s: ArrayViewD<f32>, in_shape: &[usize]) -> ArrayD<f32> {
+    assert!(s.ndim() >= 2, "conv transpose: s must be batched (N, O, ...)");
+    let n = s.shape()[0];
+    let g = Geom::from_conv(c, in_shape);
+    let expect: Vec<usize> = std::iter::once(g.cout).chain(g.out_sp.iter().copied()).collect();
+    assert_eq!(&s.shape()[1..], &expect[..], "conv transpose: s has the wrong per-sample shape");
+    assert_eq!(weight.len(), g.cout * g.cg() * g.kprod(), "conv transpose: weight size");
+    let s = s.as_standard_layout();
+    let s = s.as_slice().expect("standard layout");
+    let dx = if flip_applies(&g) && g.cg() >= FLIP_MIN_CHANNELS {
+        transpose_as_conv(&g, weight, s, n)
+    } else {
+        transpose_scatter(&g, weight, s, n)
+    };
+    let shape: Vec<usize> = std::iter::once(n).chain(in_shape.iter().copied()).collect();
+    ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("input shape")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_util::{assert_close, dot, Rng};
+    use relprop_core::tensor::Tensor;
+    use std::sync::Arc;
+
+    fn conv(wshape: Vec<usize>, strides: Vec<usize>, dils: Vec<usize>, pb: Vec<usize>, pe: Vec<usize>, groups: usize, rng: &mut Rng) -> Conv {
+        let n = wshape.iter().product();
+        Conv {
+            weight: Arc::new(Tensor::new(wshape, rng.vec(n)).unwrap()),
+            bias: None,
+            strides,
+            dilations: dils,
+            pads_begin: pb,
+            pads_end: pe,
+            groups,
+            activation: None,
+        }
+    }
+
+    /// Unravel a flat row-major index.
+    fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+        let mut v = vec![0; shape.len()];
+        for a in (0..shape.len()).rev() {
+            v[a] = i % shape[a];
+            i /= shape[a];
+        }
+        v
+    }
+
+    /// Naive direct convolution and its transpose (scatter), n-D, nested loops over every index.
+    fn naive(c: &Conv, w: &[f32], x: &[f32], in_shape: &[usize], n: usize, s: Option<&[f32]>) -> Vec<f32> {
+        let g = Geom::from_conv(c, in_shape);
+        let (cg, og, kp, p, inp) = (g.cg(), g.og(), g.kprod(), g.out_plane(), g.in_plane());
+        let r = g.rank();
+        let mut y = vec![0f32; n * g.cout * p];
+        let mut dx = vec![0f32; n * g.cin * inp];
+        for b in 0..n {
+            for o in 0..g.cout {
+                let grp = o / og;
+                for pi in 0..p {
+                    let op = unravel(pi, &g.out_sp);
+                    for ci in 0..cg {
+                        let cin = grp * cg + ci;
+                        for k in 0..kp {
+                            let kv = unravel(k, &g.kernel);
+                            let mut idx = 0usize;
+                            let mut ok = true;
+                            for a in 0..r {
+                                let i = (op[a] * g.strides[a] + kv[a] * g.dils[a]) as isize - g.pb[a] as isize;
+                                if i < 0 || i >= g.in_sp[a] as isize {
+                                    ok = false;
+                                    break;
+                                }
+                                idx = idx * g.in_sp[a] + i as usize;
+                            }
+                            if !ok {
+                                continue;
+                            }
+                            let wv = w[(o * cg + ci) * kp + k];
+                            let xi = (b * g.cin + cin) * inp + idx;
+                            let oi = (b * g.cout + o) * p + pi;
+                            y[oi] += wv * x[xi];
+                            if let Some(s) = s {
+                                dx[xi] += wv * s[oi];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if s.is_some() {
+            dx
+        } else {
+            y
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check(name: &str, wshape: Vec<usize>, strides: Vec<usize>, dils: Vec<usize>, pb: Vec<usize>, pe: Vec<usize>, groups: usize, in_shape: Vec<usize>, n: usize) {
+        let mut rng = Rng::new(name.len() as u64 * 7919 + in_shape.iter().sum::<usize>() as u64);
+        let c = conv(wshape, strides, dils, pb, pe, groups, &mut rng);
+        let w = c.weight.data.clone();
+        let xshape: Vec<usize> = std::iter::once(n).chain(in_shape.iter().copied()).collect();
+        let xlen: usize = xshape.iter().product();
+        let x = ArrayD::from_shape_vec(IxDyn(&xshape), rng.vec(xlen)).unwrap();
+        let y = conv_forward(&c, &w, x.view());
+        let yn = naive(&c, &w, x.as_slice().unwrap(), &in_shape, n, None);
+        assert_close(&format!("{name} forward"), y.as_slice().unwrap(), &yn, 1e-4);
+        let sv = ArrayD::from_shape_vec(IxDyn(y.shape()), rng.vec(y.len())).unwrap();
+        let dx = conv_transpose(&c, &w, sv.view(), &in_shape);
+        assert_eq!(dx.shape(), x.shape());
+        let dxn = naive(&c, &w, x.as_slice().unwrap(), &in_shape, n, Some(sv.as_slice().unwrap()));
+        assert_close(&format!("{name} transpose"), dx.as_slice().unwrap(), &dxn, 1e-4);
+        // Adjoint identity <conv(x), s> == <x, conv^T(s)>.
+        let (lhs, rhs) = (dot(y.as_slice().unwrap(), sv.as_slice().unwrap()), dot(x.as_slice().unwrap(), dx.as_slice().unwrap()));
+        assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(rhs.abs()).max(1.0), "{name}: adjoint {lhs} vs {rhs}");
+        // Both transpose paths, whichever conv_transpose picked.
+        let g = Geom::from_conv(&c, &in_shape);
+        let scatter = transpose_scatter(&g, &w, sv.as_slice().unwrap(), n);
+        assert_close(&format!("{name} scatter path"), &scatter, &dxn, 1e-4);
+        if flip_applies(&g) {
+            let flip = transpose_as_conv(&g, &w, sv.as_slice().unwrap(), n);
+            assert_close(&format!("{name} flipped-conv path"), &flip, &dxn, 1e-4);
+        }
+    }
+
+    #[test]
+    fn conv2d_basic_same() {
+        check("2d same", vec![4, 3, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![3, 7, 9], 3);
+    }
+    #[test]
+    fn conv2d_valid_nonsquare_kernel() {
+        check("2d valid", vec![5, 2, 2, 3], vec![1, 1], vec![1, 1], vec![0, 0], vec![0, 0], 1, vec![2, 6, 11], 2);
+    }
+    #[test]
+    fn conv2d_stride2() {
+        check("2d s2", vec![4, 3, 3, 3], vec![2, 2], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![3, 9, 8], 3);
+    }
+    #[test]
+    fn conv2d_stride_mixed_asym_pads() {
+        check("2d s21 asym", vec![3, 2, 3, 2], vec![2, 1], vec![1, 1], vec![0, 1], vec![1, 0], 1, vec![2, 8, 7], 3);
+    }
+    #[test]
+    fn conv2d_dilation2() {
+        check("2d d2", vec![4, 3, 3, 3], vec![1, 1], vec![2, 2], vec![2, 2], vec![2, 2], 1, vec![3, 9, 10], 2);
+    }
+    #[test]
+    fn conv2d_dilation_stride_asym() {
+        check("2d d2 s2", vec![2, 3, 3, 2], vec![2, 3], vec![2, 3], vec![0, 2], vec![1, 0], 1, vec![3, 12, 13], 3);
+    }
+    #[test]
+    fn conv2d_asym_pad_even_kernel() {
+        // Keras "same" with an even kernel: pad 0 before, 1 after.
+        check("2d even same", vec![3, 2, 2, 2], vec![1, 1], vec![1, 1], vec![0, 0], vec![1, 1], 1, vec![2, 5, 7], 3);
+    }
+    #[test]
+    fn conv2d_big_pads() {
+        // Pads at least the kernel extent: forces the scatter transpose.
+        check("2d big pads", vec![2, 2, 2, 2], vec![1, 1], vec![1, 1], vec![2, 0], vec![1, 3], 1, vec![2, 4, 5], 2);
+    }
+    #[test]
+    fn conv2d_groups2() {
+        check("2d g2", vec![6, 2, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 2, vec![4, 6, 7], 3);
+        check("2d g2 s2", vec![4, 3, 3, 3], vec![2, 2], vec![1, 1], vec![0, 1], vec![1, 0], 2, vec![6, 7, 6], 2);
+    }
+    #[test]
+    fn conv2d_depthwise() {
+        check("2d dw", vec![5, 1, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 5, vec![5, 8, 6], 3);
+        check("2d dw s2", vec![4, 1, 3, 3], vec![2, 2], vec![1, 1], vec![1, 1], vec![1, 1], 4, vec![4, 9, 7], 3);
+        // depth multiplier 2
+        check("2d dw x2", vec![6, 1, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 3, vec![3, 5, 6], 2);
+    }
+    #[test]
+    fn conv2d_pointwise() {
+        check("2d 1x1", vec![7, 5, 1, 1], vec![1, 1], vec![1, 1], vec![0, 0], vec![0, 0], 1, vec![5, 6, 9], 3);
+        check("2d 1x1 s2", vec![7, 5, 1, 1], vec![2, 2], vec![1, 1], vec![0, 0], vec![0, 0], 1, vec![5, 6, 9], 3);
+        check("2d 1x1 g", vec![6, 2, 1, 1], vec![1, 1], vec![1, 1], vec![0, 0], vec![0, 0], 2, vec![4, 3, 5], 2);
+    }
+    #[test]
+    fn conv2d_large_tiles() {
+        // Several column tiles per sample, tiles spanning partial rows.
+        check("2d tiles", vec![8, 16, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![16, 45, 47], 1);
+        check("2d tiles s2", vec![8, 16, 3, 3], vec![2, 2], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![16, 90, 93], 1);
+    }
+    #[test]
+    fn conv1d() {
+        check("1d same", vec![4, 3, 3], vec![1], vec![1], vec![1], vec![1], 1, vec![3, 17], 3);
+        check("1d s2", vec![4, 3, 5], vec![2], vec![1], vec![2], vec![2], 1, vec![3, 20], 3);
+        check("1d d2 asym", vec![4, 3, 3], vec![1], vec![2], vec![0], vec![1], 1, vec![3, 15], 3);
+        check("1d causal", vec![2, 3, 4], vec![1], vec![2], vec![6], vec![0], 1, vec![3, 15], 2);
+        check("1d g dw", vec![6, 1, 3], vec![2], vec![1], vec![1], vec![0], 6, vec![6, 19], 3);
+        check("1d long", vec![4, 2, 7], vec![1], vec![1], vec![3], vec![3], 1, vec![2, 40000], 1);
+    }
+    #[test]
+    fn conv3d() {
+        check("3d", vec![3, 2, 2, 3, 2], vec![1, 2, 1], vec![1, 1, 2], vec![1, 0, 1], vec![0, 1, 1], 1, vec![2, 4, 6, 5], 2);
+        check("3d same", vec![2, 2, 3, 3, 3], vec![1, 1, 1], vec![1, 1, 1], vec![1, 1, 1], vec![1, 1, 1], 2, vec![4, 3, 4, 5], 2);
+    }
+    #[test]
+    fn thread_pool_shapes() {
+        // Few (sample, group, tile) items against more threads: exercises the split-inside-a-tile paths
+        // (parallel im2col/col2im over channels, GEMM split over rows or inside gemm) whatever the host has.
+        for threads in [1, 3, 4] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                check("inner many rows", vec![40, 6, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![6, 5, 6], 1);
+                check("inner few rows", vec![5, 6, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![6, 5, 6], 1);
+                check("inner s2", vec![40, 6, 3, 3], vec![2, 2], vec![1, 1], vec![1, 1], vec![0, 0], 1, vec![6, 9, 8], 1);
+                check("inner g2", vec![36, 6, 3, 3], vec![2, 1], vec![1, 1], vec![1, 0], vec![0, 1], 2, vec![12, 9, 8], 1);
+                check("inner 1x1", vec![48, 6, 1, 1], vec![1, 1], vec![1, 1], vec![0, 0], vec![0, 0], 1, vec![6, 5, 7], 1);
+                check("inner tiles", vec![8, 4, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![4, 13, 15], 1);
+                check("inner batch 3", vec![8, 4, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![4, 4, 5], 3);
+            });
+        }
+    }
+
+    #[test]
+    fn modified_weight_and_views() {
+        // A different weight than c.weight, and a non-contiguous input view.
+        let mut rng = Rng::new(5);
+        let c = conv(vec![3, 2, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, &mut rng);
+        let wplus: Vec<f32> = c.weight.data.iter().map(|v| v.max(0.0)).collect();
+        let x = ArrayD::from_shape_vec(IxDyn(&[2, 5, 6, 2]), rng.vec(120)).unwrap();
+        let xt = x.view().permuted_axes(IxDyn(&[0, 3, 1, 2]));
+        let y = conv_forward(&c, &wplus, xt.view());
+        let xs = xt.as_standard_layout().to_owned();
+        let yn = naive(&c, &wplus, xs.as_slice().unwrap(), &[2, 5, 6], 2, None);
+        assert_close("views", y.as_slice().unwrap(), &yn, 1e-4);
+    }
+
+    /// Times one layer: forward, conv_transpose, and both transpose paths; prints GFLOP/s.
+    #[allow(clippy::too_many_arguments)]
+    fn bench_layer(label: &str, wshape: Vec<usize>, stride: usize, pad: usize, groups: usize, in_shape: Vec<usize>, n: usize) {
+        use std::time::Instant;
+        let mut rng = Rng::new(1);
+        let r = in_shape.len() - 1;
+        let c = conv(wshape, vec![stride; r], vec![1; r], vec![pad; r], vec![pad; r], groups, &mut rng);
+        let xlen = n * in_shape.iter().product::<usize>();
+        let xshape: Vec<usize> = std::iter::once(n).chain(in_shape.iter().copied()).collect();
+        let x = ArrayD::from_shape_vec(IxDyn(&xshape), rng.vec(xlen)).unwrap();
+        let w = c.weight.data.clone();
+        let y = conv_forward(&c, &w, x.view());
+        let flop = 2.0 * (y.len() * w.len() / c.weight.shape[0]) as f64;
+        let reps = (10e9 / flop).clamp(3.0, 30.0) as usize;
+        // Best of `reps` (robust against other load on the machine).
+        let best = |f: &dyn Fn()| {
+            (0..reps)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::MAX, f64::min)
+        };
+        let tf = best(&|| drop(std::hint::black_box(conv_forward(&c, &w, x.view()))));
+        let tt = best(&|| drop(std::hint::black_box(conv_transpose(&c, &w, y.view(), &in_shape))));
+        let g = Geom::from_conv(&c, &in_shape);
+        let ts = best(&|| drop(std::hint::black_box(transpose_scatter(&g, &w, y.as_slice().unwrap(), n))));
+        let mut line = format!(
+            "{label} N={n}: forward {:.3} ms {:.1} GFLOP/s | transpose {:.3} ms {:.1} GFLOP/s | scatter {:.3} ms {:.1} GFLOP/s",
+            tf * 1e3,
+            flop / tf / 1e9,
+            tt * 1e3,
+            flop / tt / 1e9,
+            ts * 1e3,
+            flop / ts / 1e9
+        );
+        if flip_applies(&g) {
+            let tc = best(&|| drop(std::hint::black_box(transpose_as_conv(&g, &w, y.as_slice().unwrap(), n))));
+            line += &format!(" | flipped conv {:.3} ms {:.1} GFLOP/s", tc * 1e3, flop / tc / 1e9);
+        }
+        println!("{line}");
+    }
+
+    /// `cargo test -p relprop-ndarray --release bench_vgg -- --ignored --nocapture`: VGG16's 3×3 layers.
+    #[test]
+    #[ignore]
+    fn bench_vgg_layers() {
+        for (cin, cout, hw, n) in [(64, 64, 224, 1), (64, 64, 224, 2), (3, 64, 224, 1), (128, 128, 112, 1), (256, 256, 56, 1), (512, 512, 28, 1), (512, 512, 14, 1)] {
+            bench_layer(&format!("conv3x3 {cin}->{cout} {hw}x{hw}"), vec![cout, cin, 3, 3], 1, 1, 1, vec![cin, hw, hw], n);
+        }
+    }
+
+    /// Other layer kinds: depthwise, pointwise, strided (ResNet / MobileNet shapes), 1-D.
+    #[test]
+    #[ignore]
+    fn bench_other_layers() {
+        bench_layer("dw3x3 32 112x112", vec![32, 1, 3, 3], 1, 1, 32, vec![32, 112, 112], 1);
+        bench_layer("dw3x3 s2 64 112x112", vec![64, 1, 3, 3], 2, 1, 64, vec![64, 112, 112], 1);
+        bench_layer("dw3x3 512 14x14", vec![512, 1, 3, 3], 1, 1, 512, vec![512, 14, 14], 1);
+        bench_layer("pw1x1 64->128 56x56", vec![128, 64, 1, 1], 1, 0, 1, vec![64, 56, 56], 1);
+        bench_layer("conv7x7 s2 3->64 224x224", vec![64, 3, 7, 7], 2, 3, 1, vec![3, 224, 224], 1);
+        bench_layer("conv3x3 s2 128->256 56x56", vec![256, 128, 3, 3], 2, 1, 1, vec![128, 56, 56], 1);
+        bench_layer("conv1x1 s2 256->512 56x56", vec![512, 256, 1, 1], 2, 0, 1, vec![256, 56, 56], 1);
+        bench_layer("conv1d k5 64->64 L=8192", vec![64, 64, 5], 1, 2, 1, vec![64, 8192], 1);
+    }
+}

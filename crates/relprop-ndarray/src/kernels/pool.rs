@@ -1,0 +1,520 @@
+//! Max and average pooling (and their global forms), channels-first, any number of spatial axes, with the
+//! routing / transpose the LRP backward pass needs. Parallel over (sample, channel) planes.
+//!
+//! Window conventions (ONNX / PyTorch):
+//! - a window covers input positions `o·stride - pad_begin + [0, k)` per axis; positions outside the input are
+//!   padding: they never win a max and add nothing to an average;
+//! - average divisor: the number of in-bounds positions, or with `count_include_pad` the window's extent
+//!   clipped to the padded input `[-pad_begin, len + pad_end)` (positions past it, created by `ceil_mode`,
+//!   never count);
+//! - `ceil_mode` may create a window lying wholly in the end padding; such an empty window yields 0 and routes
+//!   nothing (its argmax is `u32::MAX`).
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn};
+use rayon::prelude::*;
+use relprop_core::graph::{window_out, Pool};
+
+/// Argmax value of an empty window (all padding): routes nothing.
+pub const NO_WINNER: u32 = u32::MAX;
+
+/// One window extent along one axis: in-bounds input range `[lo, hi)` and the count used by
+/// `count_include_pad`.
+#[derive(Clone, Copy)]
+struct Span {
+    lo: usize,
+    hi: usize,
+    padded: usize,
+}
+
+struct PGeom {
+    in_sp: Vec<usize>,
+    out_sp: Vec<usize>,
+    istride: Vec<usize>,
+    /// Per axis, per output index.
+    spans: Vec<Vec<Span>>,
+    count_include_pad: bool,
+}
+
+impl PGeom {
+    fn new(p: &Pool, in_sp: &[usize]) -> PGeom {
+        let r = p.kernel.len();
+        assert!(r >= 1, "pool: needs at least one spatial axis");
+        assert_eq!(in_sp.len(), r, "pool: input has {} spatial axes, kernel {r}", in_sp.len());
+        for (name, v) in [("strides", &p.strides), ("pads_begin", &p.pads_begin), ("pads_end", &p.pads_end)] {
+            assert_eq!(v.len(), r, "pool: {name} has {} entries, expected {r}", v.len());
+        }
+        let mut out_sp = Vec::with_capacity(r);
+        let mut spans = Vec::with_capacity(r);
+        for (a, &len) in in_sp.iter().enumerate() {
+            let (k, s, pb, pe) = (p.kernel[a], p.strides[a], p.pads_begin[a], p.pads_end[a]);
+            let o = window_out(len, k, s, 1, pb, pe, p.ceil_mode).unwrap_or_else(|e| panic!("pool geometry: {e}"));
+            out_sp.push(o);
+            spans.push(
+                (0..o)
+                    .map(|i| {
+                        // Window [start, start + k) in coordinates shifted by pb (so padded input is [0, len+pb+pe)).
+                        let start = i * s;
+                        let lo = start.max(pb).min(len + pb) - pb;
+                        let hi = (start + k).min(len + pb).max(pb) - pb;
+                        let padded = (start + k).min(len + pb + pe).saturating_sub(start);
+                        Span { lo, hi: hi.max(lo), padded }
+                    })
+                    .collect(),
+            );
+        }
+        let mut istride = vec![1; r];
+        for a in (0..r - 1).rev() {
+            istride[a] = istride[a + 1] * in_sp[a + 1];
+        }
+        PGeom { in_sp: in_sp.to_vec(), out_sp, istride, spans, count_include_pad: p.count_include_pad }
+    }
+
+    fn in_plane(&self) -> usize {
+        self.in_sp.iter().product()
+    }
+    fn out_plane(&self) -> usize {
+        self.out_sp.iter().product()
+    }
+
+    /// Call `f(out_index, window)` for every output position of a plane, in row-major order; `window` holds the
+    /// per-axis spans.
+    fn for_each_window(&self, mut f: impl FnMut(usize, &[Span])) {
+        let r = self.out_sp.len();
+        if self.out_plane() == 0 {
+            return;
+        }
+        let mut pos = vec![0usize; r];
+        let mut win: Vec<Span> = (0..r).map(|a| self.spans[a][0]).collect();
+        for o in 0..self.out_plane() {
+            f(o, &win);
+            let mut a = r;
+            while a > 0 {
+                a -= 1;
+                pos[a] += 1;
+                if pos[a] < self.out_sp[a] {
+                    win[a] = self.spans[a][pos[a]];
+                    break;
+                }
+                pos[a] = 0;
+                win[a] = self.spans[a][0];
+            }
+        }
+    }
+
+    /// Call `f(start, len)` for every contiguous last-axis run of in-bounds input positions of `win`, in
+    /// row-major order. `idx` is scratch of the rank's length.
+    fn for_rows(&self, win: &[Span], idx: &mut [usize], mut f: impl FnMut(usize, usize)) {
+        let r = win.len();
+        let last = r - 1;
+        if win.iter().any(|s| s.lo >= s.hi) {
+            return;
+        }
+        for a in 0..last {
+            idx[a] = win[a].lo;
+        }
+        let (llo, len) = (win[last].lo, win[last].hi - win[last].lo);
+        loop {
+            let base: usize = (0..last).map(|a| idx[a] * self.istride[a]).sum();
+            f(base + llo, len);
+            let mut a = last;
+            loop {
+                if a == 0 {
+                    return;
+                }
+                a -= 1;
+                idx[a] += 1;
+                if idx[a] < win[a].hi {
+                    break;
+                }
+                idx[a] = win[a].lo;
+            }
+        }
+    }
+
+    fn divisor(&self, win: &[Span]) -> usize {
+        if self.count_include_pad {
+            win.iter().map(|s| s.padded).product()
+        } else {
+            win.iter().map(|s| s.hi - s.lo).product()
+        }
+    }
+}
+
+fn split_batched<'a>(x: &'a ArrayViewD<f32>, what: &str) -> (usize, usize, &'a [usize]) {
+    assert!(x.ndim() >= 3, "{what}: input must be (N, C, spatial...), got {:?}", x.shape());
+    (x.shape()[0], x.shape()[1], &x.shape()[2..])
+}
+
+fn shape_of(n: usize, c: usize, sp: &[usize]) -> Vec<usize> {
+    [n, c].into_iter().chain(sp.iter().copied()).collect()
+}
+
+/// Max pooling of `x` `(N, C, spatial...)`. Returns the output `(N, C, out spatial...)` and, per output
+/// element, the flat per-sample index (`c · plane + spatial offset`) of its winner: the first maximum in
+/// row-major window order; padding never wins.
+pub fn maxpool_forward(p: &Pool, x: ArrayViewD<f32>) -> (ArrayD<f32>, Vec<u32>) {
+    let (n, c, sp) = split_batched(&x, "maxpool");
+    let g = PGeom::new(p, sp);
+    let (inp, op) = (g.in_plane(), g.out_plane());
+    assert!(c * inp < NO_WINNER as usize, "maxpool: per-sample input too large for u32 indices");
+    let xs = x.as_standard_layout();
+    let xs = xs.as_slice().expect("standard layout");
+    let mut out = vec![0f32; n * c * op];
+    let mut arg = vec![NO_WINNER; n * c * op];
+    if op > 0 && inp > 0 {
+        out.par_chunks_mut(op).zip(arg.par_chunks_mut(op)).zip(xs.par_chunks(inp)).enumerate().for_each(|(pl, ((o, a), xp))| {
+            let base = (pl % c) * inp;
+            let mut idx = vec![0usize; sp.len()];
+            g.for_each_window(|oi, win| {
+                let (mut best, mut bi, mut found) = (0f32, NO_WINNER as usize, false);
+                g.for_rows(win, &mut idx, |st, len| {
+                    for (j, &v) in xp[st..st + len].iter().enumerate() {
+                        if !found || v > best {
+                            (best, bi, found) = (v, st + j, true);
+                        }
+                    }
+                });
+                if found {
+                    o[oi] = best;
+                    a[oi] = (base + bi) as u32;
+                }
+            });
+        });
+    }
+    (ArrayD::from_shape_vec(IxDyn(&shape_of(n, c, &g.out_sp)), out).expect("shape"), arg)
+}
+
+/// Global max over all spatial axes: `(N, C)` and the per-sample flat index of each winner (first maximum).
+pub fn global_maxpool_forward(x: ArrayViewD<f32>) -> (ArrayD<f32>, Vec<u32>) {
+    let (n, c, sp) = split_batched(&x, "global maxpool");
+    let inp: usize = sp.iter().product();
+    assert!(inp > 0, "global maxpool: empty spatial extent");
+    assert!(c * inp < NO_WINNER as usize, "global maxpool: per-sample input too large for u32 indices");
+    let xs = x.as_standard_layout();
+    let xs = xs.as_slice().expect("standard layout");
+    let (out, arg): (Vec<f32>, Vec<u32>) = xs
+        .par_chunks(inp)
+        .enumerate()
+        .map(|(pl, xp)| {
+            let (mut best, mut bi) = (xp[0], 0);
+            for (j, &v) in xp.iter().enumerate().skip(1) {
+                if v > best {
+                    (best, bi) = (v, j);
+                }
+            }
+            (best, ((pl % c) * inp + bi) as u32)
+        })
+        .unzip();
+    (ArrayD::from_shape_vec(IxDyn(&[n, c]), out).expect("shape"), arg)
+}
+
+/// Route relevance through a max pooling: scatter-add each element of `r` `(N, C, out...)` (or `(N, C)` for
+/// the global form) to its winner from `argmax`; overlapping windows add up. Returns `(N, in_shape...)`,
+/// `in_shape` being the per-sample input shape `(C, spatial...)`.
+pub fn maxpool_route(argmax: &[u32], r: ArrayViewD<f32>, in_shape: &[usize]) -> ArrayD<f32> {
+    assert!(r.ndim() >= 2 && !in_shape.is_empty(), "maxpool route: r must be (N, C, ...)");
+    let (n, c) = (r.shape()[0], in_shape[0]);
+    assert_eq!(r.shape()[1], c, "maxpool route: channel count differs from the input's");
+    assert_eq!(argmax.len(), r.len(), "maxpool route: one argmax per relevance value");
+    let inp: usize = in_shape[1..].iter().product();
+    let rp: usize = r.shape()[2..].iter().product();
+    let rs = r.as_standard_layout();
+    let rs = rs.as_slice().expect("standard layout");
+    let mut dx = vec![0f32; n * c * inp];
+    if inp > 0 && rp > 0 {
+        dx.par_chunks_mut(inp).zip(rs.par_chunks(rp)).zip(argmax.par_chunks(rp)).enumerate().for_each(|(pl, ((d, rv), av))| {
+            let base = (pl % c) * inp;
+            for (&v, &a) in rv.iter().zip(av) {
+                if a != NO_WINNER {
+                    // Winners of channel c lie in input plane c; indexing checks that.
+                    d[a as usize - base] += v;
+                }
+            }
+        });
+    }
+    let shape: Vec<usize> = std::iter::once(n).chain(in_shape.iter().copied()).collect();
+    ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("shape")
+}
+
+/// Average pooling of `x` `(N, C, spatial...)`.
+pub fn avgpool_forward(p: &Pool, x: ArrayViewD<f32>) -> ArrayD<f32> {
+    let (n, c, sp) = split_batched(&x, "avgpool");
+    let g = PGeom::new(p, sp);
+    let (inp, op) = (g.in_plane(), g.out_plane());
+    let xs = x.as_standard_layout();
+    let xs = xs.as_slice().expect("standard layout");
+    let mut out = vec![0f32; n * c * op];
+    if op > 0 && inp > 0 {
+        out.par_chunks_mut(op).zip(xs.par_chunks(inp)).for_each(|(o, xp)| {
+            let mut idx = vec![0usize; sp.len()];
+            g.for_each_window(|oi, win| {
+                let div = g.divisor(win);
+                if div == 0 {
+                    return;
+                }
+                let mut sum = 0f32;
+                g.for_rows(win, &mut idx, |st, len| sum += xp[st..st + len].iter().sum::<f32>());
+                o[oi] = sum / div as f32;
+            });
+        });
+    }
+    ArrayD::from_shape_vec(IxDyn(&shape_of(n, c, &g.out_sp)), out).expect("shape")
+}
+
+/// Vector-Jacobian product of [`avgpool_forward`] w.r.t. its input: each `s` value divided by its window's
+/// divisor, added to every in-bounds position of the window. `in_shape` is the per-sample `(C, spatial...)`.
+pub fn avgpool_transpose(p: &Pool, s: ArrayViewD<f32>, in_shape: &[usize]) -> ArrayD<f32> {
+    assert!(in_shape.len() >= 2, "avgpool transpose: in_shape must be (C, spatial...)");
+    let (n, c) = (s.shape()[0], in_shape[0]);
+    let g = PGeom::new(p, &in_shape[1..]);
+    assert_eq!(s.shape(), &shape_of(n, c, &g.out_sp)[..], "avgpool transpose: s has the wrong shape");
+    let (inp, op) = (g.in_plane(), g.out_plane());
+    let ss = s.as_standard_layout();
+    let ss = ss.as_slice().expect("standard layout");
+    let mut dx = vec![0f32; n * c * inp];
+    if op > 0 && inp > 0 {
+        dx.par_chunks_mut(inp).zip(ss.par_chunks(op)).for_each(|(d, sp)| {
+            let mut idx = vec![0usize; in_shape.len() - 1];
+            g.for_each_window(|oi, win| {
+                let div = g.divisor(win);
+                if div == 0 {
+                    return;
+                }
+                let v = sp[oi] / div as f32;
+                g.for_rows(win, &mut idx, |st, len| d[st..st + len].iter_mut().for_each(|e| *e += v));
+            });
+        });
+    }
+    let shape: Vec<usize> = std::iter::once(n).chain(in_shape.iter().copied()).collect();
+    ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("shape")
+}
+
+/// Mean over all spatial axes: `(N, C, spatial...)` → `(N, C)`.
+pub fn global_avgpool_forward(x: ArrayViewD<f32>) -> ArrayD<f32> {
+    let (n, c, sp) = split_batched(&x, "global avgpool");
+    let inp: usize = sp.iter().product();
+    assert!(inp > 0, "global avgpool: empty spatial extent");
+    let xs = x.as_standard_layout();
+    let xs = xs.as_slice().expect("standard layout");
+    let out: Vec<f32> = xs.par_chunks(inp).map(|xp| xp.iter().sum::<f32>() / inp as f32).collect();
+    ArrayD::from_shape_vec(IxDyn(&[n, c]), out).expect("shape")
+}
+
+/// Vector-Jacobian product of [`global_avgpool_forward`]: `s` `(N, C)` spread evenly over each plane of
+/// `(N, in_shape...)`.
+pub fn global_avgpool_transpose(s: ArrayViewD<f32>, in_shape: &[usize]) -> ArrayD<f32> {
+    assert!(in_shape.len() >= 2, "global avgpool transpose: in_shape must be (C, spatial...)");
+    assert!(s.ndim() == 2 && s.shape()[1] == in_shape[0], "global avgpool transpose: s must be (N, {})", in_shape[0]);
+    let n = s.shape()[0];
+    let inp: usize = in_shape[1..].iter().product();
+    let ss = s.as_standard_layout();
+    let ss = ss.as_slice().expect("standard layout");
+    let mut dx = vec![0f32; n * in_shape[0] * inp];
+    if inp > 0 {
+        dx.par_chunks_mut(inp).zip(ss.par_iter()).for_each(|(d, &v)| d.fill(v / inp as f32));
+    }
+    let shape: Vec<usize> = std::iter::once(n).chain(in_shape.iter().copied()).collect();
+    ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("shape")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::test_util::{assert_close, dot, Rng};
+
+    fn pool(kernel: &[usize], strides: &[usize], pb: &[usize], pe: &[usize], ceil: bool, cip: bool) -> Pool {
+        Pool {
+            kernel: kernel.to_vec(),
+            strides: strides.to_vec(),
+            pads_begin: pb.to_vec(),
+            pads_end: pe.to_vec(),
+            count_include_pad: cip,
+            ceil_mode: ceil,
+        }
+    }
+
+    fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+        let mut v = vec![0; shape.len()];
+        for a in (0..shape.len()).rev() {
+            v[a] = i % shape[a];
+            i /= shape[a];
+        }
+        v
+    }
+
+    /// Naive reference: for every output, scan the full window (row-major), skipping padding. Returns
+    /// (max, argmax, avg, avg-transpose of `s`).
+    fn naive(p: &Pool, x: &[f32], n: usize, c: usize, sp: &[usize], s: &[f32]) -> (Vec<f32>, Vec<u32>, Vec<f32>, Vec<f32>) {
+        let r = sp.len();
+        let out_sp: Vec<usize> =
+            (0..r).map(|a| window_out(sp[a], p.kernel[a], p.strides[a], 1, p.pads_begin[a], p.pads_end[a], p.ceil_mode).unwrap()).collect();
+        let (inp, op, kp) = (sp.iter().product::<usize>(), out_sp.iter().product::<usize>(), p.kernel.iter().product::<usize>());
+        let (mut mx, mut am, mut av) = (vec![0f32; n * c * op], vec![NO_WINNER; n * c * op], vec![0f32; n * c * op]);
+        let mut dx = vec![0f32; n * c * inp];
+        for pl in 0..n * c {
+            for o in 0..op {
+                let ov = unravel(o, &out_sp);
+                let (mut best, mut bi) = (f32::NEG_INFINITY, None);
+                let (mut sum, mut cnt, mut cntpad) = (0f32, 0usize, 0usize);
+                let mut members = vec![];
+                for k in 0..kp {
+                    let kv = unravel(k, &p.kernel);
+                    let mut idx = 0;
+                    let mut inside = true;
+                    let mut in_padded = true;
+                    for a in 0..r {
+                        let i = (ov[a] * p.strides[a] + kv[a]) as isize - p.pads_begin[a] as isize;
+                        if i < 0 || i >= sp[a] as isize {
+                            inside = false;
+                        }
+                        if i >= (sp[a] + p.pads_end[a]) as isize {
+                            in_padded = false;
+                        }
+                        idx = idx * sp[a] + i.max(0) as usize;
+                    }
+                    if in_padded {
+                        cntpad += 1;
+                    }
+                    if !inside {
+                        continue;
+                    }
+                    let v = x[pl * inp + idx];
+                    if bi.is_none() || v > best {
+                        (best, bi) = (v, Some(idx));
+                    }
+                    sum += v;
+                    cnt += 1;
+                    members.push(idx);
+                }
+                let oi = pl * op + o;
+                if let Some(b) = bi {
+                    mx[oi] = best;
+                    am[oi] = ((pl % c) * inp + b) as u32;
+                }
+                let div = if p.count_include_pad { cntpad } else { cnt };
+                if div > 0 {
+                    av[oi] = sum / div as f32;
+                    for m in members {
+                        dx[pl * inp + m] += s[oi] / div as f32;
+                    }
+                }
+            }
+        }
+        (mx, am, av, dx)
+    }
+
+    fn check(name: &str, p: Pool, n: usize, c: usize, sp: &[usize], integer: bool) {
+        let mut rng = Rng::new(name.len() as u64 * 31 + sp.iter().sum::<usize>() as u64);
+        let shape = shape_of(n, c, sp);
+        let len: usize = shape.iter().product();
+        // Integer values in a small range make ties, checking the first-maximum rule.
+        let data: Vec<f32> = rng.vec(len).into_iter().map(|v| if integer { (v * 3.0).round() } else { v }).collect();
+        let x = ArrayD::from_shape_vec(IxDyn(&shape), data).unwrap();
+        let (y, am) = maxpool_forward(&p, x.view());
+        let s = ArrayD::from_shape_vec(IxDyn(y.shape()), rng.vec(y.len())).unwrap();
+        let (mx, amn, av, dxn) = naive(&p, x.as_slice().unwrap(), n, c, sp, s.as_slice().unwrap());
+        assert_close(&format!("{name} max"), y.as_slice().unwrap(), &mx, 0.0);
+        assert_eq!(am, amn, "{name} argmax");
+        let a = avgpool_forward(&p, x.view());
+        assert_close(&format!("{name} avg"), a.as_slice().unwrap(), &av, 1e-5);
+        let dx = avgpool_transpose(&p, s.view(), &shape[1..]);
+        assert_close(&format!("{name} avg transpose"), dx.as_slice().unwrap(), &dxn, 1e-5);
+        let (l, r) = (dot(a.as_slice().unwrap(), s.as_slice().unwrap()), dot(x.as_slice().unwrap(), dx.as_slice().unwrap()));
+        assert!((l - r).abs() <= 1e-4 * l.abs().max(r.abs()).max(1.0), "{name}: avg adjoint {l} vs {r}");
+        // Routing: naive scatter of s to the winners; the routed total equals the total of s (no empty windows)
+        // and <route(s), x> == <s, max(x)>.
+        let routed = maxpool_route(&am, s.view(), &shape[1..]);
+        let mut rn = vec![0f32; len];
+        let per = len / n;
+        for (j, &w) in amn.iter().enumerate() {
+            if w != NO_WINNER {
+                rn[(j / (y.len() / n)) * per + w as usize] += s.as_slice().unwrap()[j];
+            }
+        }
+        assert_close(&format!("{name} route"), routed.as_slice().unwrap(), &rn, 1e-5);
+        let (l, r) = (dot(y.as_slice().unwrap(), s.as_slice().unwrap()), dot(x.as_slice().unwrap(), routed.as_slice().unwrap()));
+        assert!((l - r).abs() <= 1e-4 * l.abs().max(r.abs()).max(1.0), "{name}: max adjoint {l} vs {r}");
+    }
+
+    #[test]
+    fn pool2d_plain() {
+        check("2x2 s2", pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], false, false), 3, 4, &[8, 6], false);
+        check("2x2 s2 odd", pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], false, false), 3, 2, &[7, 9], false);
+    }
+    #[test]
+    fn pool2d_overlapping() {
+        check("3x3 s2", pool(&[3, 3], &[2, 2], &[0, 0], &[0, 0], false, false), 3, 3, &[9, 11], false);
+        check("3x3 s2 ties", pool(&[3, 3], &[2, 2], &[1, 1], &[1, 1], false, false), 3, 3, &[9, 11], true);
+        check("3x2 s1 ties", pool(&[3, 2], &[1, 1], &[0, 1], &[1, 0], false, false), 2, 2, &[5, 6], true);
+    }
+    #[test]
+    fn pool2d_ceil_mode() {
+        check("ceil 3x3 s2", pool(&[3, 3], &[2, 2], &[0, 0], &[0, 0], true, false), 3, 2, &[8, 10], false);
+        check("ceil 2x2 s2", pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], true, true), 3, 2, &[7, 9], false);
+        check("ceil pad cip", pool(&[3, 3], &[2, 2], &[1, 1], &[1, 1], true, true), 3, 2, &[6, 9], false);
+        check("ceil pad", pool(&[3, 3], &[2, 2], &[1, 1], &[1, 1], true, false), 3, 2, &[6, 9], true);
+    }
+    #[test]
+    fn pool2d_padding_divisors() {
+        check("pad cip", pool(&[3, 3], &[1, 1], &[1, 1], &[1, 1], false, true), 3, 2, &[5, 7], false);
+        check("pad no cip", pool(&[3, 3], &[1, 1], &[1, 1], &[1, 1], false, false), 3, 2, &[5, 7], false);
+        check("asym pad cip", pool(&[2, 3], &[2, 1], &[0, 1], &[1, 2], false, true), 3, 2, &[5, 7], false);
+        check("asym pad", pool(&[2, 3], &[2, 1], &[1, 0], &[0, 2], false, false), 3, 2, &[5, 7], false);
+    }
+    #[test]
+    fn pool_empty_window() {
+        // ceil_mode makes the last window lie wholly in the end padding (len 2, pads 1/1, k 2, s 3).
+        check("empty", pool(&[2], &[3], &[1], &[1], true, false), 2, 2, &[2], false);
+        check("empty cip", pool(&[2, 2], &[3, 1], &[1, 0], &[1, 0], true, true), 2, 2, &[2, 3], false);
+    }
+    #[test]
+    fn pool1d_and_3d() {
+        check("1d", pool(&[3], &[2], &[1], &[0], false, false), 3, 3, &[13], false);
+        check("1d ceil", pool(&[4], &[3], &[0], &[2], true, true), 3, 3, &[13], true);
+        check("3d", pool(&[2, 3, 2], &[2, 1, 2], &[1, 0, 1], &[0, 1, 1], false, true), 2, 2, &[5, 4, 6], false);
+    }
+    #[test]
+    fn pool_large_plane() {
+        check("large", pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], false, false), 1, 3, &[64, 70], false);
+    }
+
+    #[test]
+    fn global_pools() {
+        let mut rng = Rng::new(9);
+        for (sp, integer) in [(vec![5usize, 7], false), (vec![4, 3], true), (vec![11], true), (vec![2, 3, 4], false)] {
+            let (n, c) = (3, 4);
+            let shape = shape_of(n, c, &sp);
+            let len: usize = shape.iter().product();
+            let inp: usize = sp.iter().product();
+            let data: Vec<f32> = rng.vec(len).into_iter().map(|v| if integer { (v * 2.0).round() } else { v }).collect();
+            let x = ArrayD::from_shape_vec(IxDyn(&shape), data.clone()).unwrap();
+            let (y, am) = global_maxpool_forward(x.view());
+            assert_eq!(y.shape(), &[n, c]);
+            let mut ys = vec![];
+            for pl in 0..n * c {
+                let plane = &data[pl * inp..(pl + 1) * inp];
+                let m = plane.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let i = plane.iter().position(|&v| v == m).unwrap();
+                assert_eq!(am[pl], ((pl % c) * inp + i) as u32);
+                ys.push(m);
+            }
+            assert_close("gmax", y.as_slice().unwrap(), &ys, 0.0);
+            let s = ArrayD::from_shape_vec(IxDyn(&[n, c]), rng.vec(n * c)).unwrap();
+            let routed = maxpool_route(&am, s.view(), &shape[1..]);
+            for (pl, &a) in am.iter().enumerate() {
+                let plane = &routed.as_slice().unwrap()[pl * inp..(pl + 1) * inp];
+                let i = (a as usize) - (pl % c) * inp;
+                for (j, &v) in plane.iter().enumerate() {
+                    assert_eq!(v, if j == i { s.as_slice().unwrap()[pl] } else { 0.0 });
+                }
+            }
+            let a = global_avgpool_forward(x.view());
+            let an: Vec<f32> = (0..n * c).map(|pl| data[pl * inp..(pl + 1) * inp].iter().sum::<f32>() / inp as f32).collect();
+            assert_close("gavg", a.as_slice().unwrap(), &an, 1e-5);
+            let dx = global_avgpool_transpose(s.view(), &shape[1..]);
+            assert_eq!(dx.shape(), &shape[..]);
+            let (l, r) = (dot(a.as_slice().unwrap(), s.as_slice().unwrap()), dot(&data, dx.as_slice().unwrap()));
+            assert!((l - r).abs() <= 1e-4 * l.abs().max(r.abs()).max(1.0), "gavg adjoint {l} vs {r}");
+        }
+    }
+}

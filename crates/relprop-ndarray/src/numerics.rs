@@ -1,0 +1,345 @@
+//! [`Numerics`] on ndarray: the primitives the core engine needs, on `ArrayD<f32>` (shared through `Arc` so
+//! the engine's clones are free).
+
+use std::sync::Arc;
+
+use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
+use relprop_core::engine::Numerics;
+use relprop_core::graph::{Activation, Op};
+use relprop_core::program::{BiasMod, WeightMod, XMod};
+use relprop_core::rules::KERAS_EPSILON;
+use relprop_core::{Error, Result, Tensor};
+
+use crate::kernels;
+use crate::model::NdModel;
+
+/// A batched tensor; cloning shares the data.
+pub type T = Arc<ArrayD<f32>>;
+
+fn err(msg: impl Into<String>) -> Error {
+    Error::Backend { backend: "ndarray".into(), msg: msg.into() }
+}
+
+fn arc(a: ArrayD<f32>) -> T {
+    Arc::new(a)
+}
+
+/// Elementwise binary op on equal shapes (parallel for large tensors).
+fn zip2(a: &T, b: &T, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Result<T> {
+    if a.shape() != b.shape() {
+        return Err(err(format!("shape mismatch {:?} vs {:?}", a.shape(), b.shape())));
+    }
+    let out = if a.len() > 1 << 16 {
+        Zip::from(&**a).and(&**b).par_map_collect(|&x, &y| f(x, y))
+    } else {
+        Zip::from(&**a).and(&**b).map_collect(|&x, &y| f(x, y))
+    };
+    Ok(arc(out))
+}
+
+fn map1(a: &T, f: impl Fn(f32) -> f32 + Sync + Send) -> T {
+    let out = if a.len() > 1 << 16 { Zip::from(&**a).par_map_collect(|&x| f(x)) } else { a.mapv(f) };
+    arc(out)
+}
+
+/// Per-sample values broadcast over every other axis.
+fn rows_op(a: &T, v: &T, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Result<T> {
+    let n = a.shape()[0];
+    if v.len() != n {
+        return Err(err(format!("row tensor of {} values for a batch of {n}", v.len())));
+    }
+    let mut out = (**a).clone();
+    for (mut slab, &c) in out.axis_iter_mut(Axis(0)).zip(v.iter()) {
+        slab.mapv_inplace(|x| f(x, c));
+    }
+    Ok(arc(out))
+}
+
+fn sgn1(z: f32) -> f32 {
+    if z >= 0.0 { 1.0 } else { -1.0 }
+}
+
+impl NdModel {
+    fn node_op(&self, node: usize) -> &Op {
+        &self.graph.nodes[node].op
+    }
+
+    /// The batched shape `[N] + per-sample shape`.
+    fn batched(n: usize, per: &[usize]) -> Vec<usize> {
+        std::iter::once(n).chain(per.iter().copied()).collect()
+    }
+
+    fn dense_matmul(&self, x: &T, w: &Tensor, transpose: bool) -> Result<T> {
+        let w = ndarray::ArrayView2::from_shape((w.shape[0], w.shape[1]), &w.data).map_err(|e| err(e.to_string()))?;
+        let shape = x.shape().to_vec();
+        let k = *shape.last().ok_or_else(|| err("dense input has no axes"))?;
+        let rows = x.len() / k.max(1);
+        let x2 = x.view().into_shape_with_order((rows, k)).map_err(|e| err(e.to_string()))?;
+        let y = if transpose { x2.dot(&w.t()) } else { x2.dot(&w) };
+        let mut out_shape = shape;
+        *out_shape.last_mut().unwrap() = y.shape()[1];
+        Ok(arc(y.into_shape_with_order(IxDyn(&out_shape)).map_err(|e| err(e.to_string()))?))
+    }
+}
+
+impl Numerics for NdModel {
+    type T = T;
+
+    fn input(&self, x: &Tensor) -> Result<T> {
+        Ok(arc(ArrayD::from_shape_vec(IxDyn(&x.shape), x.data.clone()).map_err(|e| err(e.to_string()))?))
+    }
+
+    fn output(&self, t: &T) -> Result<Tensor> {
+        Tensor::new(t.shape().to_vec(), t.as_standard_layout().iter().copied().collect())
+    }
+
+    fn linear(&self, node: usize, w: WeightMod, x: &T) -> Result<T> {
+        match self.node_op(node) {
+            Op::Dense(_) => self.dense_matmul(x, &*self.weights.get(&self.graph, node, w)?, false),
+            Op::Conv(c) => {
+                let wt = self.weights.get(&self.graph, node, w)?;
+                Ok(arc(kernels::conv_forward(c, &wt.data, x.view())))
+            }
+            op => Err(err(format!("{} has no kernel", op.kind()))),
+        }
+    }
+
+    fn linear_t(&self, node: usize, w: WeightMod, s: &T) -> Result<T> {
+        let n = &self.graph.nodes[node];
+        match &n.op {
+            Op::Dense(_) => self.dense_matmul(s, &*self.weights.get(&self.graph, node, w)?, true),
+            Op::Conv(c) => {
+                let wt = self.weights.get(&self.graph, node, w)?;
+                let in_shape = &self.graph.nodes[n.inputs[0]].shape;
+                Ok(arc(kernels::conv_transpose(c, &wt.data, s.view(), in_shape)))
+            }
+            op => Err(err(format!("{} has no kernel", op.kind()))),
+        }
+    }
+
+    fn add_bias(&self, node: usize, b: BiasMod, z: &T) -> Result<T> {
+        let (bias, channel_axis) = match self.node_op(node) {
+            Op::Dense(d) => (d.bias.as_deref(), z.ndim() - 1),
+            Op::Conv(c) => (c.bias.as_deref(), 1),
+            op => return Err(err(format!("{} has no bias", op.kind()))),
+        };
+        let Some(bias) = bias else { return Ok(z.clone()) };
+        let v: Vec<f32> = bias
+            .data
+            .iter()
+            .map(|&v| match b {
+                BiasMod::None => 0.0,
+                BiasMod::Plain => v,
+                BiasMod::Pos => v.max(0.0),
+                BiasMod::Neg => v.min(0.0),
+                BiasMod::GammaPos(g) => v + g * v.max(0.0),
+            })
+            .collect();
+        Ok(arc(add_along(z, &v, channel_axis)?))
+    }
+
+    fn activation(&self, a: &Activation, z: &T) -> Result<T> {
+        let a = a.clone();
+        Ok(map1(z, move |v| a.apply(v)))
+    }
+
+    fn forward(&self, node: usize, inputs: &[&T]) -> Result<T> {
+        let nd = &self.graph.nodes[node];
+        let x = inputs.first().ok_or_else(|| err("node without input"))?;
+        let n = x.shape()[0];
+        Ok(match &nd.op {
+            Op::MaxPool(p) => arc(kernels::maxpool_forward(p, x.view()).0),
+            Op::AvgPool(p) => arc(kernels::avgpool_forward(p, x.view())),
+            Op::GlobalAvgPool => arc(kernels::global_avgpool_forward(x.view())),
+            Op::GlobalMaxPool => arc(kernels::global_maxpool_forward(x.view()).0),
+            Op::BatchNorm(bn) => {
+                let (scale, shift) = bn.scale_shift();
+                let mut y = (***x).clone();
+                for mut lane in y.axis_iter_mut(Axis(0)) {
+                    for (mut ch, (&s, &t)) in lane.axis_iter_mut(Axis(0)).zip(scale.iter().zip(&shift)) {
+                        ch.mapv_inplace(|v| v * s + t);
+                    }
+                }
+                arc(y)
+            }
+            Op::Add => {
+                let mut acc = (***x).clone();
+                for other in &inputs[1..] {
+                    acc += &***other;
+                }
+                arc(acc)
+            }
+            Op::Reshape => arc(x.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&Self::batched(n, &nd.shape))).map_err(|e| err(e.to_string()))?),
+            Op::Transpose { perm } => arc(x.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned()),
+            Op::Pad { begin, end, value } => {
+                let mut out = ArrayD::from_elem(IxDyn(&Self::batched(n, &nd.shape)), *value);
+                let mut view = out.view_mut();
+                for (a, (&b, &e)) in begin.iter().zip(end).enumerate() {
+                    let len = view.shape()[a + 1];
+                    view.slice_axis_inplace(Axis(a + 1), Slice::from(b..len - e));
+                }
+                view.assign(&***x);
+                arc(out)
+            }
+            Op::Concat { axis } => {
+                let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
+                arc(ndarray::concatenate(Axis(axis + 1), &views).map_err(|e| err(e.to_string()))?)
+            }
+            Op::Identity | Op::Activation(_) => (*x).clone(),
+            op => return Err(err(format!("forward of {} is not a plain op", op.kind()))),
+        })
+    }
+
+    fn pool_t(&self, node: usize, s: &T) -> Result<T> {
+        let nd = &self.graph.nodes[node];
+        let in_shape = &self.graph.nodes[nd.inputs[0]].shape;
+        match &nd.op {
+            Op::AvgPool(p) => Ok(arc(kernels::avgpool_transpose(p, s.view(), in_shape))),
+            Op::GlobalAvgPool => Ok(arc(kernels::global_avgpool_transpose(s.view(), in_shape))),
+            op => Err(err(format!("{} is not an average pooling", op.kind()))),
+        }
+    }
+
+    fn route(&self, node: usize, inputs: &[&T], r: &T) -> Result<Vec<T>> {
+        let nd = &self.graph.nodes[node];
+        let x = inputs[0];
+        let n = x.shape()[0];
+        let in_shape = &self.graph.nodes[nd.inputs[0]].shape;
+        Ok(match &nd.op {
+            Op::MaxPool(p) => {
+                let (_, idx) = kernels::maxpool_forward(p, x.view());
+                vec![arc(kernels::maxpool_route(&idx, r.view(), in_shape))]
+            }
+            Op::GlobalMaxPool => {
+                let (_, idx) = kernels::global_maxpool_forward(x.view());
+                vec![arc(kernels::maxpool_route(&idx, r.view(), in_shape))]
+            }
+            Op::Reshape => vec![arc(r.as_standard_layout().into_owned().into_shape_with_order(IxDyn(x.shape())).map_err(|e| err(e.to_string()))?)],
+            Op::Transpose { perm } => {
+                let mut inv = vec![0; perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    inv[p] = i;
+                }
+                vec![arc(r.view().permuted_axes(IxDyn(&inv)).as_standard_layout().into_owned())]
+            }
+            Op::Pad { begin, end, .. } => {
+                let mut v = r.view();
+                for (a, (&b, &e)) in begin.iter().zip(end).enumerate() {
+                    let len = v.shape()[a + 1];
+                    v.slice_axis_inplace(Axis(a + 1), Slice::from(b..len - e));
+                }
+                vec![arc(v.to_owned())]
+            }
+            Op::Concat { axis } => {
+                let mut start = 0;
+                inputs
+                    .iter()
+                    .map(|t| {
+                        let len = t.shape()[axis + 1];
+                        let part = r.slice_axis(Axis(axis + 1), Slice::from(start..start + len)).to_owned();
+                        start += len;
+                        arc(part)
+                    })
+                    .collect()
+            }
+            op => return Err(err(format!("{} has no gradient routing (n={n})", op.kind()))),
+        })
+    }
+
+    fn add_channel(&self, t: &T, v: &[f32]) -> Result<T> {
+        Ok(arc(add_along(t, v, 1)?))
+    }
+
+    fn xmod(&self, x: &T, m: XMod) -> Result<T> {
+        Ok(match m {
+            XMod::X => x.clone(),
+            XMod::Pos => map1(x, |v| if v > 0.0 { v } else { 0.0 }),
+            XMod::Neg => map1(x, |v| if v < 0.0 { v } else { 0.0 }),
+            XMod::Sign => map1(x, sgn1),
+            XMod::SignMu(mu) => map1(x, move |v| if v >= mu { 1.0 } else { -1.0 }),
+            XMod::Const(c) => arc(ArrayD::from_elem(x.raw_dim(), c)),
+        })
+    }
+
+    fn add(&self, a: &T, b: &T) -> Result<T> {
+        zip2(a, b, |x, y| x + y)
+    }
+    fn sub(&self, a: &T, b: &T) -> Result<T> {
+        zip2(a, b, |x, y| x - y)
+    }
+    fn mul(&self, a: &T, b: &T) -> Result<T> {
+        zip2(a, b, |x, y| x * y)
+    }
+    fn scale(&self, a: &T, c: f32) -> Result<T> {
+        Ok(map1(a, move |x| x * c))
+    }
+    fn safe_div(&self, a: &T, b: &T) -> Result<T> {
+        zip2(a, b, |x, y| x / (if y == 0.0 { KERAS_EPSILON } else { y }))
+    }
+    fn stabilize(&self, z: &T, eps: f32) -> Result<T> {
+        Ok(map1(z, move |v| v + eps * sgn1(v)))
+    }
+    fn stabilize_rows(&self, z: &T, eps: &T) -> Result<T> {
+        rows_op(z, eps, |v, e| v + e * sgn1(v))
+    }
+    fn std_rows(&self, x: &T, over_batch: bool) -> Result<T> {
+        let n = x.shape()[0];
+        let std = |vals: &mut dyn Iterator<Item = f32>| -> f32 {
+            let (mut s, mut s2, mut c) = (0f64, 0f64, 0f64);
+            for v in vals {
+                s += v as f64;
+                s2 += (v as f64) * (v as f64);
+                c += 1.0;
+            }
+            let m = s / c.max(1.0);
+            ((s2 / c.max(1.0) - m * m).max(0.0)).sqrt() as f32
+        };
+        let v: Vec<f32> = if over_batch {
+            vec![std(&mut x.iter().copied()); n]
+        } else {
+            x.axis_iter(Axis(0)).map(|s| std(&mut s.iter().copied())).collect()
+        };
+        Ok(arc(ArrayD::from_shape_vec(IxDyn(&[n]), v).map_err(|e| err(e.to_string()))?))
+    }
+    fn scale_rows(&self, a: &T, v: &T) -> Result<T> {
+        rows_op(a, v, |x, c| x * c)
+    }
+    fn row_max(&self, t: &T) -> Result<(T, T)> {
+        self.select(t, None)
+    }
+    fn row_pick(&self, t: &T, k: usize) -> Result<(T, T)> {
+        self.select(t, Some(k))
+    }
+}
+
+impl NdModel {
+    fn select(&self, t: &T, k: Option<usize>) -> Result<(T, T)> {
+        if t.ndim() != 2 {
+            return Err(err(format!("neuron selection needs a (batch, outputs) tensor, got {:?}", t.shape())));
+        }
+        let (n, kk) = (t.shape()[0], t.shape()[1]);
+        let mut hot = ArrayD::zeros(IxDyn(&[n, kk]));
+        let mut vals = Vec::with_capacity(n);
+        for (i, row) in t.axis_iter(Axis(0)).enumerate() {
+            let j = match k {
+                Some(j) if j < kk => j,
+                Some(j) => return Err(Error::Target(format!("index {j} out of range for {kk} outputs"))),
+                None => row.iter().enumerate().fold(0, |b, (j, &v)| if v > row[b] { j } else { b }),
+            };
+            hot[[i, j]] = 1.0;
+            vals.push(row[j]);
+        }
+        Ok((arc(hot), arc(ArrayD::from_shape_vec(IxDyn(&[n]), vals).map_err(|e| err(e.to_string()))?)))
+    }
+}
+
+/// `t + v` broadcast along `axis` (of the batched tensor).
+fn add_along(t: &T, v: &[f32], axis: usize) -> Result<ArrayD<f32>> {
+    if t.shape().get(axis) != Some(&v.len()) {
+        return Err(err(format!("{} values along axis {axis} of {:?}", v.len(), t.shape())));
+    }
+    let mut shape = vec![1; t.ndim()];
+    shape[axis] = v.len();
+    let b = ndarray::ArrayView::from_shape(IxDyn(&shape), v).map_err(|e| err(e.to_string()))?;
+    Ok(&**t + &b)
+}

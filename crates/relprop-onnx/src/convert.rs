@@ -1,0 +1,702 @@
+//! Per-op lowering of ONNX nodes to IR nodes, with ONNX semantics. Shapes in the IR exclude the batch axis, so
+//! an ONNX axis `a` of the full tensor is per-sample axis `a - 1`, and axis 0 (the batch) must never move.
+//!
+//! Peepholes that recover Keras layers from tf2onnx output:
+//! * Conv/MatMul/Gemm followed by an `Add` of a per-channel constant (their only consumer) → the layer's bias;
+//! * then an activation in the same layer (its only consumer) → the layer's fused `activation`;
+//! * chained Adds of one layer → one n-ary Add; reshape after reshape → one reshape.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use relprop_core::{Activation, BatchNorm, Conv, Dense, Op, Pool, Result, Tensor};
+
+use crate::attrs::NodeCtx;
+use crate::import::{is_op, Importer, MAX_ELEMENTS};
+use crate::tensors::Const;
+
+const SUPPORTED: &str = "Conv, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, Selu, Gelu, \
+    HardSigmoid, Clip, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, BatchNormalization, Reshape, Flatten, \
+    Squeeze, Unsqueeze, Transpose, Pad, Concat, Dropout, Identity, Constant, and a final Softmax/LogSoftmax";
+
+/// Normalize a possibly negative ONNX axis against `rank` (full rank, batch included).
+fn norm_axis(ctx: &NodeCtx, axis: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if !(0..r).contains(&a) {
+        return Err(ctx.err(format!("axis {axis} out of range for rank {rank}")));
+    }
+    Ok(a as usize)
+}
+
+/// Values of a bias constant that broadcasts along `axis` of a `full_rank` tensor with `n` entries there
+/// (shape `(n,1,1)`, `(1,n,1,1)`, `(n,)` for the last axis, or a scalar), expanded to `n` values.
+fn channel_bias(c: &Const, full_rank: usize, axis: usize, n: usize) -> Option<Vec<f32>> {
+    let v = c.f32s()?;
+    let pad = full_rank.checked_sub(c.dims.len())?;
+    for (i, &d) in c.dims.iter().enumerate() {
+        let ok = if i + pad == axis { d == n || d == 1 } else { d == 1 };
+        if !ok {
+            return None;
+        }
+    }
+    match v.len() {
+        l if l == n => Some(v.to_vec()),
+        1 => Some(vec![v[0]; n]),
+        _ => None,
+    }
+}
+
+impl Importer<'_> {
+    /// Lower node `k` (and any nodes it absorbs) into the IR.
+    pub(crate) fn convert(&mut self, k: usize) -> Result<()> {
+        let ctx = self.ctx(k);
+        let domain = ctx.proto.domain.as_deref().unwrap_or("");
+        if !(domain.is_empty() || domain == "ai.onnx") {
+            return Err(ctx.err(format!("unsupported op '{}' from domain '{domain}' (only standard ONNX ops are supported)", ctx.op)));
+        }
+        match ctx.op {
+            "Conv" => self.conv(&ctx),
+            "MatMul" => self.matmul(&ctx),
+            "Gemm" => self.gemm(&ctx),
+            "Add" | "Sum" => self.add(&ctx),
+            "MaxPool" | "AveragePool" => self.pool(&ctx),
+            "GlobalAveragePool" | "GlobalMaxPool" => self.global_pool(&ctx),
+            "BatchNormalization" => self.batchnorm(&ctx),
+            "Reshape" => self.reshape_op(&ctx),
+            "Flatten" => self.flatten(&ctx),
+            "Squeeze" => self.squeeze(&ctx),
+            "Unsqueeze" => self.unsqueeze(&ctx),
+            "Transpose" => self.transpose(&ctx),
+            "Pad" => self.pad(&ctx),
+            "Concat" => self.concat(&ctx),
+            "Dropout" | "Identity" => self.identity(&ctx),
+            "Softmax" | "LogSoftmax" => Err(ctx.err(
+                "unsupported op inside the graph: a softmax is only accepted as the model's last op, where it must be \
+                 removed before export or dropped with strip_softmax",
+            )),
+            _ => match self.parse_activation(&ctx)? {
+                Some(act) => {
+                    let x = self.value(&ctx, 0)?;
+                    let id = self.push(&ctx, Op::Activation(act), &[x])?;
+                    self.bind(ctx.main_output()?, id)
+                }
+                None => Err(ctx.err(format!("unsupported op '{}' (supported: {SUPPORTED})", ctx.op))),
+            },
+        }
+    }
+
+    // ---- helpers -------------------------------------------------------------------------------------------
+
+    /// The IR node computing input `i` (which must not be a constant).
+    fn value(&self, ctx: &NodeCtx, i: usize) -> Result<usize> {
+        let name = ctx.required_input(i)?;
+        if let Some(&id) = self.values.get(name) {
+            return Ok(id);
+        }
+        if self.consts.contains_key(name) {
+            return Err(ctx.err(format!("input {i} ('{name}') is a constant; this op needs a computed tensor there")));
+        }
+        Err(ctx.err(format!("input {i} ('{name}') is not computed by any supported node")))
+    }
+
+    /// Constant input `i`.
+    fn konst(&self, ctx: &NodeCtx, i: usize, what: &str) -> Result<Rc<Const>> {
+        let name = ctx.required_input(i)?;
+        self.consts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ctx.err(format!("{what} (input {i}, '{name}') must be a constant (initializer or Constant node)")))
+    }
+
+    /// Constant int64 input `i` as a list.
+    fn const_ints(&self, ctx: &NodeCtx, i: usize, what: &str) -> Result<Vec<i64>> {
+        let c = self.konst(ctx, i, what)?;
+        if c.dims.len() > 1 {
+            return Err(ctx.err(format!("{what} must be a 1-D list, has shape {:?}", c.dims)));
+        }
+        c.i64s().map(<[i64]>::to_vec).ok_or_else(|| ctx.err(format!("{what} must be int64")))
+    }
+
+    /// Constant float scalar input `i`.
+    fn const_scalar(&self, ctx: &NodeCtx, i: usize, what: &str) -> Result<f32> {
+        let c = self.konst(ctx, i, what)?;
+        match c.f32s() {
+            Some(&[v]) => Ok(v),
+            _ => Err(ctx.err(format!("{what} must be a float32 scalar, has shape {:?}", c.dims))),
+        }
+    }
+
+    /// Constant float32 input `i` as a non-empty weight tensor.
+    fn weight(&self, ctx: &NodeCtx, i: usize, what: &str) -> Result<Tensor> {
+        let c = self.konst(ctx, i, what)?;
+        let data = c.f32s().ok_or_else(|| ctx.err(format!("{what} must be float32")))?;
+        if data.is_empty() {
+            return Err(ctx.err(format!("{what} is empty (shape {:?})", c.dims)));
+        }
+        Ok(Tensor { shape: c.dims.clone(), data: data.to_vec() })
+    }
+
+    /// Per-sample shape of IR node `id`.
+    fn shape(&self, id: usize) -> Vec<usize> {
+        self.graph.nodes.get(id).map(|n| n.shape.clone()).unwrap_or_default()
+    }
+
+    fn bind(&mut self, value: &str, id: usize) -> Result<()> {
+        self.values.insert(value.to_string(), id);
+        Ok(())
+    }
+
+    fn push(&mut self, ctx: &NodeCtx, op: Op, inputs: &[usize]) -> Result<usize> {
+        self.push_as(&ctx.name, &ctx.layer, op, inputs)
+    }
+
+    /// Append an IR node; its output must stay within `MAX_ELEMENTS` so later shape products cannot overflow.
+    fn push_as(&mut self, name: &str, layer: &str, op: Op, inputs: &[usize]) -> Result<usize> {
+        let kind = op.kind();
+        let id = self.graph.push_in_layer(name, layer, op, inputs)?;
+        let shape = self.shape(id);
+        if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > MAX_ELEMENTS) {
+            return Err(relprop_core::Error::node(name, kind, format!("output shape {shape:?} is too large")));
+        }
+        Ok(id)
+    }
+
+    /// Reshape the value `input` (computed by IR node `x`) to the per-sample `target`. A reshape of a reshape
+    /// that nothing else reads collapses into one; when that leaves the shape unchanged, no node is added.
+    fn reshape_to(&mut self, ctx: &NodeCtx, input: &str, x: usize, target: Vec<usize>) -> Result<usize> {
+        let mut base = x;
+        if self.graph.nodes.get(x).is_some_and(|n| n.op == Op::Reshape) && self.sole_consumer(input) == Some(ctx.index) {
+            base = self.graph.nodes[x].inputs.first().copied().unwrap_or(x);
+            if self.shape(base) == target {
+                return Ok(base);
+            }
+        }
+        self.graph.push_reshape(&ctx.name, &ctx.layer, base, target)
+    }
+
+    /// Explicit (begin, end) pads from `auto_pad` / `pads` for a window op over `spatial`.
+    fn pads(ctx: &NodeCtx, spatial: &[usize], kernel: &[usize], strides: &[usize], dilations: &[usize]) -> Result<(Vec<usize>, Vec<usize>)> {
+        let r = spatial.len();
+        match ctx.string("auto_pad", "NOTSET")?.as_str() {
+            "NOTSET" | "" => {
+                let p = ctx.geometry("pads", 2 * r, 0, 0)?;
+                Ok((p[..r].to_vec(), p[r..].to_vec()))
+            }
+            "VALID" => Ok((vec![0; r], vec![0; r])),
+            mode @ ("SAME_UPPER" | "SAME_LOWER") => {
+                let (mut begin, mut end) = (Vec::with_capacity(r), Vec::with_capacity(r));
+                for a in 0..r {
+                    // Output = ceil(in / stride); SAME_UPPER puts the odd pixel at the end (like TF "same").
+                    let out = spatial[a].div_ceil(strides[a]);
+                    let eff = dilations[a] * (kernel[a].max(1) - 1) + 1;
+                    let total = ((out.max(1) - 1) * strides[a] + eff).saturating_sub(spatial[a]);
+                    let (small, big) = (total / 2, total - total / 2);
+                    if mode == "SAME_UPPER" {
+                        begin.push(small);
+                        end.push(big);
+                    } else {
+                        begin.push(big);
+                        end.push(small);
+                    }
+                }
+                Ok((begin, end))
+            }
+            other => Err(ctx.err(format!("auto_pad '{other}' is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER"))),
+        }
+    }
+
+    /// Fold `out`'s only consumer into a bias when it adds a constant broadcasting along `axis` (n entries).
+    /// Returns the bias values and the Add's output, marking the Add done.
+    fn fold_bias_add(&mut self, out: &str, full_rank: usize, axis: usize, n: usize) -> Option<(Vec<f32>, String)> {
+        let k = self.sole_consumer(out)?;
+        let node = self.nodes.get(k)?;
+        if !is_op(node, "Add") || node.input.len() != 2 {
+            return None;
+        }
+        let other = if node.input[0] == out { &node.input[1] } else { &node.input[0] };
+        let bias = channel_bias(self.consts.get(other)?, full_rank, axis, n)?;
+        let add_out = node.output.first().filter(|o| !o.is_empty())?.clone();
+        self.done[k] = true;
+        Some((bias, add_out))
+    }
+
+    /// Fuse `out`'s only consumer when it is an activation of the same layer (Keras `activation=`).
+    /// Returns the activation and its output, marking it done.
+    fn fuse_activation(&mut self, out: &str, layer: &str) -> Result<Option<(Activation, String)>> {
+        let Some(k) = self.sole_consumer(out) else { return Ok(None) };
+        let c = self.ctx(k);
+        let domain_ok = matches!(c.proto.domain.as_deref(), None | Some("") | Some("ai.onnx"));
+        if !domain_ok || c.layer != layer || c.input(0) != Some(out) {
+            return Ok(None);
+        }
+        let (Some(act), Some(o)) = (self.parse_activation(&c)?, c.output(0)) else { return Ok(None) };
+        self.done[k] = true;
+        Ok(Some((act, o.to_string())))
+    }
+
+    /// The activation an activation node computes, or None when the node is something else.
+    fn parse_activation(&self, ctx: &NodeCtx) -> Result<Option<Activation>> {
+        let finite = |what: &str, v: f32| if v.is_finite() { Ok(v) } else { Err(ctx.err(format!("{what} must be finite, is {v}"))) };
+        let act = match ctx.op {
+            "Relu" => Activation::Relu,
+            "Sigmoid" => Activation::Sigmoid,
+            "Tanh" => Activation::Tanh,
+            "Softplus" => Activation::Softplus,
+            "LeakyRelu" => Activation::LeakyRelu(finite("alpha", ctx.float("alpha", 0.01)?)?),
+            "Elu" => Activation::Elu(finite("alpha", ctx.float("alpha", 1.0)?)?),
+            "Selu" => {
+                // The IR's Selu has the standard constants; other values would silently change the forward pass.
+                let (a, g) = (ctx.float("alpha", 1.673_263_2)?, ctx.float("gamma", 1.050_701)?);
+                if (a - 1.673_263_2).abs() > 1e-5 || (g - 1.050_701).abs() > 1e-5 {
+                    return Err(ctx.err(format!("Selu with alpha {a}, gamma {g} is not supported (only the standard constants)")));
+                }
+                Activation::Selu
+            }
+            "Gelu" => match ctx.string("approximate", "none")?.as_str() {
+                "none" => Activation::Gelu,
+                other => return Err(ctx.err(format!("Gelu approximate='{other}' is not supported (only the exact erf form)"))),
+            },
+            "HardSigmoid" => Activation::HardSigmoid {
+                alpha: finite("alpha", ctx.float("alpha", 0.2)?)?,
+                beta: finite("beta", ctx.float("beta", 0.5)?)?,
+            },
+            "Clip" => {
+                // opset >= 11 passes the bounds as optional inputs, older opsets as attributes.
+                let min = match ctx.input(1) {
+                    Some(_) => self.const_scalar(ctx, 1, "min")?,
+                    None => ctx.float("min", f32::NEG_INFINITY)?,
+                };
+                let max = match ctx.input(2) {
+                    Some(_) => self.const_scalar(ctx, 2, "max")?,
+                    None => ctx.float("max", f32::INFINITY)?,
+                };
+                if min.is_nan() || max.is_nan() || min > max {
+                    return Err(ctx.err(format!("Clip bounds min {min} / max {max} are invalid")));
+                }
+                Activation::Clip { min, max }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(act))
+    }
+
+    // ---- kernel ops ----------------------------------------------------------------------------------------
+
+    fn conv(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let w = self.weight(ctx, 1, "weight")?;
+        let in_shape = self.shape(x);
+        let r = w.shape.len().saturating_sub(2);
+        if r == 0 {
+            return Err(ctx.err(format!("weight shape {:?} must be (out, in/groups, k1, ..)", w.shape)));
+        }
+        if in_shape.len() != r + 1 {
+            return Err(ctx.err(format!("input per-sample shape {in_shape:?} must be (channels, {r} spatial axes) for weight {:?}", w.shape)));
+        }
+        let kernel = w.shape[2..].to_vec();
+        if let Some(ks) = ctx.ints("kernel_shape")? {
+            if ks.len() != r || ks.iter().zip(&kernel).any(|(&a, &b)| a != b as i64) {
+                return Err(ctx.err(format!("kernel_shape {ks:?} disagrees with weight shape {:?}", w.shape)));
+            }
+        }
+        let strides = ctx.geometry("strides", r, 1, 1)?;
+        let dilations = ctx.geometry("dilations", r, 1, 1)?;
+        let groups = ctx.bounded("group", ctx.int("group", 1)?, 1)?;
+        let (pads_begin, pads_end) = Self::pads(ctx, &in_shape[1..], &kernel, &strides, &dilations)?;
+        let m = w.shape[0];
+        let mut bias = match ctx.input(2) {
+            Some(_) => Some(self.weight(ctx, 2, "bias")?.data),
+            None => None,
+        };
+        let mut out = ctx.main_output()?.to_string();
+        if let Some((b, o)) = self.fold_bias_add(&out, r + 2, 1, m) {
+            bias = Some(match bias {
+                Some(old) if old.len() == b.len() => old.iter().zip(&b).map(|(a, b)| a + b).collect(),
+                Some(_) => return Err(ctx.err(format!("bias does not have {m} values"))),
+                None => b,
+            });
+            out = o;
+        }
+        let activation = self.fuse_activation(&out, &ctx.layer)?.map(|(a, o)| {
+            out = o;
+            a
+        });
+        let bias = bias.map(|b| Arc::new(Tensor { shape: vec![b.len()], data: b }));
+        let conv = Conv { weight: Arc::new(w), bias, strides, dilations, pads_begin, pads_end, groups, activation };
+        let id = self.push(ctx, Op::Conv(conv), &[x])?;
+        self.bind(&out, id)
+    }
+
+    /// Dense from a weight `(in, out)` and optional bias, folding a following bias Add and activation.
+    fn dense(&mut self, ctx: &NodeCtx, x: usize, w: Tensor, mut bias: Option<Vec<f32>>) -> Result<()> {
+        let n = w.shape.get(1).copied().unwrap_or(0);
+        let full_rank = self.shape(x).len() + 1;
+        let mut out = ctx.main_output()?.to_string();
+        if let Some((b, o)) = self.fold_bias_add(&out, full_rank, full_rank - 1, n) {
+            bias = Some(match bias {
+                Some(old) => old.iter().zip(&b).map(|(a, b)| a + b).collect(),
+                None => b,
+            });
+            out = o;
+        }
+        let activation = self.fuse_activation(&out, &ctx.layer)?.map(|(a, o)| {
+            out = o;
+            a
+        });
+        let bias = bias.map(|b| Arc::new(Tensor { shape: vec![b.len()], data: b }));
+        let id = self.push(ctx, Op::Dense(Dense { weight: Arc::new(w), bias, activation }), &[x])?;
+        self.bind(&out, id)
+    }
+
+    fn matmul(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let w = self.weight(ctx, 1, "weight (2nd MatMul operand)")?;
+        if w.shape.len() != 2 {
+            return Err(ctx.err(format!("weight must be 2-D (in, out), has shape {:?}", w.shape)));
+        }
+        self.dense(ctx, x, w, None)
+    }
+
+    fn gemm(&mut self, ctx: &NodeCtx) -> Result<()> {
+        if ctx.int("transA", 0)? != 0 {
+            return Err(ctx.err("transA=1 is not supported: the batch must be the rows of A"));
+        }
+        let trans_b = ctx.int("transB", 0)? != 0;
+        let (alpha, beta) = (ctx.float("alpha", 1.0)?, ctx.float("beta", 1.0)?);
+        if !alpha.is_finite() || !beta.is_finite() {
+            return Err(ctx.err(format!("alpha {alpha} and beta {beta} must be finite")));
+        }
+        let x = self.value(ctx, 0)?;
+        if self.shape(x).len() != 1 {
+            return Err(ctx.err(format!("input A must be 2-D (batch, features), has per-sample shape {:?}", self.shape(x))));
+        }
+        let b = self.weight(ctx, 1, "B")?;
+        let [r, c] = b.shape[..] else {
+            return Err(ctx.err(format!("B must be 2-D, has shape {:?}", b.shape)));
+        };
+        // alpha * A·B + beta * C == A·(alpha B) + (beta C): scaling the constants is exact.
+        let mut w = if trans_b {
+            let mut data = Vec::with_capacity(b.data.len());
+            for j in 0..c {
+                data.extend((0..r).map(|i| b.data[i * c + j]));
+            }
+            Tensor { shape: vec![c, r], data }
+        } else {
+            b
+        };
+        if alpha != 1.0 {
+            w.data.iter_mut().for_each(|v| *v *= alpha);
+        }
+        let n = w.shape[1];
+        let bias = match ctx.input(2) {
+            Some(_) => {
+                let c = self.konst(ctx, 2, "C")?;
+                let v = channel_bias(&c, 2, 1, n).ok_or_else(|| ctx.err(format!("C of shape {:?} does not broadcast as a bias of {n} outputs", c.dims)))?;
+                Some(v.into_iter().map(|v| v * beta).collect())
+            }
+            None => None,
+        };
+        self.dense(ctx, x, w, bias)
+    }
+
+    // ---- other layers --------------------------------------------------------------------------------------
+
+    fn add(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let names: Vec<&str> = ctx.proto.input.iter().map(String::as_str).collect();
+        if names.is_empty() || names.iter().any(|n| n.is_empty()) {
+            return Err(ctx.err("needs at least one input, none of them empty"));
+        }
+        let mut ins = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            if self.consts.contains_key(*name) {
+                return Err(ctx.err(format!(
+                    "adding a constant ('{name}') is only supported as the bias right after a Conv, MatMul or Gemm \
+                     whose output nothing else reads"
+                )));
+            }
+            let id = self.value(ctx, i)?;
+            // Keras Add([a, b, c]) becomes chained Adds of one layer: merge them back into one n-ary Add.
+            let merge = self.mergeable_adds.get(&id) == Some(&ctx.layer) && self.sole_consumer(name) == Some(ctx.index);
+            match self.graph.nodes.get(id) {
+                Some(n) if merge => ins.extend(n.inputs.iter().copied()),
+                _ => ins.push(id),
+            }
+        }
+        let id = self.push(ctx, Op::Add, &ins)?;
+        self.mergeable_adds.insert(id, ctx.layer.clone());
+        self.bind(ctx.main_output()?, id)
+    }
+
+    fn pool(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let in_shape = self.shape(x);
+        let r = in_shape.len().saturating_sub(1);
+        if r == 0 {
+            return Err(ctx.err(format!("input per-sample shape {in_shape:?} needs channels and spatial axes")));
+        }
+        if ctx.attr("kernel_shape").is_none() {
+            return Err(ctx.err("attribute 'kernel_shape' is required"));
+        }
+        let kernel = ctx.geometry("kernel_shape", r, 1, 1)?;
+        let strides = ctx.geometry("strides", r, 1, 1)?;
+        let is_max = ctx.op == "MaxPool";
+        if is_max {
+            if ctx.geometry("dilations", r, 1, 1)?.iter().any(|&d| d != 1) {
+                return Err(ctx.err("dilated max pooling is not supported"));
+            }
+            if ctx.output(1).is_some_and(|o| self.is_used(o)) {
+                return Err(ctx.err("the indices output of MaxPool is used, which is not supported"));
+            }
+        }
+        let (pads_begin, pads_end) = Self::pads(ctx, &in_shape[1..], &kernel, &strides, &vec![1; r])?;
+        let flag = |key: &str| -> Result<bool> {
+            match ctx.int(key, 0)? {
+                0 => Ok(false),
+                1 => Ok(true),
+                v => Err(ctx.err(format!("attribute '{key}' must be 0 or 1, is {v}"))),
+            }
+        };
+        let ceil_mode = flag("ceil_mode")?;
+        let count_include_pad = !is_max && flag("count_include_pad")?;
+        let pool = Pool { kernel, strides, pads_begin, pads_end, count_include_pad, ceil_mode };
+        let id = self.push(ctx, if is_max { Op::MaxPool(pool) } else { Op::AvgPool(pool) }, &[x])?;
+        self.bind(ctx.main_output()?, id)
+    }
+
+    /// ONNX global pools keep the spatial axes as 1s; the IR's drop them, so a reshape restores them (and
+    /// collapses away again when a Squeeze or Flatten follows, as in Keras' GlobalAveragePooling2D).
+    fn global_pool(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let in_shape = self.shape(x);
+        if in_shape.len() < 2 {
+            return Err(ctx.err(format!("input per-sample shape {in_shape:?} needs channels and spatial axes")));
+        }
+        let op = if ctx.op == "GlobalMaxPool" { Op::GlobalMaxPool } else { Op::GlobalAvgPool };
+        let pooled = self.push(ctx, op, &[x])?;
+        let mut keep = vec![in_shape[0]];
+        keep.resize(in_shape.len(), 1);
+        let name = self.unique_name(&format!("{}__keepdims", ctx.name));
+        let id = self.graph.push_reshape(&name, &ctx.layer, pooled, keep)?;
+        self.bind(ctx.main_output()?, id)
+    }
+
+    fn batchnorm(&mut self, ctx: &NodeCtx) -> Result<()> {
+        if ctx.int("training_mode", 0)? != 0 {
+            return Err(ctx.err("training_mode=1 is not supported (inference only)"));
+        }
+        if ctx.proto.output.iter().skip(1).any(|o| !o.is_empty() && self.is_used(o)) {
+            return Err(ctx.err("running mean/variance outputs are used, which is not supported (inference only)"));
+        }
+        let x = self.value(ctx, 0)?;
+        let epsilon = ctx.float("epsilon", 1e-5)?;
+        if !epsilon.is_finite() || epsilon < 0.0 {
+            return Err(ctx.err(format!("epsilon {epsilon} must be finite and non-negative")));
+        }
+        let bn = BatchNorm {
+            gamma: Arc::new(self.weight(ctx, 1, "scale")?),
+            beta: Arc::new(self.weight(ctx, 2, "B")?),
+            mean: Arc::new(self.weight(ctx, 3, "mean")?),
+            var: Arc::new(self.weight(ctx, 4, "var")?),
+            epsilon,
+        };
+        let id = self.push(ctx, Op::BatchNorm(bn), &[x])?;
+        self.bind(ctx.main_output()?, id)
+    }
+
+    // ---- layout ops ----------------------------------------------------------------------------------------
+
+    fn reshape_op(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let in_shape = self.shape(x);
+        let numel: usize = in_shape.iter().product();
+        let t = self.const_ints(ctx, 1, "shape")?;
+        let allow_zero = ctx.int("allowzero", 0)? != 0;
+        let Some((&first, rest)) = t.split_first() else {
+            return Err(ctx.err("target shape is empty: the batch axis must stay"));
+        };
+        if allow_zero && t.contains(&0) {
+            return Err(ctx.err(format!("target shape {t:?} has a zero-size axis (allowzero=1)")));
+        }
+        // Axis 0 is the batch: 0 (copy), -1 (infer) or the file's fixed batch size keep it.
+        match first {
+            0 | -1 => {}
+            b if b > 0 && self.batch.is_none_or(|fixed| fixed as i64 == b) => {}
+            b => return Err(ctx.err(format!("target shape {t:?} changes the batch axis (entry 0 is {b})"))),
+        }
+        let mut target = Vec::with_capacity(rest.len());
+        let mut infer = None;
+        for (i, &d) in rest.iter().enumerate() {
+            let v = match d {
+                0 => *in_shape.get(i).ok_or_else(|| ctx.err(format!("target shape {t:?} copies axis {} the input lacks", i + 1)))?,
+                -1 if infer.is_none() && first != -1 => {
+                    infer = Some(i);
+                    1
+                }
+                d if d > 0 && d as u64 <= MAX_ELEMENTS as u64 => d as usize,
+                _ => return Err(ctx.err(format!("target shape {t:?} has an invalid entry {d}"))),
+            };
+            target.push(v);
+        }
+        let known = target.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&k| k > 0);
+        match (infer, known) {
+            (Some(i), Some(k)) if numel.is_multiple_of(k) => target[i] = numel / k,
+            (None, Some(k)) if k == numel => {}
+            _ => return Err(ctx.err(format!("cannot reshape per-sample shape {in_shape:?} into {t:?} keeping the batch axis"))),
+        }
+        let id = self.reshape_to(ctx, ctx.required_input(0)?, x, target)?;
+        self.bind(ctx.main_output()?, id)
+    }
+
+    fn flatten(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let in_shape = self.shape(x);
+        // axis == rank is legal ONNX (everything in the first factor) but merges the batch like axis 0.
+        let axis = norm_axis(ctx, ctx.int("axis", 1)?, in_shape.len() + 1)
+            .map_err(|_| ctx.err("only Flatten axis=1 keeps the batch axis"))?;
+        if axis != 1 {
+            return Err(ctx.err(format!("Flatten axis={axis} would merge the batch axis; only axis=1 is supported")));
+        }
+        let id = self.reshape_to(ctx, ctx.required_input(0)?, x, vec![in_shape.iter().product()])?;
+        self.bind(ctx.main_output()?, id)
+    }
+
+    /// Axes from input 1 (opset >= 13) or the `axes` attribute (older opsets).
+    fn axes(&self, ctx: &NodeCtx) -> Result<Option<Vec<i64>>> {
+        match ctx.input(1) {
+            Some(_) => self.const_ints(ctx, 1, "axes").map(Some),
+            None => ctx.ints("axes"),
+        }
+    }
+
+    fn squeeze(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let in_shape = self.shape(x);
+        let rank = in_shape.len() + 1;
+        let drop: Vec<usize> = match self.axes(ctx)? {
+            // No axes: every size-1 axis goes, except the batch, whose size is not known here.
+            None => (1..rank).filter(|&a| in_shape[a - 1] == 1).collect(),
+            Some(axes) => {
+                let mut v = Vec::with_capacity(axes.len());
+                for &a in &axes {
+                    let a = norm_axis(ctx, a, rank)?;
+                    if a == 0 {
+                        return Err(ctx.err("squeezing axis 0 (the batch axis) is not supported"));
+                    }
+                    if in_shape[a - 1] != 1 {
+                        return Err(ctx.err(format!("axis {a} of per-sample shape {in_shape:?} is not 1")));
+                    }
+                    v.push(a);
+                }
+                v
+            }
+        };
+        let target = (1..rank).filter(|a| !drop.contains(a)).map(|a| in_shape[a - 1]).collect();
+        let id = self.reshape_to(ctx, ctx.required_input(0)?, x, target)?;
+        self.bind(ctx.main_output()?, id)
+    }
+
+    fn unsqueeze(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let in_shape = self.shape(x);
+        let axes = self.axes(ctx)?.ok_or_else(|| ctx.err("needs axes (input 1 or attribute)"))?;
+        let out_rank = in_shape.len() + 1 + axes.len();
+        let mut new = vec![false; out_rank];
+        for &a in &axes {
+            let a = norm_axis(ctx, a, out_rank)?;
+            if a == 0 {
+                return Err(ctx.err("inserting an axis before the batch axis is not supported"));
+            }
+            if std::mem::replace(&mut new[a], true) {
+                return Err(ctx.err(format!("axis {a} repeated in {axes:?}")));
+            }
+        }
+        let mut dims = in_shape.iter();
+        let target = (1..out_rank).map(|a| if new[a] { 1 } else { dims.next().copied().unwrap_or(1) }).collect();
+        let id = self.reshape_to(ctx, ctx.required_input(0)?, x, target)?;
+        self.bind(ctx.main_output()?, id)
+    }
+
+    fn transpose(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let rank = self.shape(x).len() + 1;
+        let perm: Vec<usize> = match ctx.ints("perm")? {
+            Some(p) => p.iter().map(|&a| usize::try_from(a).map_err(|_| ctx.err(format!("perm {p:?} has a negative entry")))).collect::<Result<_>>()?,
+            None => (0..rank).rev().collect(), // ONNX default: reverse all axes (moves the batch: rejected below)
+        };
+        if perm.first() != Some(&0) {
+            return Err(ctx.err(format!("perm {perm:?} moves the batch axis; perm[0] must be 0")));
+        }
+        let id = self.push(ctx, Op::Transpose { perm }, &[x])?;
+        self.bind(ctx.main_output()?, id)
+    }
+
+    fn pad(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let rank = self.shape(x).len() + 1;
+        let mode = ctx.string("mode", "constant")?;
+        if mode != "constant" {
+            return Err(ctx.err(format!("pad mode '{mode}' is not supported (only constant)")));
+        }
+        // opset >= 11: pads (and value, axes) are inputs; older opsets use attributes.
+        let pads = match ctx.input(1) {
+            Some(_) => self.const_ints(ctx, 1, "pads")?,
+            None => ctx.ints("pads")?.ok_or_else(|| ctx.err("needs pads (input 1 or attribute)"))?,
+        };
+        let value = match ctx.input(2) {
+            Some(_) => self.const_scalar(ctx, 2, "constant_value")?,
+            None => ctx.float("value", 0.0)?,
+        };
+        if !value.is_finite() {
+            return Err(ctx.err(format!("pad value {value} must be finite")));
+        }
+        let axes: Vec<usize> = match ctx.input(3) {
+            Some(_) => self.const_ints(ctx, 3, "axes")?.iter().map(|&a| norm_axis(ctx, a, rank)).collect::<Result<_>>()?,
+            None => (0..rank).collect(),
+        };
+        if pads.len() != 2 * axes.len() {
+            return Err(ctx.err(format!("pads {pads:?} must have {} entries", 2 * axes.len())));
+        }
+        let (mut begin, mut end) = (vec![0usize; rank], vec![0usize; rank]);
+        for (i, &a) in axes.iter().enumerate() {
+            begin[a] = ctx.bounded("pads (negative pads crop, which is not supported)", pads[i], 0)?;
+            end[a] = ctx.bounded("pads (negative pads crop, which is not supported)", pads[i + axes.len()], 0)?;
+        }
+        if begin[0] != 0 || end[0] != 0 {
+            return Err(ctx.err(format!("pads {pads:?} pad the batch axis")));
+        }
+        let op = Op::Pad { begin: begin[1..].to_vec(), end: end[1..].to_vec(), value };
+        let id = self.push(ctx, op, &[x])?;
+        self.bind(ctx.main_output()?, id)
+    }
+
+    fn concat(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let ins: Vec<usize> = (0..ctx.proto.input.len()).map(|i| self.value(ctx, i)).collect::<Result<_>>()?;
+        let first = ins.first().ok_or_else(|| ctx.err("needs inputs"))?;
+        let rank = self.shape(*first).len() + 1;
+        if ctx.attr("axis").is_none() {
+            return Err(ctx.err("attribute 'axis' is required"));
+        }
+        let axis = norm_axis(ctx, ctx.int("axis", 1)?, rank)?;
+        if axis == 0 {
+            return Err(ctx.err("concatenation along the batch axis is not supported"));
+        }
+        let id = self.push(ctx, Op::Concat { axis: axis - 1 }, &ins)?;
+        self.bind(ctx.main_output()?, id)
+    }
+
+    fn identity(&mut self, ctx: &NodeCtx) -> Result<()> {
+        if ctx.op == "Dropout" && ctx.output(1).is_some_and(|o| self.is_used(o)) {
+            return Err(ctx.err("the mask output of Dropout is used, which is not supported"));
+        }
+        let out = ctx.main_output()?.to_string();
+        // An Identity of a constant is a constant (tf2onnx leaves some around weights).
+        if let Some(c) = ctx.input(0).and_then(|i| self.consts.get(i)).cloned() {
+            self.consts.insert(out, c);
+            return Ok(());
+        }
+        let x = self.value(ctx, 0)?;
+        let id = self.push(ctx, Op::Identity, &[x])?;
+        self.bind(&out, id)
+    }
+}

@@ -1,0 +1,256 @@
+//! Shared test helpers: golden paths, a tiny .npy reader and a naive reference forward pass over the IR.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use relprop_core::{Graph, Op, Tensor};
+
+pub fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../golden").join(name)
+}
+
+pub const ONNX_FILES: [&str; 4] = ["model_a_opset13", "model_a_opset17", "model_b_opset13", "model_b_opset17"];
+
+pub fn onnx_path(stem: &str) -> PathBuf {
+    golden(&format!("onnx/{stem}.onnx"))
+}
+
+/// Read a little-endian float32 C-order .npy file (format 1.0/2.0).
+pub fn read_npy(name: &str) -> Tensor {
+    let bytes = std::fs::read(golden(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{name}: not an npy file");
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
+    assert!(header.contains("'descr': '<f4'"), "{name}: not <f4: {header}");
+    assert!(header.contains("'fortran_order': False"), "{name}: fortran order");
+    let shape_str = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape: Vec<usize> = shape_str.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+    let data: Vec<f32> =
+        bytes[start + header_len..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    Tensor::new(shape, data).unwrap()
+}
+
+/// Permute the axes of a row-major tensor: output axis i is input axis perm[i].
+pub fn permute(t: &Tensor, perm: &[usize]) -> Tensor {
+    let shape: Vec<usize> = perm.iter().map(|&p| t.shape[p]).collect();
+    let strides = strides(&t.shape);
+    let mut out = Vec::with_capacity(t.data.len());
+    let mut idx = vec![0usize; shape.len()];
+    for _ in 0..t.data.len() {
+        let off: usize = idx.iter().zip(perm).map(|(&i, &p)| i * strides[p]).sum();
+        out.push(t.data[off]);
+        for a in (0..shape.len()).rev() {
+            idx[a] += 1;
+            if idx[a] < shape[a] {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+    Tensor::new(shape, out).unwrap()
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for a in (0..shape.len().saturating_sub(1)).rev() {
+        s[a] = s[a + 1] * shape[a + 1];
+    }
+    s
+}
+
+/// Lift a 1-D channels-first op to 2-D: (C, L) → (C, 1, L).
+fn as_2d(v: &[usize], fill: usize) -> [usize; 2] {
+    match v {
+        [a] => [fill, *a],
+        [a, b] => [*a, *b],
+        _ => panic!("reference forward supports 1-D and 2-D windows only"),
+    }
+}
+
+/// Naive per-sample forward pass of the IR (one sample, no batch axis), for 1-D/2-D models.
+pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
+    assert_eq!(x.shape, g.input_shape());
+    let mut vals: Vec<Tensor> = Vec::with_capacity(g.nodes.len());
+    for n in &g.nodes {
+        let ins: Vec<&Tensor> = n.inputs.iter().map(|&i| &vals[i]).collect();
+        let out = match &n.op {
+            Op::Input => x.clone(),
+            Op::Transpose { perm } => permute(ins[0], &perm[1..].iter().map(|p| p - 1).collect::<Vec<_>>()),
+            Op::Reshape => Tensor::new(n.shape.clone(), ins[0].data.clone()).unwrap(),
+            Op::Identity => ins[0].clone(),
+            Op::Activation(a) => map(ins[0], |v| a.apply(v)),
+            Op::Add => {
+                let mut t = ins[0].clone();
+                for o in &ins[1..] {
+                    t.data.iter_mut().zip(&o.data).for_each(|(a, b)| *a += b);
+                }
+                t
+            }
+            Op::Dense(d) => {
+                let (k, m) = (d.weight.shape[0], d.weight.shape[1]);
+                let rows = ins[0].data.len() / k;
+                let mut out = vec![0f32; rows * m];
+                for r in 0..rows {
+                    for j in 0..m {
+                        let mut s = d.bias.as_ref().map_or(0.0, |b| b.data[j]);
+                        for i in 0..k {
+                            s += ins[0].data[r * k + i] * d.weight.data[i * m + j];
+                        }
+                        out[r * m + j] = d.activation.as_ref().map_or(s, |a| a.apply(s));
+                    }
+                }
+                Tensor::new(n.shape.clone(), out).unwrap()
+            }
+            Op::Conv(c) => {
+                let xs = ins[0];
+                let [h, w] = as_2d(&xs.shape[1..], 1);
+                let [kh, kw] = as_2d(&c.weight.shape[2..], 1);
+                let [sh, sw] = as_2d(&c.strides, 1);
+                let [dh, dw] = as_2d(&c.dilations, 1);
+                let [ph, pw] = as_2d(&c.pads_begin, 0);
+                let [oh, ow] = as_2d(&n.shape[1..], 1);
+                let (m, cpg) = (c.weight.shape[0], c.weight.shape[1]);
+                let opg = m / c.groups;
+                let mut out = vec![0f32; m * oh * ow];
+                for o in 0..m {
+                    let g0 = (o / opg) * cpg;
+                    for y in 0..oh {
+                        for z in 0..ow {
+                            let mut s = c.bias.as_ref().map_or(0.0, |b| b.data[o]);
+                            for ci in 0..cpg {
+                                for i in 0..kh {
+                                    for j in 0..kw {
+                                        let (yy, zz) = ((y * sh + i * dh) as isize - ph as isize, (z * sw + j * dw) as isize - pw as isize);
+                                        if yy < 0 || zz < 0 || yy >= h as isize || zz >= w as isize {
+                                            continue;
+                                        }
+                                        let xv = xs.data[((g0 + ci) * h + yy as usize) * w + zz as usize];
+                                        s += xv * c.weight.data[((o * cpg + ci) * kh + i) * kw + j];
+                                    }
+                                }
+                            }
+                            out[(o * oh + y) * ow + z] = c.activation.as_ref().map_or(s, |a| a.apply(s));
+                        }
+                    }
+                }
+                Tensor::new(n.shape.clone(), out).unwrap()
+            }
+            Op::MaxPool(p) | Op::AvgPool(p) => {
+                let is_max = matches!(n.op, Op::MaxPool(_));
+                let xs = ins[0];
+                let ch = xs.shape[0];
+                let [h, w] = as_2d(&xs.shape[1..], 1);
+                let [kh, kw] = as_2d(&p.kernel, 1);
+                let [sh, sw] = as_2d(&p.strides, 1);
+                let [ph, pw] = as_2d(&p.pads_begin, 0);
+                let [oh, ow] = as_2d(&n.shape[1..], 1);
+                let mut out = vec![0f32; ch * oh * ow];
+                for c in 0..ch {
+                    for y in 0..oh {
+                        for z in 0..ow {
+                            let (mut best, mut sum, mut cnt) = (f32::NEG_INFINITY, 0f32, 0usize);
+                            for i in 0..kh {
+                                for j in 0..kw {
+                                    let (yy, zz) = ((y * sh + i) as isize - ph as isize, (z * sw + j) as isize - pw as isize);
+                                    if yy < 0 || zz < 0 || yy >= h as isize || zz >= w as isize {
+                                        continue;
+                                    }
+                                    let v = xs.data[(c * h + yy as usize) * w + zz as usize];
+                                    best = best.max(v);
+                                    sum += v;
+                                    cnt += 1;
+                                }
+                            }
+                            let div = if p.count_include_pad { kh * kw } else { cnt };
+                            out[(c * oh + y) * ow + z] = if is_max { best } else { sum / div as f32 };
+                        }
+                    }
+                }
+                Tensor::new(n.shape.clone(), out).unwrap()
+            }
+            Op::GlobalAvgPool | Op::GlobalMaxPool => {
+                let xs = ins[0];
+                let per = xs.data.len() / xs.shape[0];
+                let out = xs
+                    .data
+                    .chunks(per)
+                    .map(|c| if n.op == Op::GlobalAvgPool { c.iter().sum::<f32>() / per as f32 } else { c.iter().cloned().fold(f32::MIN, f32::max) })
+                    .collect();
+                Tensor::new(n.shape.clone(), out).unwrap()
+            }
+            Op::BatchNorm(b) => {
+                let (scale, shift) = b.scale_shift();
+                let xs = ins[0];
+                let per = xs.data.len() / xs.shape[0];
+                let out = xs.data.iter().enumerate().map(|(i, v)| v * scale[i / per] + shift[i / per]).collect();
+                Tensor::new(n.shape.clone(), out).unwrap()
+            }
+            op => panic!("reference forward does not implement {}", op.kind()),
+        };
+        assert_eq!(out.shape, n.shape, "node {}", n.name);
+        vals.push(out);
+    }
+    vals.swap_remove(g.output)
+}
+
+fn map(t: &Tensor, f: impl Fn(f32) -> f32) -> Tensor {
+    Tensor { shape: t.shape.clone(), data: t.data.iter().map(|&v| f(v)).collect() }
+}
+
+/// The golden input sample (8, 8, 3), NHWC without the batch axis.
+pub fn golden_input() -> Tensor {
+    let x = read_npy("input_x.npy");
+    Tensor::new(x.shape[1..].to_vec(), x.data).unwrap()
+}
+
+/// Structural summary of a graph: (layer, kind, inputs, shape) per node.
+pub fn summary(g: &Graph) -> Vec<(String, &'static str, Vec<usize>, Vec<usize>)> {
+    g.nodes.iter().map(|n| (n.layer.clone(), n.op.kind(), n.inputs.clone(), n.shape.clone())).collect()
+}
+
+// ---- hand-built models ---------------------------------------------------------------------------------------
+
+use relprop_onnx::builder::{make_graph, make_model, value_info};
+use relprop_onnx::proto::{NodeProto, TensorProto, ValueInfoProto};
+
+/// An output value with no declared type (so no shape check applies).
+pub fn untyped(name: &str) -> ValueInfoProto {
+    ValueInfoProto { name: Some(name.into()), ..Default::default() }
+}
+
+/// Bytes of a single-input model: input "x" of per-sample shape `shape`, output `out`.
+pub fn model_bytes(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, shape: &[usize], out: &str, opset: i64) -> Vec<u8> {
+    let g = make_graph("test", nodes, vec![value_info("x", shape)], vec![untyped(out)], inits);
+    relprop_onnx::encode_model(&make_model(g, opset))
+}
+
+pub fn import(bytes: &[u8]) -> relprop_core::Result<Graph> {
+    relprop_onnx::decode(bytes, "test.onnx")
+}
+
+/// Import that must succeed.
+pub fn ok(bytes: &[u8]) -> Graph {
+    import(bytes).unwrap_or_else(|e| panic!("import failed: {e}"))
+}
+
+/// Import that must fail; returns the message.
+pub fn err(bytes: &[u8]) -> String {
+    match import(bytes) {
+        Ok(g) => panic!("import unexpectedly succeeded: {:?}", summary(&g)),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+pub fn vals(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}

@@ -1,0 +1,347 @@
+//! Supported ONNX ops and patterns, on hand-built models.
+
+mod common;
+
+use common::*;
+use relprop_core::{Activation, Graph, Layout, Op, Tensor};
+use relprop_onnx::builder::*;
+use relprop_onnx::proto::tensor_proto::DataType;
+use relprop_onnx::proto::TensorProto;
+
+fn kinds(g: &Graph) -> Vec<&'static str> {
+    g.nodes.iter().map(|n| n.op.kind()).collect()
+}
+
+fn conv_of(g: &Graph, i: usize) -> &relprop_core::Conv {
+    match &g.nodes[i].op {
+        Op::Conv(c) => c,
+        op => panic!("node {i} is {}", op.kind()),
+    }
+}
+
+fn dense_of(g: &Graph, i: usize) -> &relprop_core::Dense {
+    match &g.nodes[i].op {
+        Op::Dense(d) => d,
+        op => panic!("node {i} is {}", op.kind()),
+    }
+}
+
+#[test]
+fn node_order_in_the_file_does_not_matter() {
+    let bytes = std::fs::read(onnx_path("model_b_opset13")).unwrap();
+    let mut m: relprop_onnx::proto::ModelProto = prost::Message::decode(bytes.as_slice()).unwrap();
+    m.graph.as_mut().unwrap().node.reverse();
+    let shuffled = ok(&relprop_onnx::encode_model(&m));
+    assert_eq!(shuffled, ok(&bytes));
+}
+
+#[test]
+fn pytorch_style_channels_first() {
+    let w = vals(4 * 3 * 9, 1);
+    let fc = vals(5 * 64, 2); // Gemm B with transB=1: (out, in)
+    let nodes = vec![
+        make_node("Conv", "/conv1/Conv", &["x", "conv1.weight", "conv1.bias"], &["/conv1/Conv_output_0"], vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("pads", &[1, 1, 1, 1])]),
+        make_node("Relu", "/relu/Relu", &["/conv1/Conv_output_0"], &["/relu/Relu_output_0"], vec![]),
+        make_node("MaxPool", "/pool/MaxPool", &["/relu/Relu_output_0"], &["/pool/MaxPool_output_0"], vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])]),
+        make_node("Flatten", "/Flatten", &["/pool/MaxPool_output_0"], &["/Flatten_output_0"], vec![attr_int("axis", 1)]),
+        make_node("Gemm", "/fc/Gemm", &["/Flatten_output_0", "fc.weight", "fc.bias"], &["logits"], vec![attr_int("transB", 1), attr_float("alpha", 1.0), attr_float("beta", 1.0)]),
+    ];
+    let inits = vec![
+        make_tensor_f32("conv1.weight", &[4, 3, 3, 3], &w),
+        make_tensor_f32("conv1.bias", &[4], &[0.1, 0.2, 0.3, 0.4]),
+        make_tensor_f32("fc.weight", &[5, 64], &fc),
+        make_tensor_f32("fc.bias", &[5], &[1.0; 5]),
+    ];
+    let g = ok(&model_bytes(nodes, inits, &[3, 8, 8], "logits", 17));
+    assert_eq!(g.layout, Layout::ChannelsFirst);
+    assert_eq!(kinds(&g), ["Input", "Conv2D", "Activation", "MaxPool", "Reshape", "Dense"]);
+    let layers: Vec<&str> = g.nodes.iter().map(|n| n.layer.as_str()).collect();
+    assert_eq!(layers, ["x", "/conv1", "/relu", "/pool", "/Flatten", "/fc"]);
+    assert_eq!(conv_of(&g, 1).activation, None, "a separate ReLU module stays separate");
+    let d = dense_of(&g, 5);
+    assert_eq!(d.weight.shape, [64, 5]);
+    assert_eq!(d.weight.data[7 * 5 + 3], fc[3 * 64 + 7], "transB transposes (out, in) to (in, out)");
+    assert_eq!(d.bias.as_ref().unwrap().data, [1.0; 5]);
+}
+
+#[test]
+fn conv_auto_pad() {
+    // 1-D conv: length 7, kernel 4, stride 2 → SAME output ceil(7/2) = 4, total pad (4-1)*2+4-7 = 3.
+    let make = |auto_pad: &str| {
+        let nodes = vec![make_node("Conv", "c/Conv", &["x", "W"], &["y"], vec![attr_string("auto_pad", auto_pad), attr_ints("strides", &[2])])];
+        ok(&model_bytes(nodes, vec![make_tensor_f32("W", &[5, 2, 4], &vals(40, 3))], &[2, 7], "y", 17))
+    };
+    let upper = make("SAME_UPPER");
+    assert_eq!((conv_of(&upper, 1).pads_begin.clone(), conv_of(&upper, 1).pads_end.clone()), (vec![1], vec![2]));
+    assert_eq!(upper.output_shape(), [5, 4]);
+    assert_eq!(kinds(&upper), ["Input", "Conv1D"]);
+    let lower = make("SAME_LOWER");
+    assert_eq!((conv_of(&lower, 1).pads_begin.clone(), conv_of(&lower, 1).pads_end.clone()), (vec![2], vec![1]));
+    let valid = make("VALID");
+    assert_eq!(conv_of(&valid, 1).pads_begin, [0]);
+    assert_eq!(valid.output_shape(), [5, 2]);
+    // 3-D convolutions are accepted too.
+    let nodes = vec![make_node("Conv", "c/Conv", &["x", "W"], &["y"], vec![attr_ints("dilations", &[1, 2, 1]), attr_int("group", 2)])];
+    let g = ok(&model_bytes(nodes, vec![make_tensor_f32("W", &[4, 1, 2, 2, 2], &vals(32, 3))], &[2, 5, 6, 7], "y", 17));
+    assert_eq!(g.output_shape(), [4, 4, 4, 6]);
+    assert_eq!(kinds(&g), ["Input", "ConvND"]);
+}
+
+#[test]
+fn bias_adds_fold_into_kernels() {
+    // Conv without bias + Add of a (1, C, 1, 1) constant (PyTorch-style) → conv bias.
+    let nodes = vec![
+        make_node("Conv", "c/Conv", &["x", "W"], &["h"], vec![]),
+        make_node("Add", "c/Add", &["h", "B"], &["y"], vec![]),
+    ];
+    let inits = vec![make_tensor_f32("W", &[2, 3, 1, 1], &vals(6, 1)), make_tensor_f32("B", &[1, 2, 1, 1], &[0.5, -0.5])];
+    let g = ok(&model_bytes(nodes, inits, &[3, 4, 4], "y", 17));
+    assert_eq!(kinds(&g), ["Input", "Conv2D"]);
+    assert_eq!(conv_of(&g, 1).bias.as_ref().unwrap().data, [0.5, -0.5]);
+    // Conv with a bias + another (C,1,1) Add → the sum.
+    let nodes = vec![
+        make_node("Conv", "c/Conv", &["x", "W", "B0"], &["h"], vec![]),
+        make_node("Add", "c/Add", &["B", "h"], &["y"], vec![]),
+    ];
+    let inits = vec![make_tensor_f32("W", &[2, 3, 1, 1], &vals(6, 1)), make_tensor_f32("B0", &[2], &[1.0, 1.0]), make_tensor_f32("B", &[2, 1, 1], &[0.5, -0.5])];
+    let g = ok(&model_bytes(nodes, inits, &[3, 4, 4], "y", 17));
+    assert_eq!(conv_of(&g, 1).bias.as_ref().unwrap().data, [1.5, 0.5]);
+    // MatMul + Add of a (1, N) bias.
+    let nodes = vec![make_node("MatMul", "d/MatMul", &["x", "W"], &["h"], vec![]), make_node("Add", "d/BiasAdd", &["h", "B"], &["y"], vec![])];
+    let inits = vec![make_tensor_f32("W", &[4, 3], &vals(12, 1)), make_tensor_f32("B", &[1, 3], &[1.0, 2.0, 3.0])];
+    let g = ok(&model_bytes(nodes, inits, &[4], "y", 17));
+    assert_eq!(kinds(&g), ["Input", "Dense"]);
+    assert_eq!(dense_of(&g, 1).bias.as_ref().unwrap().data, [1.0, 2.0, 3.0]);
+    // A (C,) constant added to a conv output broadcasts along the last (spatial) axis: not a bias.
+    let nodes = vec![make_node("Conv", "c/Conv", &["x", "W"], &["h"], vec![]), make_node("Add", "c/Add", &["h", "B"], &["y"], vec![])];
+    let inits = vec![make_tensor_f32("W", &[2, 3, 1, 1], &vals(6, 1)), make_tensor_f32("B", &[2], &[0.5, -0.5])];
+    assert!(err(&model_bytes(nodes, inits, &[3, 4, 4], "y", 17)).contains("constant"));
+    // A MatMul output read twice keeps its Add separate (and a constant Add alone is unsupported).
+    let nodes = vec![
+        make_node("MatMul", "d/MatMul", &["x", "W"], &["h"], vec![]),
+        make_node("Add", "d/BiasAdd", &["h", "B"], &["b"], vec![]),
+        make_node("Add", "res/add", &["h", "b"], &["y"], vec![]),
+    ];
+    let inits = vec![make_tensor_f32("W", &[4, 3], &vals(12, 1)), make_tensor_f32("B", &[3], &[1.0, 2.0, 3.0])];
+    assert!(err(&model_bytes(nodes, inits, &[4], "y", 17)).contains("d/BiasAdd"));
+}
+
+#[test]
+fn gemm_alpha_beta_and_c_shapes() {
+    let b = vals(12, 4);
+    let nodes = vec![make_node("Gemm", "g/Gemm", &["x", "B", "C"], &["y"], vec![attr_float("alpha", 2.0), attr_float("beta", 0.5)])];
+    let inits = vec![make_tensor_f32("B", &[4, 3], &b), make_tensor_f32("C", &[1, 3], &[2.0, 4.0, 6.0])];
+    let g = ok(&model_bytes(nodes, inits, &[4], "y", 11));
+    let d = dense_of(&g, 1);
+    assert_eq!(d.weight.data, b.iter().map(|v| v * 2.0).collect::<Vec<_>>());
+    assert_eq!(d.bias.as_ref().unwrap().data, [1.0, 2.0, 3.0]);
+    // A scalar C broadcasts.
+    let nodes = vec![make_node("Gemm", "g/Gemm", &["x", "B", "C"], &["y"], vec![])];
+    let inits = vec![make_tensor_f32("B", &[4, 3], &b), make_tensor_f32("C", &[], &[7.0])];
+    assert_eq!(dense_of(&ok(&model_bytes(nodes, inits, &[4], "y", 11)), 1).bias.as_ref().unwrap().data, [7.0; 3]);
+    // A per-row C (batch-dependent) cannot be a bias.
+    let nodes = vec![make_node("Gemm", "g/Gemm", &["x", "B", "C"], &["y"], vec![])];
+    let inits = vec![make_tensor_f32("B", &[4, 3], &b), make_tensor_f32("C", &[2, 3], &[0.0; 6])];
+    assert!(err(&model_bytes(nodes, inits, &[4], "y", 11)).contains("broadcast"));
+}
+
+#[test]
+fn activation_fusion_follows_layers() {
+    let acts = [
+        ("Sigmoid", vec![], Activation::Sigmoid),
+        ("Tanh", vec![], Activation::Tanh),
+        ("Softplus", vec![], Activation::Softplus),
+        ("Selu", vec![], Activation::Selu),
+        ("Gelu", vec![], Activation::Gelu),
+        ("LeakyRelu", vec![attr_float("alpha", 0.3)], Activation::LeakyRelu(0.3)),
+        ("Elu", vec![], Activation::Elu(1.0)),
+        ("HardSigmoid", vec![attr_float("alpha", 0.25)], Activation::HardSigmoid { alpha: 0.25, beta: 0.5 }),
+        ("Clip", vec![attr_float("min", 0.0), attr_float("max", 6.0)], Activation::Clip { min: 0.0, max: 6.0 }),
+    ];
+    for (op, attrs, act) in acts {
+        // Same layer (Keras Dense(activation=...)): fused.
+        let nodes = vec![make_node("MatMul", "m/d/MatMul", &["x", "W"], &["h"], vec![]), make_node(op, &format!("m/d/{op}"), &["h"], &["y"], attrs.clone())];
+        let g = ok(&model_bytes(nodes, vec![make_tensor_f32("W", &[4, 3], &vals(12, 1))], &[4], "y", 11));
+        assert_eq!(kinds(&g), ["Input", "Dense"], "{op}");
+        assert_eq!(dense_of(&g, 1).activation, Some(act.clone()), "{op}");
+        // Another layer: separate.
+        let nodes = vec![make_node("MatMul", "m/d/MatMul", &["x", "W"], &["h"], vec![]), make_node(op, &format!("m/act/{op}"), &["h"], &["y"], attrs)];
+        let g = ok(&model_bytes(nodes, vec![make_tensor_f32("W", &[4, 3], &vals(12, 1))], &[4], "y", 11));
+        assert_eq!(g.nodes[2].op, Op::Activation(act), "{op}");
+        assert_eq!(g.nodes[2].layer, "m/act");
+    }
+    // Clip bounds as inputs (opset >= 11), one of them left out.
+    let nodes = vec![make_node("Clip", "c/Clip", &["x", "", "hi"], &["y"], vec![])];
+    let g = ok(&model_bytes(nodes, vec![make_tensor_f32("hi", &[], &[6.0])], &[4], "y", 13));
+    assert_eq!(g.nodes[1].op, Op::Activation(Activation::Clip { min: f32::NEG_INFINITY, max: 6.0 }));
+    // An activation read by two nodes is not fused.
+    let nodes = vec![
+        make_node("MatMul", "d/MatMul", &["x", "W"], &["h"], vec![]),
+        make_node("Relu", "d/Relu", &["h"], &["r"], vec![]),
+        make_node("Add", "add/add", &["h", "r"], &["y"], vec![]),
+    ];
+    let g = ok(&model_bytes(nodes, vec![make_tensor_f32("W", &[4, 4], &vals(16, 1))], &[4], "y", 17));
+    assert_eq!(kinds(&g), ["Input", "Dense", "Activation", "Add"]);
+}
+
+#[test]
+fn add_chains_of_one_layer_merge() {
+    let inits = || ["Wa", "Wb", "Wc"].iter().enumerate().map(|(i, n)| make_tensor_f32(n, &[4, 4], &vals(16, i as u64))).collect::<Vec<_>>();
+    let nodes = |second_layer: &str| {
+        vec![
+            make_node("MatMul", "a/MatMul", &["x", "Wa"], &["a"], vec![]),
+            make_node("MatMul", "b/MatMul", &["x", "Wb"], &["b"], vec![]),
+            make_node("MatMul", "c/MatMul", &["x", "Wc"], &["c"], vec![]),
+            make_node("Add", "m/add/add", &["a", "b"], &["ab"], vec![]),
+            make_node("Add", &format!("{second_layer}/add_1"), &["ab", "c"], &["y"], vec![]),
+        ]
+    };
+    // Keras Add()([a, b, c]) exports as chained Adds of one layer: one 3-input Add.
+    let g = ok(&model_bytes(nodes("m/add"), inits(), &[4], "y", 17));
+    assert_eq!(kinds(&g), ["Input", "Dense", "Dense", "Dense", "Add"]);
+    assert_eq!(g.nodes[4].inputs, [1, 2, 3]);
+    // Adds of different layers stay separate.
+    let g = ok(&model_bytes(nodes("m/other"), inits(), &[4], "y", 17));
+    assert_eq!(kinds(&g), ["Input", "Dense", "Dense", "Dense", "Add", "Add"]);
+    // Sum is an n-ary Add.
+    let nodes = vec![make_node("Relu", "r/Relu", &["x"], &["r"], vec![]), make_node("Sum", "s/Sum", &["x", "r", "x"], &["y"], vec![])];
+    let g = ok(&model_bytes(nodes, vec![], &[4], "y", 17));
+    assert_eq!(g.nodes[2].inputs, [0, 1, 0]);
+}
+
+#[test]
+fn global_pools_keep_onnx_shapes() {
+    let nodes = vec![make_node("GlobalAveragePool", "gap/GlobalAveragePool", &["x"], &["y"], vec![])];
+    let g = ok(&model_bytes(nodes, vec![], &[3, 4, 5], "y", 17));
+    assert_eq!(kinds(&g), ["Input", "GlobalAvgPool", "Reshape"]);
+    assert_eq!(g.output_shape(), [3, 1, 1]);
+    assert_eq!(g.nodes[2].layer, "gap");
+    // Followed by Flatten (PyTorch) it collapses to the IR's (C,).
+    let nodes = vec![
+        make_node("GlobalMaxPool", "gmp/GlobalMaxPool", &["x"], &["p"], vec![]),
+        make_node("Flatten", "flat/Flatten", &["p"], &["y"], vec![]),
+    ];
+    let g = ok(&model_bytes(nodes, vec![], &[3, 4, 5], "y", 17));
+    assert_eq!(kinds(&g), ["Input", "GlobalMaxPool"]);
+    assert_eq!(g.output_shape(), [3]);
+}
+
+#[test]
+fn pools() {
+    let nodes = vec![make_node(
+        "AveragePool",
+        "p/AveragePool",
+        &["x"],
+        &["y"],
+        vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("strides", &[2, 2]), attr_ints("pads", &[1, 1, 1, 1]), attr_int("count_include_pad", 1), attr_int("ceil_mode", 1)],
+    )];
+    let g = ok(&model_bytes(nodes, vec![], &[2, 6, 6], "y", 17));
+    let Op::AvgPool(p) = &g.nodes[1].op else { panic!() };
+    assert!(p.count_include_pad && p.ceil_mode);
+    assert_eq!(g.output_shape(), [2, 4, 4]);
+    // MaxPool with an unused indices output; SAME_UPPER.
+    let nodes = vec![make_node("MaxPool", "p/MaxPool", &["x"], &["y", "idx"], vec![attr_ints("kernel_shape", &[2]), attr_ints("strides", &[2]), attr_string("auto_pad", "SAME_UPPER")])];
+    let g = ok(&model_bytes(nodes, vec![], &[2, 7], "y", 12));
+    let Op::MaxPool(p) = &g.nodes[1].op else { panic!() };
+    assert_eq!((p.pads_begin.as_slice(), p.pads_end.as_slice()), (&[0][..], &[1][..]));
+    assert_eq!(g.output_shape(), [2, 4]);
+}
+
+#[test]
+fn layout_ops() {
+    let i64s = |n: &str, v: &[i64]| make_tensor_i64(n, &[v.len()], v);
+    // Reshape with 0 (copy) and -1 (infer); the batch entry may be 0, -1 or the fixed batch.
+    for first in [0, -1] {
+        let nodes = vec![make_node("Reshape", "r/Reshape", &["x", "s"], &["y"], vec![])];
+        let target: Vec<i64> = if first == 0 { vec![0, 0, -1] } else { vec![-1, 2, 12] };
+        let g = ok(&model_bytes(nodes, vec![i64s("s", &target)], &[2, 3, 4], "y", 17));
+        assert_eq!(g.output_shape(), [2, 12]);
+    }
+    // Squeeze / Unsqueeze: axes as attribute (opset 11) or input (opset 13), negative axes.
+    let nodes = vec![
+        make_node("Unsqueeze", "u/Unsqueeze", &["x"], &["u"], vec![attr_ints("axes", &[1, -1])]),
+        make_node("Squeeze", "s/Squeeze", &["u"], &["y"], vec![attr_ints("axes", &[-1])]),
+    ];
+    let g = ok(&model_bytes(nodes, vec![], &[3, 4], "y", 11));
+    assert_eq!(g.output_shape(), [1, 3, 4]);
+    assert_eq!(kinds(&g), ["Input", "Reshape"], "reshape of a reshape collapses");
+    let nodes = vec![
+        make_node("Unsqueeze", "u/Unsqueeze", &["x", "a"], &["u"], vec![]),
+        make_node("Relu", "r/Relu", &["u"], &["r"], vec![]),
+        make_node("Squeeze", "s/Squeeze", &["r"], &["y"], vec![]),
+    ];
+    let g = ok(&model_bytes(nodes, vec![i64s("a", &[2])], &[3, 4], "y", 13));
+    assert_eq!(g.nodes[1].shape, [3, 1, 4]);
+    assert_eq!(g.output_shape(), [3, 4]);
+    // Transpose, Pad (inputs, opset 11; attributes, opset 2), Concat with a negative axis.
+    let nodes = vec![
+        make_node("Transpose", "t/Transpose", &["x"], &["t"], vec![attr_ints("perm", &[0, 2, 1])]),
+        make_node("Pad", "p/Pad", &["t", "pads", "v"], &["p"], vec![]),
+        make_node("Concat", "c/Concat", &["p", "p"], &["y"], vec![attr_int("axis", -1)]),
+    ];
+    let inits = vec![i64s("pads", &[0, 1, 0, 0, 0, 2]), make_tensor_f32("v", &[], &[0.5])];
+    let g = ok(&model_bytes(nodes, inits, &[3, 4], "y", 13));
+    assert_eq!(g.nodes[2].op, Op::Pad { begin: vec![1, 0], end: vec![0, 2], value: 0.5 });
+    assert_eq!(g.nodes[3].op, Op::Concat { axis: 1 });
+    assert_eq!(g.output_shape(), [5, 10]);
+    let nodes = vec![make_node("Pad", "p/Pad", &["x"], &["y"], vec![attr_ints("pads", &[0, 1, 0, 1]), attr_float("value", 2.0)])];
+    let g = ok(&model_bytes(nodes, vec![], &[3], "y", 2));
+    assert_eq!(g.nodes[1].op, Op::Pad { begin: vec![1], end: vec![1], value: 2.0 });
+    // Dropout and Identity are no-ops.
+    let nodes = vec![make_node("Dropout", "d/Dropout", &["x"], &["d", "mask"], vec![]), make_node("Identity", "i/Identity", &["d"], &["y"], vec![])];
+    let g = ok(&model_bytes(nodes, vec![], &[3], "y", 17));
+    assert_eq!(kinds(&g), ["Input", "Identity", "Identity"]);
+}
+
+#[test]
+fn constants_and_initializer_encodings() {
+    // Reshape target from a Constant node (tensor value, and value_ints), weights as float_data, an int64
+    // shape as int64_data, and an Identity of a weight (tf2onnx leaves those).
+    let shape = TensorProto { dims: vec![2], data_type: Some(DataType::Int64 as i32), int64_data: vec![0, -1], ..Default::default() };
+    let w = TensorProto { name: Some("W".into()), dims: vec![6, 2], data_type: Some(DataType::Float as i32), float_data: vals(12, 5), ..Default::default() };
+    let nodes = vec![
+        make_node("Constant", "k/Constant", &[], &["s"], vec![attr_tensor("value", shape)]),
+        make_node("Reshape", "r/Reshape", &["x", "s"], &["f"], vec![]),
+        make_node("Identity", "w/Identity", &["W"], &["W2"], vec![]),
+        make_node("MatMul", "d/MatMul", &["f", "W2"], &["h"], vec![]),
+        make_node("Constant", "k2/Constant", &[], &["s2"], vec![attr_ints("value_ints", &[0, 1, 2])]),
+        make_node("Reshape", "r2/Reshape", &["h", "s2"], &["y"], vec![]),
+    ];
+    let g = ok(&model_bytes(nodes, vec![w], &[2, 3], "y", 17));
+    assert_eq!(kinds(&g), ["Input", "Reshape", "Dense", "Reshape"]);
+    assert_eq!(dense_of(&g, 2).weight.data, vals(12, 5));
+    assert_eq!(g.output_shape(), [1, 2]);
+    // float64 weights are narrowed.
+    let w = TensorProto { name: Some("W".into()), dims: vec![2, 1], data_type: Some(DataType::Double as i32), double_data: vec![0.5, 0.25], ..Default::default() };
+    let g = ok(&model_bytes(vec![make_node("MatMul", "d/MatMul", &["x", "W"], &["y"], vec![])], vec![w], &[2], "y", 17));
+    assert_eq!(dense_of(&g, 1).weight.data, [0.5, 0.25]);
+}
+
+#[test]
+fn dead_branches_and_unnamed_nodes() {
+    // Nodes the output does not depend on are skipped, even unsupported ones; unnamed nodes get names.
+    let nodes = vec![
+        make_node("Sin", "dead/Sin", &["x"], &["s"], vec![]),
+        make_node("Relu", "", &["x"], &["r"], vec![]),
+        make_node("Sigmoid", "", &["r"], &["y"], vec![]),
+    ];
+    let g = ok(&model_bytes(nodes, vec![], &[3], "y", 17));
+    assert_eq!(kinds(&g), ["Input", "Activation", "Activation"]);
+    assert_eq!(g.nodes[1].name, "Relu_1");
+    assert_eq!(g.nodes[2].name, "Sigmoid_2");
+    assert_eq!(g.layout, Layout::Unknown);
+    // An output that is the input itself.
+    let g = ok(&model_bytes(vec![make_node("Relu", "r", &["x"], &["r"], vec![])], vec![], &[3], "x", 17));
+    assert_eq!(g.nodes.len(), 1);
+}
+
+#[test]
+fn forward_of_imported_conv_matches_by_hand() {
+    // One 1-D conv with SAME_UPPER padding, checked numerically through the reference forward pass.
+    let nodes = vec![make_node("Conv", "c/Conv", &["x", "W", "B"], &["y"], vec![attr_string("auto_pad", "SAME_UPPER")])];
+    let inits = vec![make_tensor_f32("W", &[1, 1, 2], &[1.0, 10.0]), make_tensor_f32("B", &[1], &[0.5])];
+    let g = ok(&model_bytes(nodes, inits, &[1, 3], "y", 17));
+    let y = forward(&g, &Tensor::new(vec![1, 3], vec![1.0, 2.0, 3.0]).unwrap());
+    // Pads (0, 1): windows [1,2], [2,3], [3,0].
+    assert_eq!(y.data, [21.5, 32.5, 3.5]);
+}

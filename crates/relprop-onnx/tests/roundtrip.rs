@@ -1,0 +1,127 @@
+//! IR → ONNX → IR gives back the same graph: ops (with weights), inputs, shapes, layers, layout.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use relprop_core::{Activation, BatchNorm, Conv, Dense, Graph, Op, Pool, Tensor};
+use relprop_onnx::{decode, encode_model, graph_to_onnx};
+
+fn roundtrip(g: &Graph) -> Graph {
+    let bytes = encode_model(&graph_to_onnx(g));
+    decode(&bytes, "roundtrip").unwrap_or_else(|e| panic!("re-import failed: {e}"))
+}
+
+fn assert_same(a: &Graph, b: &Graph) {
+    assert_eq!(summary(a), summary(b));
+    for (x, y) in a.nodes.iter().zip(&b.nodes) {
+        assert_eq!(x.op, y.op, "node {} (weights included)", x.name);
+    }
+    assert_eq!(a.output, b.output);
+    assert_eq!(a.layout, b.layout);
+}
+
+#[test]
+fn golden_models_roundtrip() {
+    for stem in ONNX_FILES {
+        let g = relprop_onnx::load(&onnx_path(stem)).unwrap();
+        let back = roundtrip(&g);
+        assert_same(&g, &back);
+        assert_eq!(back.nodes[0].name, g.nodes[0].name);
+        // And once more: the writer's own output is a fixed point.
+        assert_same(&back, &roundtrip(&back));
+    }
+}
+
+#[test]
+fn exported_model_is_plain_onnx() {
+    let g = relprop_onnx::load(&onnx_path("model_a_opset17")).unwrap();
+    let m = graph_to_onnx(&g);
+    assert_eq!(m.ir_version, Some(8));
+    assert_eq!(m.opset_import[0].version, Some(17));
+    let gp = m.graph.as_ref().unwrap();
+    let ops: Vec<&str> = gp.node.iter().map(|n| n.op_type.as_deref().unwrap()).collect();
+    assert_eq!(
+        ops,
+        ["Transpose", "Conv", "Relu", "MaxPool", "Conv", "Relu", "AveragePool", "BatchNormalization", "Transpose", "Reshape", "MatMul", "Add", "Relu", "MatMul", "Add"]
+    );
+    let names: Vec<&str> = gp.node.iter().map(|n| n.name.as_deref().unwrap()).collect();
+    assert_eq!(names[1], "model_a/conv1/Conv");
+    assert_eq!(names[2], "model_a/conv1/Relu");
+    assert_eq!(names[5], "model_a/relu2/Relu");
+    assert_eq!(names[10..13], ["model_a/dense1/MatMul", "model_a/dense1/Add", "model_a/dense1/Relu"]);
+    assert_eq!(gp.input.len(), 1);
+    assert_eq!(gp.output.len(), 1);
+}
+
+fn t(shape: &[usize], seed: u32) -> Arc<Tensor> {
+    let n: usize = shape.iter().product();
+    let data = (0..n).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 1000) as f32 / 500.0 - 1.0).collect();
+    Arc::new(Tensor::new(shape.to_vec(), data).unwrap())
+}
+
+/// A hand-built graph touching every op kind the writer knows.
+#[test]
+fn every_op_roundtrips() {
+    let mut g = Graph::new("x", vec![3, 10]);
+    let pad = g.push("pad", Op::Pad { begin: vec![0, 1], end: vec![0, 2], value: 0.5 }, &[0]).unwrap();
+    let conv = Conv {
+        weight: t(&[4, 3, 3], 1),
+        bias: Some(t(&[4], 2)),
+        strides: vec![2],
+        dilations: vec![1],
+        pads_begin: vec![1],
+        pads_end: vec![0],
+        groups: 1,
+        activation: Some(Activation::LeakyRelu(0.2)),
+    };
+    let c = g.push_in_layer("c/conv", "c", Op::Conv(conv), &[pad]).unwrap();
+    let gconv = Conv {
+        weight: t(&[4, 2, 1], 3),
+        bias: None,
+        strides: vec![1],
+        dilations: vec![1],
+        pads_begin: vec![0],
+        pads_end: vec![0],
+        groups: 2,
+        activation: None,
+    };
+    let c2 = g.push_in_layer("g/conv", "g", Op::Conv(gconv), &[c]).unwrap();
+    let act = g.push_in_layer("act/Clip", "act", Op::Activation(Activation::Clip { min: 0.0, max: 6.0 }), &[c2]).unwrap();
+    let sum = g.push_in_layer("sum/Sum", "sum", Op::Add, &[c, act, c2]).unwrap();
+    let pool = Pool { kernel: vec![2], strides: vec![1], pads_begin: vec![1], pads_end: vec![0], count_include_pad: true, ceil_mode: true };
+    let avg = g.push_in_layer("avg/p", "avg", Op::AvgPool(pool.clone()), &[sum]).unwrap();
+    // count_include_pad means nothing to a max pool (and ONNX MaxPool has no such attribute).
+    let max = g.push_in_layer("max/p", "max", Op::MaxPool(Pool { count_include_pad: false, ..pool }), &[sum]).unwrap();
+    let cat = g.push_in_layer("cat/c", "cat", Op::Concat { axis: 0 }, &[avg, max]).unwrap();
+    let bn = BatchNorm { gamma: t(&[8], 4), beta: t(&[8], 5), mean: t(&[8], 6), var: Arc::new(Tensor::new(vec![8], vec![0.5; 8]).unwrap()), epsilon: 1e-3 };
+    let bn = g.push_in_layer("bn/b", "bn", Op::BatchNorm(bn), &[cat]).unwrap();
+    let gmp = g.push_in_layer("gmp/g", "gmp", Op::GlobalMaxPool, &[bn]).unwrap();
+    let id = g.push_in_layer("id/i", "id", Op::Identity, &[gmp]).unwrap();
+    let r = g.push_reshape("r/r", "r", id, vec![2, 4]).unwrap();
+    let tr = g.push_in_layer("tr/t", "tr", Op::Transpose { perm: vec![0, 2, 1] }, &[r]).unwrap();
+    let d = Dense { weight: t(&[2, 3], 7), bias: None, activation: Some(Activation::HardSigmoid { alpha: 0.3, beta: 0.4 }) };
+    let d = g.push_in_layer("d/d", "d", Op::Dense(d), &[tr]).unwrap();
+    let mut last = g.push_reshape("flat/f", "flat", d, vec![12]).unwrap();
+    for (i, a) in [Activation::Elu(0.7), Activation::Sigmoid, Activation::Tanh, Activation::Softplus, Activation::Selu, Activation::Relu, Activation::Clip { min: f32::NEG_INFINITY, max: 1.0 }]
+        .into_iter()
+        .enumerate()
+    {
+        last = g.push_in_layer(&format!("a{i}/x"), &format!("a{i}"), Op::Activation(a), &[last]).unwrap();
+    }
+    let d2 = Dense { weight: t(&[12, 3], 8), bias: Some(t(&[3], 9)), activation: None };
+    g.push_in_layer("out/d", "out", Op::Dense(d2), &[last]).unwrap();
+    g.validate().unwrap();
+    let back = roundtrip(&g);
+    assert_same(&g, &back);
+}
+
+#[test]
+fn gelu_needs_opset_20() {
+    let mut g = Graph::new("x", vec![4]);
+    g.push("gelu", Op::Activation(Activation::Gelu), &[0]).unwrap();
+    let m = graph_to_onnx(&g);
+    assert_eq!(m.opset_import[0].version, Some(20));
+    assert_same(&g, &roundtrip(&g));
+}

@@ -129,8 +129,8 @@ impl RulePlan {
             if !live[i] {
                 continue;
             }
-            let depth = if n.op.has_kernel() { format!("{}", layer_depth(g, i)) } else { String::new() };
-            let _ = writeln!(s, "{i:>4}  {:<14} {:<32} {:<16} depth {:<3} {}", n.op.kind(), trunc(&n.name, 32), format!("{:?}", n.shape), depth, self.layers[i]);
+            let depth = if n.op.has_kernel() { format!("   [layer index {}]", layer_depth(g, i)) } else { String::new() };
+            let _ = writeln!(s, "{i:>4}  {:<14} {:<32} {:<14} {}{depth}", n.op.kind(), trunc(&n.name, 32), format!("{:?}", n.shape), self.layers[i]);
         }
         s
     }

@@ -6,7 +6,7 @@
 //!   helpers build ONNX graphs by hand (tests, tools).
 //!
 //! The protobuf types in [`proto`] are generated ahead of time from the vendored `proto/onnx.proto`
-//! (`cargo run -p relprop-onnx --example gen_proto`), so building this crate needs no `protoc`.
+//! (`cargo run -p relprop-onnx --features gen-proto --example gen_proto`), so building this crate needs no `protoc`.
 
 #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
 pub mod proto;

@@ -76,68 +76,62 @@ impl PGeom {
         self.out_sp.iter().product()
     }
 
-    /// Call `f(out_index, window)` for every output position of a plane, in row-major order; `window` holds the
-    /// per-axis spans.
-    fn for_each_window(&self, mut f: impl FnMut(usize, &[Span])) {
-        let r = self.out_sp.len();
-        if self.out_plane() == 0 {
+    /// Call `f(row, rows, outer)` for every output row of a plane (all axes but the last fixed; `row` counts
+    /// them row-major), with `rows` the input-plane offsets of the window's in-bounds input rows (row-major)
+    /// and `outer` its extent over those axes (`padded` count and in-bounds count multiplied out).
+    fn for_each_out_row(&self, mut f: impl FnMut(usize, &[usize], Outer)) {
+        let last = self.out_sp.len() - 1;
+        let n_rows: usize = self.out_sp[..last].iter().product();
+        if n_rows == 0 || self.out_sp[last] == 0 {
             return;
         }
-        let mut pos = vec![0usize; r];
-        let mut win: Vec<Span> = (0..r).map(|a| self.spans[a][0]).collect();
-        for o in 0..self.out_plane() {
-            f(o, &win);
-            let mut a = r;
-            while a > 0 {
-                a -= 1;
+        let mut pos = vec![0usize; last];
+        let (mut rows, mut next) = (Vec::new(), Vec::new());
+        for row in 0..n_rows {
+            rows.clear();
+            rows.push(0);
+            let mut outer = Outer { padded: 1, inside: 1 };
+            for a in 0..last {
+                let sp = self.spans[a][pos[a]];
+                outer.padded *= sp.padded;
+                outer.inside *= sp.hi - sp.lo;
+                next.clear();
+                for &r in &rows {
+                    next.extend((sp.lo..sp.hi).map(|i| r + i * self.istride[a]));
+                }
+                std::mem::swap(&mut rows, &mut next);
+            }
+            f(row, &rows, outer);
+            for a in (0..last).rev() {
                 pos[a] += 1;
                 if pos[a] < self.out_sp[a] {
-                    win[a] = self.spans[a][pos[a]];
                     break;
                 }
                 pos[a] = 0;
-                win[a] = self.spans[a][0];
             }
         }
     }
 
-    /// Call `f(start, len)` for every contiguous last-axis run of in-bounds input positions of `win`, in
-    /// row-major order. `idx` is scratch of the rank's length.
-    fn for_rows(&self, win: &[Span], idx: &mut [usize], mut f: impl FnMut(usize, usize)) {
-        let r = win.len();
-        let last = r - 1;
-        if win.iter().any(|s| s.lo >= s.hi) {
-            return;
-        }
-        for a in 0..last {
-            idx[a] = win[a].lo;
-        }
-        let (llo, len) = (win[last].lo, win[last].hi - win[last].lo);
-        loop {
-            let base: usize = (0..last).map(|a| idx[a] * self.istride[a]).sum();
-            f(base + llo, len);
-            let mut a = last;
-            loop {
-                if a == 0 {
-                    return;
-                }
-                a -= 1;
-                idx[a] += 1;
-                if idx[a] < win[a].hi {
-                    break;
-                }
-                idx[a] = win[a].lo;
-            }
-        }
+    /// The last axis' spans.
+    fn last_spans(&self) -> &[Span] {
+        self.spans.last().expect("rank >= 1")
     }
 
-    fn divisor(&self, win: &[Span]) -> usize {
+    /// Average divisor of a window: its outer extent times the last-axis span.
+    fn divisor(&self, outer: Outer, sp: Span) -> usize {
         if self.count_include_pad {
-            win.iter().map(|s| s.padded).product()
+            outer.padded * sp.padded
         } else {
-            win.iter().map(|s| s.hi - s.lo).product()
+            outer.inside * (sp.hi - sp.lo)
         }
     }
+}
+
+/// A window's extent over the axes before the last.
+#[derive(Clone, Copy)]
+struct Outer {
+    padded: usize,
+    inside: usize,
 }
 
 fn split_batched<'a>(x: &'a ArrayViewD<f32>, what: &str) -> (usize, usize, &'a [usize]) {
@@ -162,21 +156,26 @@ pub fn maxpool_forward(p: &Pool, x: ArrayViewD<f32>) -> (ArrayD<f32>, Vec<u32>) 
     let mut out = vec![0f32; n * c * op];
     let mut arg = vec![NO_WINNER; n * c * op];
     if op > 0 && inp > 0 {
+        let ow_n = *g.out_sp.last().expect("rank >= 1");
         out.par_chunks_mut(op).zip(arg.par_chunks_mut(op)).zip(xs.par_chunks(inp)).enumerate().for_each(|(pl, ((o, a), xp))| {
             let base = (pl % c) * inp;
-            let mut idx = vec![0usize; sp.len()];
-            g.for_each_window(|oi, win| {
-                let (mut best, mut bi, mut found) = (0f32, NO_WINNER as usize, false);
-                g.for_rows(win, &mut idx, |st, len| {
-                    for (j, &v) in xp[st..st + len].iter().enumerate() {
-                        if !found || v > best {
-                            (best, bi, found) = (v, st + j, true);
+            g.for_each_out_row(|row, rows, _| {
+                let (o, a) = (&mut o[row * ow_n..(row + 1) * ow_n], &mut a[row * ow_n..(row + 1) * ow_n]);
+                let Some(&r0) = rows.first() else { return };
+                for ((o, a), sp) in o.iter_mut().zip(a.iter_mut()).zip(g.last_spans()) {
+                    if sp.lo == sp.hi {
+                        continue;
+                    }
+                    let (mut bi, mut best) = (r0 + sp.lo, xp[r0 + sp.lo]);
+                    for &r in rows {
+                        for (j, &v) in xp[r + sp.lo..r + sp.hi].iter().enumerate() {
+                            if v > best {
+                                (best, bi) = (v, r + sp.lo + j);
+                            }
                         }
                     }
-                });
-                if found {
-                    o[oi] = best;
-                    a[oi] = (base + bi) as u32;
+                    *o = best;
+                    *a = (base + bi) as u32;
                 }
             });
         });
@@ -245,16 +244,16 @@ pub fn avgpool_forward(p: &Pool, x: ArrayViewD<f32>) -> ArrayD<f32> {
     let xs = xs.as_slice().expect("standard layout");
     let mut out = vec![0f32; n * c * op];
     if op > 0 && inp > 0 {
+        let ow_n = *g.out_sp.last().expect("rank >= 1");
         out.par_chunks_mut(op).zip(xs.par_chunks(inp)).for_each(|(o, xp)| {
-            let mut idx = vec![0usize; sp.len()];
-            g.for_each_window(|oi, win| {
-                let div = g.divisor(win);
-                if div == 0 {
-                    return;
+            g.for_each_out_row(|row, rows, outer| {
+                for (o, &sp) in o[row * ow_n..(row + 1) * ow_n].iter_mut().zip(g.last_spans()) {
+                    let div = g.divisor(outer, sp);
+                    if div > 0 {
+                        let sum: f32 = rows.iter().map(|&r| xp[r + sp.lo..r + sp.hi].iter().sum::<f32>()).sum();
+                        *o = sum / div as f32;
+                    }
                 }
-                let mut sum = 0f32;
-                g.for_rows(win, &mut idx, |st, len| sum += xp[st..st + len].iter().sum::<f32>());
-                o[oi] = sum / div as f32;
             });
         });
     }
@@ -273,15 +272,18 @@ pub fn avgpool_transpose(p: &Pool, s: ArrayViewD<f32>, in_shape: &[usize]) -> Ar
     let ss = ss.as_slice().expect("standard layout");
     let mut dx = vec![0f32; n * c * inp];
     if op > 0 && inp > 0 {
-        dx.par_chunks_mut(inp).zip(ss.par_chunks(op)).for_each(|(d, sp)| {
-            let mut idx = vec![0usize; in_shape.len() - 1];
-            g.for_each_window(|oi, win| {
-                let div = g.divisor(win);
-                if div == 0 {
-                    return;
+        let ow_n = *g.out_sp.last().expect("rank >= 1");
+        dx.par_chunks_mut(inp).zip(ss.par_chunks(op)).for_each(|(d, sv)| {
+            g.for_each_out_row(|row, rows, outer| {
+                for (&v, &sp) in sv[row * ow_n..(row + 1) * ow_n].iter().zip(g.last_spans()) {
+                    let div = g.divisor(outer, sp);
+                    if div > 0 {
+                        let v = v / div as f32;
+                        for &r in rows {
+                            d[r + sp.lo..r + sp.hi].iter_mut().for_each(|e| *e += v);
+                        }
+                    }
                 }
-                let v = sp[oi] / div as f32;
-                g.for_rows(win, &mut idx, |st, len| d[st..st + len].iter_mut().for_each(|e| *e += v));
             });
         });
     }
@@ -515,6 +517,35 @@ mod tests {
             assert_eq!(dx.shape(), &shape[..]);
             let (l, r) = (dot(a.as_slice().unwrap(), s.as_slice().unwrap()), dot(&data, dx.as_slice().unwrap()));
             assert!((l - r).abs() <= 1e-4 * l.abs().max(r.abs()).max(1.0), "gavg adjoint {l} vs {r}");
+        }
+    }
+
+    /// `cargo test -p relprop-ndarray --release bench_pool -- --ignored --nocapture --test-threads=1`
+    #[test]
+    #[ignore]
+    fn bench_pool() {
+        use std::time::Instant;
+        let mut rng = Rng::new(3);
+        let x = ArrayD::from_shape_vec(IxDyn(&[1, 64, 224, 224]), rng.vec(64 * 224 * 224)).unwrap();
+        let best = |f: &dyn Fn()| {
+            (0..20)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .fold(f64::MAX, f64::min)
+        };
+        for (label, p) in [
+            ("2x2 s2", pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], false, false)),
+            ("3x3 s2 pad1", pool(&[3, 3], &[2, 2], &[1, 1], &[1, 1], false, false)),
+        ] {
+            let (y, am) = maxpool_forward(&p, x.view());
+            let tm = best(&|| drop(std::hint::black_box(maxpool_forward(&p, x.view()))));
+            let tr = best(&|| drop(std::hint::black_box(maxpool_route(&am, y.view(), &[64, 224, 224]))));
+            let ta = best(&|| drop(std::hint::black_box(avgpool_forward(&p, x.view()))));
+            let tt = best(&|| drop(std::hint::black_box(avgpool_transpose(&p, y.view(), &[64, 224, 224]))));
+            println!("pool {label} 64x224x224: maxpool {tm:.3} ms | route {tr:.3} ms | avgpool {ta:.3} ms | avg transpose {tt:.3} ms");
         }
     }
 }

@@ -1,0 +1,185 @@
+//! The `relprop` binary end to end: a golden map through the CLI, and hostile input of every kind ending in a
+//! one-line message that names the problem, a non-zero exit, and never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use relprop_core::{npy, Tensor};
+use relprop_onnx::builder::*;
+
+fn golden(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../golden").join(p)
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("relprop-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn relprop(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_relprop")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn explain(model: &Path, input: &Path, extra: &[&str]) -> (i32, String) {
+    let out = tmp("R.npy");
+    let mut args = vec!["explain", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let (code, _, err) = relprop(&args);
+    (code, err)
+}
+
+/// Fails unless the run failed cleanly with a message containing `needle`.
+fn assert_refused(code: i32, err: &str, needle: &str) {
+    assert_ne!(code, 0, "must fail: {err}");
+    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
+    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "message should mention '{needle}': {err}");
+}
+
+fn model_a() -> PathBuf {
+    golden("onnx/model_a_opset13.onnx")
+}
+
+fn input() -> PathBuf {
+    golden("input_x.npy")
+}
+
+fn write_npy(name: &str, t: &Tensor) -> PathBuf {
+    let p = tmp(name);
+    npy::write(&p, t).unwrap();
+    p
+}
+
+fn write_onnx(name: &str, nodes: Vec<relprop_onnx::proto::NodeProto>, inits: Vec<relprop_onnx::proto::TensorProto>, out: &str) -> PathBuf {
+    let g = make_graph("g", nodes, vec![value_info("x", &[4])], vec![value_info(out, &[4])], inits);
+    let p = tmp(name);
+    std::fs::write(&p, encode_model(&make_model(g, 13))).unwrap();
+    p
+}
+
+use relprop_onnx::encode_model;
+
+#[test]
+fn explain_reproduces_a_signxai_map_and_writes_a_heatmap() {
+    let out = tmp("golden.npy");
+    let png = tmp("golden.png");
+    let (code, _, err) = relprop(&[
+        "explain", "--model", model_a().to_str().unwrap(), "--input", input().to_str().unwrap(), "--method", "lrpsign_epsilon_0_1",
+        "--output", out.to_str().unwrap(), "--heatmap", png.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r = npy::read(&out).unwrap();
+    let reference = npy::read(&golden("model_a__wrapper__lrpsign_epsilon_0_1.npy")).unwrap();
+    assert_eq!(r.shape, vec![1, 8, 8, 3]);
+    assert!(Tensor::new(vec![8, 8, 3], r.data.clone()).unwrap().max_rel_diff(&reference) <= 1e-4);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+    // The class API with parameters gives the same map.
+    let (code, _, err) = relprop(&[
+        "explain", "--model", model_a().to_str().unwrap(), "--input", input().to_str().unwrap(), "--analyzer", "LRPEpsilon",
+        "--param", "epsilon=0.1", "--param", "input_layer_rule=SIGN", "--output", out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(npy::read(&out).unwrap(), r);
+}
+
+#[test]
+fn methods_and_plan() {
+    let (code, out, _) = relprop(&["methods"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("lrpsign_epsilon_0_25_std_x_mu_neg_0_5") && out.contains("LRPRuleUntilIndex") && out.contains("ZBox"));
+    let (code, out, err) = relprop(&["plan", "--model", model_a().to_str().unwrap(), "--method", "lrpz_sequential_composite_b"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Z") && out.contains("AlphaBeta(alpha=2, beta=1)") && out.contains("Epsilon(epsilon=0.1)") && out.contains("BatchNorm"), "{out}");
+}
+
+#[test]
+fn bad_model_files() {
+    let m = |args: &[&str]| explain(&PathBuf::from(args[0]), &input(), &["--method", "lrp_z"]);
+    let (c, e) = m(&["/nonexistent/model.onnx"]);
+    assert_refused(c, &e, "/nonexistent/model.onnx");
+    let bytes = std::fs::read(model_a()).unwrap();
+    let trunc = tmp("trunc.onnx");
+    std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
+    let (c, e) = m(&[trunc.to_str().unwrap()]);
+    assert_refused(c, &e, "trunc.onnx");
+    let garbage = tmp("garbage.onnx");
+    std::fs::write(&garbage, (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>()).unwrap();
+    let (c, e) = m(&[garbage.to_str().unwrap()]);
+    assert_refused(c, &e, "garbage.onnx");
+}
+
+#[test]
+fn bad_graphs() {
+    let x4 = write_npy("x4.npy", &Tensor::new(vec![1, 4], vec![0.1, -0.2, 0.3, 0.0]).unwrap());
+    let run = |p: &Path| explain(p, &x4, &["--method", "lrp_z"]);
+    // a cycle: a = Add(x, b); b = Relu(a)
+    let cyc = write_onnx("cycle.onnx", vec![make_node("Add", "add1", &["x", "b"], &["a"], vec![]), make_node("Relu", "relu1", &["a"], &["b"], vec![])], vec![], "b");
+    let (c, e) = run(&cyc);
+    assert_refused(c, &e, "cycle");
+    // an unsupported op
+    let sin = write_onnx("sin.onnx", vec![make_node("Sin", "my_sin", &["x"], &["y"], vec![])], vec![], "y");
+    let (c, e) = run(&sin);
+    assert_refused(c, &e, "my_sin");
+    assert!(e.contains("Sin"));
+    // softmax at the output
+    let w = make_tensor_f32("W", &[4, 4], &[0.5; 16]);
+    let sm = write_onnx(
+        "softmax.onnx",
+        vec![make_node("MatMul", "dense/MatMul", &["x", "W"], &["z"], vec![]), make_node("Softmax", "dense/Softmax", &["z"], &["y"], vec![attr_int("axis", -1)])],
+        vec![w.clone()],
+        "y",
+    );
+    let (c, e) = run(&sm);
+    assert_refused(c, &e, "softmax");
+    // ... which --strip-softmax removes
+    let (c, e) = explain(&sm, &x4, &["--method", "lrp_z", "--strip-softmax"]);
+    assert_eq!(c, 0, "{e}");
+}
+
+#[test]
+fn bad_inputs() {
+    let run = |x: &Path| explain(&model_a(), x, &["--method", "lrp_z"]);
+    let wrong = write_npy("wrong.npy", &Tensor::zeros(vec![1, 8, 8, 4]));
+    let (c, e) = run(&wrong);
+    assert_refused(c, &e, "[1, 8, 8, 4]");
+    let mut nan = npy::read(&input()).unwrap();
+    nan.data[17] = f32::NAN;
+    let (c, e) = run(&write_npy("nan.npy", &nan));
+    assert_refused(c, &e, "not finite");
+    nan.data[17] = f32::INFINITY;
+    let (c, e) = run(&write_npy("inf.npy", &nan));
+    assert_refused(c, &e, "not finite");
+    let garbled = tmp("garbled.npy");
+    std::fs::write(&garbled, b"\x93NUMPY\x01\x00\x10\x00{'descr': '<i8'}").unwrap();
+    let (c, e) = run(&garbled);
+    assert_refused(c, &e, "garbled.npy");
+}
+
+#[test]
+fn bad_parameters_and_names() {
+    let run = |extra: &[&str]| explain(&model_a(), &input(), extra);
+    let cases: &[(&[&str], &str)] = &[
+        (&["--analyzer", "LRPEpsilon", "--param", "epsilon=0"], "epsilon must be > 0"),
+        (&["--analyzer", "LRPEpsilon", "--param", "epsilon=-0.5"], "epsilon"),
+        (&["--analyzer", "LRPAlphaBeta", "--param", "alpha=3", "--param", "beta=1"], "alpha - beta = 1"),
+        (&["--analyzer", "LRPAlphaBeta", "--param", "alpha=0.5"], "alpha >= 1"),
+        (&["--analyzer", "LRPEpsilon", "--param", "epsilon=tiny"], "not a number"),
+        (&["--analyzer", "LRPEpsilon", "--param", "epsilon"], "KEY=VALUE"),
+        (&["--method", "lrp_epsilon_0_3"], "unknown method"),
+        (&["--analyzer", "LRPMagic"], "unknown analyzer"),
+        (&["--analyzer", "LRP", "--param", "rule=Magic"], "unknown rule"),
+        (&["--method", "lrp_z", "--target", "7"], "out of range"),
+        (&["--method", "lrp_z", "--target", "seven"], "target"),
+        (&["--method", "lrp_z", "--backend", "cuda"], "unknown backend"),
+        (&["--analyzer", "LRP", "--param", "rule=AlphaBetaX1000"], "AlphaBetaX"),
+    ];
+    for (extra, needle) in cases {
+        let (c, e) = run(extra);
+        assert_refused(c, &e, needle);
+    }
+    // neither or both of --method/--analyzer
+    let (c, e) = run(&[]);
+    assert_refused(c, &e, "method");
+}

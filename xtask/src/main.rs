@@ -1,1 +1,40 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's own scripts (setup of native libraries, golden regeneration,
+//! conformance, benchmarks, the full test run). Everything installs into git-ignored `.deps/`, idempotently.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+mod util;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+const USAGE: &str = "usage: cargo xtask <command>
+  test                   install what the tests need (.deps/) and run every test (the README's test command)
+  setup ort|tch|all      install ONNX Runtime / libtorch from PyPI wheels into .deps/
+  conform [--backend ndarray|ort|tch|all] [--filter GLOB]   run the conformance suite, write reports/conformance/
+  golden [--check]       rebuild the goldens from signxai in a project-local venv
+  bench [--backend ...] [--model ...] [--quick]             run the benchmarks, write reports/bench/";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = root();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&root),
+        Some(other) => Err(format!("unknown or not yet available command '{other}'\n{USAGE}")),
+        None => Err(USAGE.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The README's test command: every test of the workspace.
+fn test(root: &Path) -> Result<(), String> {
+    util::run(Command::new(util::cargo()).current_dir(root).args(["test", "--workspace"]))
+}

@@ -57,9 +57,12 @@ enum Cmd {
         /// Neuron to explain: max (signxai's max_activation), an output index, or all.
         #[arg(long, default_value = "max")]
         target: String,
-        /// Numeric backend.
+        /// Numeric backend: ndarray (built in), ort or tch (when built with that feature).
         #[arg(long, default_value = "ndarray")]
         backend: String,
+        /// Device for the tch backend: cpu or cuda (cuda:N).
+        #[arg(long, default_value = "cpu")]
+        device: String,
         /// Where to write the relevance (.npy).
         #[arg(long)]
         output: PathBuf,
@@ -88,10 +91,21 @@ fn plan_for(g: &Graph, c: &Choice) -> Result<RulePlan> {
     RulePlan::resolve(g, &a)
 }
 
-fn backend(name: &str) -> Result<Box<dyn Backend>> {
+fn backend(name: &str, device: &str) -> Result<Box<dyn Backend>> {
+    if name != "tch" && device != "cpu" {
+        return Err(Error::param("--device", device, "only the tch backend runs on other devices"));
+    }
     match name {
         "ndarray" => Ok(Box::new(relprop_ndarray::NdarrayBackend)),
-        "ort" | "tch" => Err(Error::param("--backend", name, "this relprop was built without that backend")),
+        #[cfg(feature = "ort")]
+        "ort" => Ok(Box::new(relprop_ort::OrtBackend::new()?)),
+        #[cfg(feature = "tch")]
+        "tch" => Ok(Box::new(relprop_tch::TchBackend::new(device)?)),
+        "ort" | "tch" => Err(Error::param(
+            "--backend",
+            name,
+            format!("this relprop was built without it: `cargo xtask setup {name}`, then build with `--features {name}`"),
+        )),
         _ => Err(Error::Unknown { kind: "backend".into(), name: name.into(), hint: " (known: ndarray, ort, tch)".into() }),
     }
 }
@@ -122,9 +136,9 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", plan_for(&g, &choice)?.describe(&g));
             Ok(())
         }
-        Cmd::Explain { model, input, choice, target, backend: be, output, heatmap } => {
+        Cmd::Explain { model, input, choice, target, backend: be, device, output, heatmap } => {
             let target: Target = target.parse()?;
-            let be = backend(&be)?;
+            let be = backend(&be, &device)?;
             let g = load_model(&model)?;
             let plan = plan_for(&g, &choice)?;
             let x = npy::read(&input)?;

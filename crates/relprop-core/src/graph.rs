@@ -45,7 +45,8 @@ impl Activation {
             }
             Activation::Gelu => 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2)),
             Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
-            Activation::Clip { min, max } => x.clamp(min, max),
+            // not f32::clamp, which panics on min > max or NaN bounds (rejected by validate anyway)
+            Activation::Clip { min, max } => x.max(min).min(max),
         }
     }
 }
@@ -297,8 +298,11 @@ impl Graph {
             }
             let in_shapes: Vec<&[usize]> = n.inputs.iter().map(|&j| self.nodes[j].shape.as_slice()).collect();
             if n.op == Op::Reshape {
+                if n.inputs.len() != 1 {
+                    return Err(Error::node(&n.name, "Reshape", "expects 1 input"));
+                }
                 let (a, b): (usize, usize) = (n.shape.iter().product(), self.nodes[n.inputs[0]].shape.iter().product());
-                if n.inputs.len() != 1 || a != b {
+                if a != b {
                     return Err(Error::node(&n.name, "Reshape", "element count changes"));
                 }
             } else if i > 0 {
@@ -332,11 +336,11 @@ pub fn weights_of(op: &Op) -> Vec<&Tensor> {
 
 /// Output extent of a window op along one axis (ONNX formula).
 pub fn window_out(len: usize, k: usize, stride: usize, dil: usize, pb: usize, pe: usize, ceil: bool) -> std::result::Result<usize, String> {
-    let eff = dil * (k - 1) + 1;
-    let padded = len + pb + pe;
     if k == 0 || stride == 0 || dil == 0 {
         return Err(format!("kernel {k}, stride {stride} and dilation {dil} must be positive"));
     }
+    let eff = dil.checked_mul(k - 1).and_then(|e| e.checked_add(1)).ok_or("window too large")?;
+    let padded = len.checked_add(pb).and_then(|l| l.checked_add(pe)).ok_or("padding too large")?;
     if padded < eff {
         return Err(format!("window {eff} larger than padded input {padded}"));
     }
@@ -480,6 +484,7 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
             }
             Ok(s)
         }
+        Op::Activation(Activation::Clip { min, max }) if !(min <= max) => Err(format!("Clip bounds {min} > {max}")),
         Op::Activation(_) | Op::Identity => Ok(one()?.to_vec()),
     }
 }

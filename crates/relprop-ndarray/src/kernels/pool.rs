@@ -91,8 +91,8 @@ impl PGeom {
             rows.clear();
             rows.push(0);
             let mut outer = Outer { padded: 1, inside: 1 };
-            for a in 0..last {
-                let sp = self.spans[a][pos[a]];
+            for (a, &pa) in pos.iter().enumerate() {
+                let sp = self.spans[a][pa];
                 outer.padded *= sp.padded;
                 outer.inside *= sp.hi - sp.lo;
                 next.clear();

@@ -1,0 +1,1 @@
+//! relprop-ort: placeholder, being implemented.

@@ -1,0 +1,1 @@
+//! relprop-tch: placeholder, being implemented.

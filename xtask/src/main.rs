@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod golden;
+mod setup;
 mod util;
 
 fn root() -> PathBuf {
@@ -22,6 +24,8 @@ fn main() -> ExitCode {
     let root = root();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&root),
+        Some("setup") => setup::run(&root, &args[1..]),
+        Some("golden") => golden::run(&root, &args[1..]),
         Some(other) => Err(format!("unknown or not yet available command '{other}'\n{USAGE}")),
         None => Err(USAGE.to_string()),
     };

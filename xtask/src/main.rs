@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod conform;
 mod golden;
 mod setup;
 mod util;
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         Some("test") => test(&root),
         Some("setup") => setup::run(&root, &args[1..]),
         Some("golden") => golden::run(&root, &args[1..]),
+        Some("conform") => conform::run(&root, &args[1..]),
         Some(other) => Err(format!("unknown or not yet available command '{other}'\n{USAGE}")),
         None => Err(USAGE.to_string()),
     };

@@ -1,7 +1,5 @@
 //! `relprop`: explain ONNX models with signxai's LRP analyzers.
 
-mod heatmap;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,7 +8,8 @@ use clap::{Parser, Subcommand};
 use relprop_core::analyzers::ANALYZER_CLASSES;
 use relprop_core::methods::method_names;
 use relprop_core::rules::RULE_NAMES;
-use relprop_core::{analyzer_from, npy, Backend, Error, ExplainOptions, Graph, Params, Result, RulePlan, Target};
+use relprop_conform::{backends, heatmap};
+use relprop_core::{analyzer_from, npy, Error, ExplainOptions, Graph, Params, Result, RulePlan, Target};
 
 #[derive(Parser)]
 #[command(name = "relprop", version, about = "Layer-wise Relevance Propagation with signxai's numbers, from ONNX models")]
@@ -91,25 +90,6 @@ fn plan_for(g: &Graph, c: &Choice) -> Result<RulePlan> {
     RulePlan::resolve(g, &a)
 }
 
-fn backend(name: &str, device: &str) -> Result<Box<dyn Backend>> {
-    if name != "tch" && device != "cpu" {
-        return Err(Error::param("--device", device, "only the tch backend runs on other devices"));
-    }
-    match name {
-        "ndarray" => Ok(Box::new(relprop_ndarray::NdarrayBackend)),
-        #[cfg(feature = "ort")]
-        "ort" => Ok(Box::new(relprop_ort::OrtBackend::new()?)),
-        #[cfg(feature = "tch")]
-        "tch" => Ok(Box::new(relprop_tch::TchBackend::new(device)?)),
-        "ort" | "tch" => Err(Error::param(
-            "--backend",
-            name,
-            format!("this relprop was built without it: `cargo xtask setup {name}`, then build with `--features {name}`"),
-        )),
-        _ => Err(Error::Unknown { kind: "backend".into(), name: name.into(), hint: " (known: ndarray, ort, tch)".into() }),
-    }
-}
-
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| Error::Io { path: path.display().to_string(), msg: e.to_string() })
 }
@@ -138,7 +118,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Explain { model, input, choice, target, backend: be, device, output, heatmap } => {
             let target: Target = target.parse()?;
-            let be = backend(&be, &device)?;
+            let be = backends::by_name(&be, &device)?;
             let g = load_model(&model)?;
             let plan = plan_for(&g, &choice)?;
             let x = npy::read(&input)?;

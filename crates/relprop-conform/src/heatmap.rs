@@ -29,11 +29,16 @@ pub fn maps(r: &Tensor, layout: Layout) -> Result<Vec<(usize, usize, Vec<f32>)>>
         .collect())
 }
 
-/// Encode the maps of `r` as one RGB PNG.
+/// Encode the maps of `r` as one RGB PNG, each panel about 256 pixels on its longer side.
 pub fn encode(r: &Tensor, layout: Layout) -> Result<Vec<u8>> {
+    encode_sized(r, layout, 256)
+}
+
+/// Encode with panels of about `px` pixels on their longer side (at least the map's own size).
+pub fn encode_sized(r: &Tensor, layout: Layout, px: usize) -> Result<Vec<u8>> {
     let maps = maps(r, layout)?;
     let (h, w) = (maps[0].0, maps[0].1);
-    let scale = (256 / h.max(w)).clamp(1, 32);
+    let scale = (px / h.max(w).max(1)).clamp(1, 32);
     let gap = if maps.len() > 1 { 4 } else { 0 };
     let (ph, pw) = (h * scale, w * scale);
     let width = maps.len() * pw + (maps.len() - 1) * gap;

@@ -1,0 +1,320 @@
+//! Running cases on backends: golden comparison, property checks, cross-backend agreement.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use relprop_core::graph::Graph;
+use relprop_core::rules::Rule;
+use relprop_core::{npy, CompiledModel, Error, ExplainOptions, Result, RulePlan, Target, Tensor};
+
+use crate::spec::{params_from, Case, Check, InputTransform, Reference};
+
+/// Agreement required between any two backends (max relative difference).
+pub const AGREEMENT: f32 = 1e-5;
+
+/// The result of one check.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// One case on one backend.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub case: usize,
+    pub backend: String,
+    pub ok: bool,
+    /// Error against the reference: relative (or absolute for near-zero references).
+    pub error: Option<f32>,
+    pub checks: Vec<CheckResult>,
+    /// Relevance of the first sample (for heatmaps and agreement).
+    pub relevance: Option<Tensor>,
+    /// Relevance sum per cut layer, top first (for the conservation chart).
+    pub layer_sums: Vec<(String, f64)>,
+    pub seconds: f64,
+}
+
+/// A conformance run.
+pub struct Run {
+    pub cases: Vec<Case>,
+    pub outcomes: Vec<Outcome>,
+    /// (case, backend a, backend b, max relative difference).
+    pub agreement: Vec<(usize, String, String, f32)>,
+    pub backends: Vec<String>,
+    /// Backends asked for but not available, with the reason.
+    pub unavailable: Vec<(String, String)>,
+}
+
+impl Run {
+    /// Number of failed outcomes plus disagreeing backend pairs.
+    pub fn failures(&self) -> usize {
+        self.outcomes.iter().filter(|o| !o.ok).count() + self.agreement.iter().filter(|a| !(a.3 <= AGREEMENT)).count()
+    }
+}
+
+/// Compiled models, one per (backend, model file).
+struct Models {
+    backend: Box<dyn relprop_core::Backend>,
+    cache: HashMap<PathBuf, (Arc<Graph>, Box<dyn CompiledModel>)>,
+}
+
+impl Models {
+    fn get(&mut self, path: &PathBuf) -> Result<&(Arc<Graph>, Box<dyn CompiledModel>)> {
+        if !self.cache.contains_key(path) {
+            let g = Arc::new(relprop_onnx::load(path)?);
+            let m = self.backend.compile(g.clone())?;
+            self.cache.insert(path.clone(), (g, m));
+        }
+        Ok(&self.cache[path])
+    }
+}
+
+/// `glob` with `*` and `?` against `text`.
+pub fn glob_match(glob: &str, text: &str) -> bool {
+    fn rec(g: &[char], t: &[char]) -> bool {
+        match (g.first(), t.first()) {
+            (None, None) => true,
+            (Some('*'), _) => rec(&g[1..], t) || (!t.is_empty() && rec(g, &t[1..])),
+            (Some('?'), Some(_)) => rec(&g[1..], &t[1..]),
+            (Some(a), Some(b)) if a == b => rec(&g[1..], &t[1..]),
+            _ => false,
+        }
+    }
+    let (g, t): (Vec<char>, Vec<char>) = (glob.chars().collect(), text.chars().collect());
+    rec(&g, &t)
+}
+
+/// Run `cases` (filtered by `filter` on `suite/name`) on `backends`; `progress` is called after each case.
+pub fn run(cases: Vec<Case>, backends: &[String], filter: Option<&str>, mut progress: impl FnMut(usize, usize, &str)) -> Run {
+    let cases: Vec<Case> = cases.into_iter().filter(|c| filter.is_none_or(|f| glob_match(f, &format!("{}/{}", c.suite, c.name)))).collect();
+    let mut models: Vec<Models> = Vec::new();
+    let mut unavailable = Vec::new();
+    for b in backends {
+        match crate::backends::by_name(b, "cpu") {
+            Ok(backend) => models.push(Models { backend, cache: HashMap::new() }),
+            Err(e) => unavailable.push((b.clone(), e.to_string())),
+        }
+    }
+    let ran: Vec<String> = models.iter().map(|m| m.backend.name().to_string()).collect();
+    let mut outcomes = Vec::new();
+    let mut agreement = Vec::new();
+    for (ci, case) in cases.iter().enumerate() {
+        let mut maps: Vec<(String, Tensor)> = Vec::new();
+        for m in models.iter_mut() {
+            let name = m.backend.name().to_string();
+            if !case.backends.contains(&name) {
+                continue;
+            }
+            let t0 = Instant::now();
+            let mut o = run_case(case, m).unwrap_or_else(|e| Outcome {
+                case: ci,
+                backend: name.clone(),
+                ok: false,
+                error: None,
+                checks: vec![CheckResult { name: "run".into(), ok: false, detail: e.to_string() }],
+                relevance: None,
+                layer_sums: vec![],
+                seconds: 0.0,
+            });
+            o.case = ci;
+            o.backend = name.clone();
+            o.seconds = t0.elapsed().as_secs_f64();
+            if let Some(r) = &o.relevance {
+                maps.push((name.clone(), r.clone()));
+            }
+            outcomes.push(o);
+        }
+        for i in 0..maps.len() {
+            for j in i + 1..maps.len() {
+                let d = if maps[j].1.max_abs() < 1e-6 { maps[i].1.max_abs_diff(&maps[j].1) } else { maps[i].1.max_rel_diff(&maps[j].1) };
+                agreement.push((ci, maps[i].0.clone(), maps[j].0.clone(), d));
+            }
+        }
+        progress(ci + 1, cases.len(), &case.name);
+    }
+    Run { cases, outcomes, agreement, backends: ran, unavailable }
+}
+
+fn check(name: &str, ok: bool, detail: String) -> CheckResult {
+    CheckResult { name: name.into(), ok, detail }
+}
+
+fn explain(m: &dyn CompiledModel, g: &Graph, case: &Case, analyzer: &relprop_core::Analyzer, x: &Tensor, keep: bool) -> Result<relprop_core::Explanation<Tensor>> {
+    let _ = case;
+    let plan = RulePlan::resolve(g, analyzer)?;
+    m.explain(&plan, x, &case.target, &ExplainOptions { keep_layers: keep })
+}
+
+fn run_case(case: &Case, models: &mut Models) -> Result<Outcome> {
+    let mut o = Outcome { case: 0, backend: String::new(), ok: true, error: None, checks: vec![], relevance: None, layer_sums: vec![], seconds: 0.0 };
+    if let Some(expected) = &case.expect_error {
+        let msg = case.analyzer().err().map(|e| e.to_string()).unwrap_or_default();
+        let ok = msg.contains(expected.as_str());
+        o.checks.push(check("expect_error", ok, msg));
+        o.ok = ok;
+        return Ok(o);
+    }
+    let analyzer = case.analyzer()?;
+    let x = npy::read(&case.input)?;
+    let (g, m) = models.get(&case.model)?;
+    let (g, m) = (g.clone(), m.as_ref());
+    let keep = case.checks.iter().any(|c| matches!(c, Check::Conservation { .. }));
+    let e = explain(m, &g, case, &analyzer, &x, keep)?;
+    let r = &e.relevance;
+    // reference
+    let reference = match &case.reference {
+        Reference::None => None,
+        Reference::File(p) => Some(npy::read(p)?),
+        Reference::Values(v) => Some(Tensor::new(vec![v.len()], v.clone())?),
+    };
+    if let Some(reference) = reference {
+        if reference.len() != r.len() {
+            o.checks.push(check("reference", false, format!("reference has shape {:?}, relevance {:?}", reference.shape, r.shape)));
+        } else {
+            let flat = Tensor { shape: reference.shape.clone(), data: r.data.clone() };
+            let scale = reference.max_abs();
+            let diff = flat.max_abs_diff(&reference);
+            let (err, ok) = if scale < 1e-6 { (diff, diff <= case.abs_tolerance) } else { (diff / scale, diff <= case.tolerance * scale) };
+            o.error = Some(err);
+            o.checks.push(check("reference", ok, format!("max|diff| {diff:.3e}, max|ref| {scale:.3e}")));
+        }
+    }
+    for c in &case.checks {
+        o.checks.push(run_check(c, case, m, &g, &analyzer, &x, &e)?);
+    }
+    if let Some(layers) = &e.layers {
+        let cuts = cut_nodes(&g);
+        o.layer_sums = (0..g.nodes.len())
+            .rev()
+            .filter(|&i| cuts[i])
+            .filter_map(|i| layers[i].as_ref().map(|t| (g.nodes[i].name.clone(), t.data.iter().map(|&v| v as f64).sum())))
+            .collect();
+    }
+    o.relevance = Some(r.slice_batch(0, 1));
+    o.ok = o.checks.iter().all(|c| c.ok);
+    Ok(o)
+}
+
+/// Nodes that every path from the input to the output crosses (where conservation can be checked).
+pub fn cut_nodes(g: &Graph) -> Vec<bool> {
+    let live = g.live();
+    let n = g.nodes.len();
+    (0..n)
+        .map(|skip| {
+            if !live[skip] {
+                return false;
+            }
+            if skip == 0 || skip == g.output {
+                return true;
+            }
+            let mut reach = vec![false; n];
+            reach[0] = true;
+            for i in 1..n {
+                reach[i] = i != skip && g.nodes[i].inputs.iter().any(|&j| reach[j]);
+            }
+            !reach[g.output]
+        })
+        .collect()
+}
+
+fn selected_logit(out: &Tensor, t: &Target) -> f64 {
+    let k = out.shape[1];
+    (0..out.shape[0])
+        .map(|n| {
+            let row = &out.data[n * k..(n + 1) * k];
+            match t {
+                Target::Index(i) => row[*i] as f64,
+                Target::Max => row.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64,
+                Target::All => row.iter().map(|&v| v as f64).sum(),
+            }
+        })
+        .sum()
+}
+
+fn sum(t: &Tensor) -> f64 {
+    t.data.iter().map(|&v| v as f64).sum()
+}
+
+fn rel_ok(a: f64, b: f64, tol: f32) -> bool {
+    (a - b).abs() <= tol as f64 * b.abs().max(1e-12)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_check(c: &Check, case: &Case, m: &dyn CompiledModel, g: &Graph, analyzer: &relprop_core::Analyzer, x: &Tensor, e: &relprop_core::Explanation<Tensor>) -> Result<CheckResult> {
+    let r = &e.relevance;
+    Ok(match c {
+        Check::Finite => {
+            let bad = r.data.iter().filter(|v| !v.is_finite()).count();
+            check("finite", bad == 0, format!("{bad} non-finite values"))
+        }
+        Check::Shape => check("shape", r.shape == x.shape, format!("relevance {:?}, input {:?}", r.shape, x.shape)),
+        Check::Conservation { tol } => {
+            let layers = e.layers.as_ref().ok_or_else(|| Error::Input("layers not kept".into()))?;
+            let cuts = cut_nodes(g);
+            let total = layers[g.output].as_ref().map(sum).unwrap_or(0.0);
+            let mut worst = (0.0f64, String::new());
+            for (i, l) in layers.iter().enumerate() {
+                if let (true, Some(l)) = (cuts[i], l) {
+                    let d = (sum(l) - total).abs() / total.abs().max(1e-12);
+                    if d >= worst.0 {
+                        worst = (d, g.nodes[i].name.clone());
+                    }
+                }
+            }
+            check("conservation", worst.0 <= *tol as f64 && total.abs() > 1e-9, format!("top {total:.6e}; worst relative drift {:.2e} at {}", worst.0, worst.1))
+        }
+        Check::TotalVsLogit { tol } => {
+            let logit = selected_logit(&e.output, &case.target);
+            let s = sum(r);
+            check("total_vs_logit", rel_ok(s, logit, *tol), format!("sum R {s:.6e}, selected logit {logit:.6e}"))
+        }
+        Check::SameAs { method, analyzer: class, params, input_transform, tol } => {
+            let p = params_from(params).map_err(Error::Input)?;
+            let other = relprop_core::analyzer_from(method.as_deref(), class.as_deref(), &p)?;
+            let x2 = match input_transform {
+                None => x.clone(),
+                Some(InputTransform::ZerosToTinyPositive) => {
+                    Tensor { shape: x.shape.clone(), data: x.data.iter().map(|&v| if v == 0.0 { 1e-30 } else { v }).collect() }
+                }
+            };
+            let r2 = explain(m, g, case, &other, &x2, false)?.relevance;
+            let d = r.max_rel_diff(&r2);
+            check("same_as", d <= *tol, format!("max relative difference {d:.2e} to {}", other.name))
+        }
+        Check::SignmuThreshold { mu, tol } => {
+            let mut sign = analyzer.clone();
+            sign.input_layer_rule = Some(Rule::Sign);
+            let rs = explain(m, g, case, &sign, x, false)?.relevance;
+            let expect: Vec<f32> = rs
+                .data
+                .iter()
+                .zip(&x.data)
+                .map(|(&v, &xi)| v * (if xi >= *mu { 1.0 } else { -1.0 }) * (if xi >= 0.0 { 1.0 } else { -1.0 }))
+                .collect();
+            let d = r.max_rel_diff(&Tensor { shape: r.shape.clone(), data: expect });
+            check("signmu_threshold", d <= *tol, format!("max relative difference {d:.2e} to sign map · s_mu(x) · sgn(x)"))
+        }
+        Check::BatchPerSample { tol } => {
+            let x0 = x.slice_batch(0, 1);
+            let variants: Vec<Tensor> = vec![
+                x0.clone(),
+                Tensor { shape: x0.shape.clone(), data: x0.data.iter().map(|v| -v).collect() },
+                Tensor { shape: x0.shape.clone(), data: x0.data.iter().enumerate().map(|(i, &v)| if i % 3 == 0 { 0.0 } else { v }).collect() },
+                Tensor { shape: x0.shape.clone(), data: x0.data.iter().map(|v| 0.5 * v).collect() },
+            ];
+            let batch = Tensor::concat_batch(&variants);
+            let rb = explain(m, g, case, analyzer, &batch, false)?.relevance;
+            let mut worst = 0f32;
+            for (n, v) in variants.iter().enumerate() {
+                let r1 = explain(m, g, case, analyzer, v, false)?.relevance;
+                let part = rb.slice_batch(n, 1);
+                worst = worst.max(if r1.max_abs() < 1e-6 { part.max_abs_diff(&r1) } else { part.max_rel_diff(&r1) });
+            }
+            check("batch_per_sample", worst <= *tol, format!("worst difference {worst:.2e} over 4 samples"))
+        }
+    })
+}

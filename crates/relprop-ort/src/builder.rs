@@ -1,0 +1,790 @@
+//! [`Numerics`] implemented symbolically: every primitive appends standard ONNX nodes to a graph instead of
+//! computing. Running the shared engine (`relprop_core::engine::explain`) once on this builder emits the whole
+//! explanation (forward pass, rules, top-layer selection) as one ONNX graph; see the crate README.
+//!
+//! Values are batched with a symbolic batch axis; [`Sym::shape`] is the per-sample shape (a row tensor `[N]` has
+//! the per-sample shape `[]`). Reshapes keep the batch with `0` or `-1`, so the graph runs on any batch size.
+//! The numerics copy relprop-ndarray's exactly where ONNX allows (same selection of first maxima, same
+//! SafeDivide and sign conventions, std in f64); sums (MatMul, Conv) differ only in summation order.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use relprop_core::engine::{self, ExplainOptions, Numerics};
+use relprop_core::graph::{Activation, Conv, Graph, Op, Pool};
+use relprop_core::program::{BiasMod, WeightMod, XMod};
+use relprop_core::rules::KERAS_EPSILON;
+use relprop_core::{Error, Result, RulePlan, Target, Tensor};
+use relprop_onnx::builder::{self as ob, attr_float, attr_int, attr_ints};
+use relprop_onnx::proto::tensor_proto::DataType;
+use relprop_onnx::proto::{AttributeProto, ModelProto, NodeProto, TensorProto};
+
+/// The ONNX opset the explanation graphs import (ScatterElements with `reduction="add"` needs 16).
+pub const OPSET: i64 = 17;
+/// Name of the model-output (logits) graph output.
+pub const LOGITS: &str = "logits";
+/// Name of the input-relevance graph output.
+pub const RELEVANCE: &str = "relevance";
+
+/// Name of the graph output holding the relevance that reached node `i` (with `keep_layers`).
+pub fn layer_output_name(i: usize) -> String {
+    format!("relevance_node{i}")
+}
+
+pub(crate) fn err(msg: impl Into<String>) -> Error {
+    Error::Backend { backend: "ort".into(), msg: msg.into() }
+}
+
+/// A symbolic batched value: its ONNX name and its per-sample shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sym {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+#[derive(Default)]
+struct State {
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    /// Pure nodes already emitted (op, inputs, attributes) → outputs: the engine's repeated requests (x⁺, W x,
+    /// the same maximum) become one node.
+    memo: HashMap<String, Vec<String>>,
+    /// Initializers by content key.
+    consts: HashMap<String, String>,
+    next: usize,
+    /// MaxPool node → its `Indices` output from the forward pass.
+    pool_indices: HashMap<usize, String>,
+    /// What `Numerics::output` was last asked for (the forward-only graph).
+    last_output: Option<Sym>,
+}
+
+/// Emits ONNX nodes for the engine's primitives on one graph.
+pub struct OnnxBuilder<'g> {
+    g: &'g Graph,
+    input_name: String,
+    st: RefCell<State>,
+}
+
+fn f32_key(dims: &[usize], data: &[f32]) -> String {
+    let mut k = format!("f{dims:?}:");
+    for v in data {
+        k.push_str(&format!("{:x},", v.to_bits()));
+    }
+    k
+}
+
+impl<'g> OnnxBuilder<'g> {
+    pub fn new(g: &'g Graph) -> Self {
+        OnnxBuilder { g, input_name: g.nodes[0].name.clone(), st: RefCell::new(State::default()) }
+    }
+
+    fn fresh(&self, hint: &str) -> String {
+        let mut st = self.st.borrow_mut();
+        st.next += 1;
+        format!("rp{}_{hint}", st.next)
+    }
+
+    /// Append a node with `n_out` outputs (deduplicated: the same op on the same inputs is emitted once).
+    fn node_n(&self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, n_out: usize) -> Vec<String> {
+        let key = format!("{op}|{inputs:?}|{attrs:?}|{n_out}");
+        if let Some(outs) = self.st.borrow().memo.get(&key) {
+            return outs.clone();
+        }
+        let outs: Vec<String> = (0..n_out).map(|_| self.fresh(op)).collect();
+        let out_refs: Vec<&str> = outs.iter().map(String::as_str).collect();
+        let name = format!("{}_node", outs[0]);
+        let node = ob::make_node(op, &name, inputs, &out_refs, attrs);
+        let mut st = self.st.borrow_mut();
+        st.nodes.push(node);
+        st.memo.insert(key, outs.clone());
+        outs
+    }
+
+    fn node(&self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        self.node_n(op, inputs, attrs, 1).remove(0)
+    }
+
+    /// A float32 initializer, shared by content.
+    fn const_f32(&self, dims: &[usize], data: &[f32]) -> String {
+        self.const_keyed(f32_key(dims, data), || ob::make_tensor_f32("", dims, data))
+    }
+
+    /// An int64 initializer, shared by content.
+    fn const_i64(&self, dims: &[usize], data: &[i64]) -> String {
+        self.const_keyed(format!("i{dims:?}:{data:?}"), || ob::make_tensor_i64("", dims, data))
+    }
+
+    fn const_keyed(&self, key: String, make: impl FnOnce() -> TensorProto) -> String {
+        if let Some(n) = self.st.borrow().consts.get(&key) {
+            return n.clone();
+        }
+        let name = self.fresh("const");
+        let mut t = make();
+        t.name = Some(name.clone());
+        let mut st = self.st.borrow_mut();
+        st.inits.push(t);
+        st.consts.insert(key, name.clone());
+        name
+    }
+
+    fn scalar(&self, v: f32) -> String {
+        self.const_f32(&[], &[v])
+    }
+
+    fn i64_vec(&self, v: &[i64]) -> String {
+        self.const_i64(&[v.len()], v)
+    }
+
+    fn sym(&self, name: String, shape: Vec<usize>) -> Sym {
+        Sym { name, shape }
+    }
+
+    /// A reshape keeping the batch axis (`0`) to the per-sample `shape`.
+    fn reshape_batched(&self, x: &str, shape: &[usize]) -> String {
+        let dims: Vec<i64> = std::iter::once(0).chain(shape.iter().map(|&d| d as i64)).collect();
+        let s = self.i64_vec(&dims);
+        self.node("Reshape", &[x, &s], vec![])
+    }
+
+    /// Zeros shaped like `x` (batch included).
+    fn zeros_like(&self, x: &str) -> String {
+        let shape = self.node("Shape", &[x], vec![]);
+        let zero = ob::make_tensor_f32("value", &[1], &[0.0]);
+        self.node("ConstantOfShape", &[&shape], vec![ob::attr_tensor("value", zero)])
+    }
+
+    /// A row tensor `[N]` reshaped to `[N, 1, .., 1]` so it broadcasts over a value of per-sample rank `rank`.
+    fn rows_to(&self, v: &Sym, rank: usize) -> Result<String> {
+        if !v.shape.is_empty() {
+            return Err(err(format!("row tensor expected, got per-sample shape {:?}", v.shape)));
+        }
+        if rank == 0 {
+            return Ok(v.name.clone());
+        }
+        let dims: Vec<i64> = std::iter::once(-1).chain(std::iter::repeat_n(1, rank)).collect();
+        let s = self.i64_vec(&dims);
+        Ok(self.node("Reshape", &[&v.name, &s], vec![]))
+    }
+
+    /// `+1` where `x >= t`, else `-1`.
+    fn sign_ge(&self, x: &str, t: f32) -> String {
+        let t = self.scalar(t);
+        let cond = self.node("GreaterOrEqual", &[x, &t], vec![]);
+        let (p, m) = (self.scalar(1.0), self.scalar(-1.0));
+        self.node("Where", &[&cond, &p, &m], vec![])
+    }
+
+    fn same_shape(&self, a: &Sym, b: &Sym, what: &str) -> Result<()> {
+        if a.shape != b.shape {
+            return Err(err(format!("{what}: shape mismatch {:?} vs {:?}", a.shape, b.shape)));
+        }
+        Ok(())
+    }
+
+    fn kernel_of(&self, node: usize) -> Result<&'g relprop_core::Tensor> {
+        match &self.g.nodes[node].op {
+            Op::Dense(d) => Ok(&d.weight),
+            Op::Conv(c) => Ok(&c.weight),
+            op => Err(err(format!("{} has no kernel", op.kind()))),
+        }
+    }
+
+    /// The kernel of `node` with `w` applied (as relprop-ndarray's weight cache), as an initializer created once.
+    fn weight(&self, node: usize, w: WeightMod) -> Result<String> {
+        let key = format!("w{node}:{w:?}");
+        if let Some(n) = self.st.borrow().consts.get(&key) {
+            return Ok(n.clone());
+        }
+        let orig = self.kernel_of(node)?;
+        let data: Vec<f32> = match w {
+            WeightMod::Plain => orig.data.clone(),
+            WeightMod::Pos => orig.data.iter().map(|v| v.max(0.0)).collect(),
+            WeightMod::Neg => orig.data.iter().map(|v| v.min(0.0)).collect(),
+            WeightMod::Square => orig.data.iter().map(|v| v * v).collect(),
+            WeightMod::Ones => vec![1.0; orig.data.len()],
+            WeightMod::GammaPos(g) => orig.data.iter().map(|&v| v + g * v.max(0.0)).collect(),
+        };
+        Ok(self.const_keyed(key, || ob::make_tensor_f32("", &orig.shape, &data)))
+    }
+
+    fn in_shape(&self, node: usize) -> &'g [usize] {
+        &self.g.nodes[self.g.nodes[node].inputs[0]].shape
+    }
+
+    /// Begin pads, end pads and output padding of the ConvTranspose that inverts a window op with these
+    /// parameters exactly onto the input extent `in_sp` (crop at the end, or pad when the forward windows
+    /// stopped short of the input's end).
+    #[allow(clippy::too_many_arguments)]
+    fn transpose_geometry(
+        in_sp: &[usize],
+        out_sp: &[usize],
+        kernel: &[usize],
+        strides: &[usize],
+        dils: &[usize],
+        pb: &[usize],
+    ) -> (Vec<i64>, Vec<i64>) {
+        let r = in_sp.len();
+        let mut pads = vec![0i64; 2 * r];
+        let mut outpad = vec![0i64; r];
+        for a in 0..r {
+            let eff = (dils[a] * (kernel[a] - 1) + 1) as i64;
+            let full = (strides[a] * (out_sp[a] - 1)) as i64 + eff;
+            let extra = full - pb[a] as i64 - in_sp[a] as i64;
+            pads[a] = pb[a] as i64;
+            if extra >= 0 {
+                pads[r + a] = extra;
+            } else {
+                outpad[a] = -extra;
+            }
+        }
+        (pads, outpad)
+    }
+
+    fn conv_attrs(c: &Conv) -> Vec<AttributeProto> {
+        let i = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<i64>>();
+        let pads: Vec<i64> = c.pads_begin.iter().chain(&c.pads_end).map(|&d| d as i64).collect();
+        vec![
+            attr_ints("kernel_shape", &i(c.kernel())),
+            attr_ints("strides", &i(&c.strides)),
+            attr_ints("dilations", &i(&c.dilations)),
+            attr_ints("pads", &pads),
+            attr_int("group", c.groups as i64),
+        ]
+    }
+
+    fn pool_attrs(p: &Pool, avg: bool) -> Vec<AttributeProto> {
+        let i = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<i64>>();
+        let pads: Vec<i64> = p.pads_begin.iter().chain(&p.pads_end).map(|&d| d as i64).collect();
+        let mut a = vec![
+            attr_ints("kernel_shape", &i(&p.kernel)),
+            attr_ints("strides", &i(&p.strides)),
+            attr_ints("pads", &pads),
+            attr_int("ceil_mode", p.ceil_mode as i64),
+        ];
+        if avg {
+            a.push(attr_int("count_include_pad", p.count_include_pad as i64));
+        }
+        a
+    }
+
+    /// Per output position of an average pooling: its divisor (in-bounds positions, or the window clipped to
+    /// the padded input with `count_include_pad`), as relprop-ndarray's pooling kernels count; 1 for windows
+    /// lying wholly in the padding (their transpose lands in cropped positions only).
+    fn avg_divisors(p: &Pool, in_sp: &[usize], out_sp: &[usize]) -> Vec<f32> {
+        let per_axis: Vec<Vec<usize>> = (0..in_sp.len())
+            .map(|a| {
+                let (len, k, s, pb, pe) = (in_sp[a], p.kernel[a], p.strides[a], p.pads_begin[a], p.pads_end[a]);
+                (0..out_sp[a])
+                    .map(|i| {
+                        let start = i * s;
+                        let lo = start.max(pb).min(len + pb) - pb;
+                        let hi = ((start + k).min(len + pb).max(pb) - pb).max(lo);
+                        let padded = (start + k).min(len + pb + pe).saturating_sub(start);
+                        if p.count_include_pad { padded } else { hi - lo }
+                    })
+                    .collect()
+            })
+            .collect();
+        let total: usize = out_sp.iter().product();
+        let mut out = Vec::with_capacity(total);
+        let mut pos = vec![0usize; out_sp.len()];
+        for _ in 0..total {
+            let d: usize = pos.iter().enumerate().map(|(a, &i)| per_axis[a][i]).product();
+            out.push(if d == 0 { 1.0 } else { d as f32 });
+            for a in (0..pos.len()).rev() {
+                pos[a] += 1;
+                if pos[a] < out_sp[a] {
+                    break;
+                }
+                pos[a] = 0;
+            }
+        }
+        out
+    }
+
+    /// The MaxPool of `node` on `x` with its flat (N·C·H·W) argmax indices; emitted once.
+    fn maxpool(&self, node: usize, p: &Pool, x: &str) -> (String, String) {
+        let outs = self.node_n("MaxPool", &[x], Self::pool_attrs(p, false), 2);
+        self.st.borrow_mut().pool_indices.insert(node, outs[1].clone());
+        (outs[0].clone(), outs[1].clone())
+    }
+
+    /// Per (sample, channel) plane: first argmax over the flattened spatial axes, `[N, C, 1]` (int64).
+    fn global_argmax(&self, x: &str, c: usize) -> (String, String) {
+        let flat = self.i64_vec(&[0, c as i64, -1]);
+        let x3 = self.node("Reshape", &[x, &flat], vec![]);
+        let am = self.node("ArgMax", &[&x3], vec![attr_int("axis", 2), attr_int("keepdims", 1), attr_int("select_last_index", 0)]);
+        (x3, am)
+    }
+}
+
+impl Numerics for OnnxBuilder<'_> {
+    type T = Sym;
+
+    fn input(&self, x: &Tensor) -> Result<Sym> {
+        Ok(self.sym(self.input_name.clone(), x.shape[1..].to_vec()))
+    }
+
+    /// A graph has no values yet: this records which value the caller wants (the forward-only graph).
+    fn output(&self, t: &Sym) -> Result<Tensor> {
+        self.st.borrow_mut().last_output = Some(t.clone());
+        Ok(Tensor::zeros(vec![0]))
+    }
+
+    fn linear(&self, node: usize, w: WeightMod, x: &Sym) -> Result<Sym> {
+        let shape = self.g.nodes[node].shape.clone();
+        match &self.g.nodes[node].op {
+            Op::Dense(_) => {
+                let wn = self.weight(node, w)?;
+                Ok(self.sym(self.node("MatMul", &[&x.name, &wn], vec![]), shape))
+            }
+            Op::Conv(c) => {
+                let wn = self.weight(node, w)?;
+                Ok(self.sym(self.node("Conv", &[&x.name, &wn], Self::conv_attrs(c)), shape))
+            }
+            op => Err(err(format!("{} has no kernel", op.kind()))),
+        }
+    }
+
+    fn linear_t(&self, node: usize, w: WeightMod, s: &Sym) -> Result<Sym> {
+        let in_shape = self.in_shape(node).to_vec();
+        match &self.g.nodes[node].op {
+            Op::Dense(_) => {
+                // s · Wᵀ as Gemm(transB) on the (in, out) weight itself: no transposed copy of big kernels.
+                let wn = self.weight(node, w)?;
+                let gemm = |a: &str| self.node("Gemm", &[a, &wn], vec![attr_int("transB", 1)]);
+                let y = if s.shape.len() == 1 {
+                    gemm(&s.name)
+                } else {
+                    let out = *s.shape.last().expect("rank >= 2") as i64;
+                    let s2 = self.node("Reshape", &[&s.name, &self.i64_vec(&[-1, out])], vec![]);
+                    let dims: Vec<i64> = std::iter::once(-1).chain(in_shape.iter().map(|&d| d as i64)).collect();
+                    self.node("Reshape", &[&gemm(&s2), &self.i64_vec(&dims)], vec![])
+                };
+                Ok(self.sym(y, in_shape))
+            }
+            Op::Conv(c) => {
+                let wn = self.weight(node, w)?;
+                let out_sp = &self.g.nodes[node].shape[1..];
+                let (pads, outpad) =
+                    Self::transpose_geometry(&in_shape[1..], out_sp, c.kernel(), &c.strides, &c.dilations, &c.pads_begin);
+                let i = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<i64>>();
+                let attrs = vec![
+                    attr_ints("kernel_shape", &i(c.kernel())),
+                    attr_ints("strides", &i(&c.strides)),
+                    attr_ints("dilations", &i(&c.dilations)),
+                    attr_ints("pads", &pads),
+                    attr_ints("output_padding", &outpad),
+                    attr_int("group", c.groups as i64),
+                ];
+                Ok(self.sym(self.node("ConvTranspose", &[&s.name, &wn], attrs), in_shape))
+            }
+            op => Err(err(format!("{} has no kernel", op.kind()))),
+        }
+    }
+
+    fn add_bias(&self, node: usize, b: BiasMod, z: &Sym) -> Result<Sym> {
+        let (bias, dense) = match &self.g.nodes[node].op {
+            Op::Dense(d) => (d.bias.as_deref(), true),
+            Op::Conv(c) => (c.bias.as_deref(), false),
+            op => return Err(err(format!("{} has no bias", op.kind()))),
+        };
+        let Some(bias) = bias else { return Ok(z.clone()) };
+        let v: Vec<f32> = bias
+            .data
+            .iter()
+            .map(|&v| match b {
+                BiasMod::None => 0.0,
+                BiasMod::Plain => v,
+                BiasMod::Pos => v.max(0.0),
+                BiasMod::Neg => v.min(0.0),
+                BiasMod::GammaPos(g) => v + g * v.max(0.0),
+            })
+            .collect();
+        let name = if dense {
+            self.const_f32(&[v.len()], &v)
+        } else {
+            let mut dims = vec![1; z.shape.len()];
+            dims[0] = v.len();
+            self.const_f32(&dims, &v)
+        };
+        Ok(self.sym(self.node("Add", &[&z.name, &name], vec![]), z.shape.clone()))
+    }
+
+    fn activation(&self, a: &Activation, z: &Sym) -> Result<Sym> {
+        let x = z.name.as_str();
+        let y = match *a {
+            Activation::Relu => self.node("Relu", &[x], vec![]),
+            Activation::LeakyRelu(al) => self.node("LeakyRelu", &[x], vec![attr_float("alpha", al)]),
+            Activation::Elu(al) => self.node("Elu", &[x], vec![attr_float("alpha", al)]),
+            Activation::Sigmoid => self.node("Sigmoid", &[x], vec![]),
+            Activation::Tanh => self.node("Tanh", &[x], vec![]),
+            Activation::Softplus => self.node("Softplus", &[x], vec![]),
+            Activation::Selu => {
+                self.node("Selu", &[x], vec![attr_float("alpha", 1.673_263_2), attr_float("gamma", 1.050_701)])
+            }
+            Activation::Gelu => {
+                // 0.5·x·(1 + erf(x/√2)) (the Gelu op needs opset 20).
+                let r2 = self.scalar(std::f32::consts::SQRT_2);
+                let e = self.node("Erf", &[&self.node("Div", &[x, &r2], vec![])], vec![]);
+                let one = self.node("Add", &[&e, &self.scalar(1.0)], vec![]);
+                let hx = self.node("Mul", &[x, &self.scalar(0.5)], vec![]);
+                self.node("Mul", &[&hx, &one], vec![])
+            }
+            Activation::HardSigmoid { alpha, beta } => {
+                self.node("HardSigmoid", &[x], vec![attr_float("alpha", alpha), attr_float("beta", beta)])
+            }
+            Activation::Clip { min, max } => self.node("Clip", &[x, &self.scalar(min), &self.scalar(max)], vec![]),
+        };
+        Ok(self.sym(y, z.shape.clone()))
+    }
+
+    fn forward(&self, node: usize, inputs: &[&Sym]) -> Result<Sym> {
+        let nd = &self.g.nodes[node];
+        let x = inputs.first().ok_or_else(|| err("node without input"))?;
+        let shape = nd.shape.clone();
+        let y = match &nd.op {
+            Op::MaxPool(p) => self.maxpool(node, p, &x.name).0,
+            Op::AvgPool(p) => self.node("AveragePool", &[&x.name], Self::pool_attrs(p, true)),
+            Op::GlobalAvgPool => {
+                let y = self.node("GlobalAveragePool", &[&x.name], vec![]);
+                self.node("Flatten", &[&y], vec![attr_int("axis", 1)])
+            }
+            Op::GlobalMaxPool => {
+                let y = self.node("GlobalMaxPool", &[&x.name], vec![]);
+                self.node("Flatten", &[&y], vec![attr_int("axis", 1)])
+            }
+            Op::BatchNorm(bn) => {
+                let (scale, shift) = bn.scale_shift();
+                let mut dims = vec![1; x.shape.len()];
+                dims[0] = scale.len();
+                let m = self.node("Mul", &[&x.name, &self.const_f32(&dims, &scale)], vec![]);
+                self.node("Add", &[&m, &self.const_f32(&dims, &shift)], vec![])
+            }
+            Op::Add => {
+                let mut acc = x.name.clone();
+                for other in &inputs[1..] {
+                    self.same_shape(x, other, "Add")?;
+                    acc = self.node("Add", &[&acc, &other.name], vec![]);
+                }
+                acc
+            }
+            Op::Reshape => self.reshape_batched(&x.name, &shape),
+            Op::Transpose { perm } => {
+                let p: Vec<i64> = perm.iter().map(|&d| d as i64).collect();
+                self.node("Transpose", &[&x.name], vec![attr_ints("perm", &p)])
+            }
+            Op::Pad { begin, end, value } => {
+                let pads: Vec<i64> =
+                    std::iter::once(0).chain(begin.iter().map(|&d| d as i64)).chain(std::iter::once(0)).chain(end.iter().map(|&d| d as i64)).collect();
+                let pads = self.i64_vec(&pads);
+                let v = self.scalar(*value);
+                self.node("Pad", &[&x.name, &pads, &v], vec![ob::attr_string("mode", "constant")])
+            }
+            Op::Concat { axis } => {
+                let names: Vec<&str> = inputs.iter().map(|t| t.name.as_str()).collect();
+                self.node("Concat", &names, vec![attr_int("axis", *axis as i64 + 1)])
+            }
+            Op::Identity | Op::Activation(_) => x.name.clone(),
+            op => return Err(err(format!("forward of {} is not a plain op", op.kind()))),
+        };
+        Ok(self.sym(y, shape))
+    }
+
+    fn pool_t(&self, node: usize, s: &Sym) -> Result<Sym> {
+        let nd = &self.g.nodes[node];
+        let in_shape = self.in_shape(node).to_vec();
+        let c = in_shape[0];
+        match &nd.op {
+            Op::AvgPool(p) => {
+                let out_sp = &nd.shape[1..];
+                let div = Self::avg_divisors(p, &in_shape[1..], out_sp);
+                let dims: Vec<usize> = std::iter::once(1).chain(out_sp.iter().copied()).collect();
+                let q = self.node("Div", &[&s.name, &self.const_f32(&dims, &div)], vec![]);
+                let ones_dims: Vec<usize> = [c, 1].into_iter().chain(p.kernel.iter().copied()).collect();
+                let ones = self.const_f32(&ones_dims, &vec![1.0; ones_dims.iter().product()]);
+                let dils = vec![1; p.kernel.len()];
+                let (pads, outpad) = Self::transpose_geometry(&in_shape[1..], out_sp, &p.kernel, &p.strides, &dils, &p.pads_begin);
+                let i = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<i64>>();
+                let attrs = vec![
+                    attr_ints("kernel_shape", &i(&p.kernel)),
+                    attr_ints("strides", &i(&p.strides)),
+                    attr_ints("pads", &pads),
+                    attr_ints("output_padding", &outpad),
+                    attr_int("group", c as i64),
+                ];
+                Ok(self.sym(self.node("ConvTranspose", &[&q, &ones], attrs), in_shape))
+            }
+            Op::GlobalAvgPool => {
+                let plane: usize = in_shape[1..].iter().product();
+                let q = self.node("Div", &[&s.name, &self.scalar(plane as f32)], vec![]);
+                let q = self.reshape_batched(&q, &std::iter::once(c).chain(std::iter::repeat_n(1, in_shape.len() - 1)).collect::<Vec<_>>());
+                let target: Vec<i64> = std::iter::once(1).chain(in_shape.iter().map(|&d| d as i64)).collect();
+                let t = self.i64_vec(&target);
+                Ok(self.sym(self.node("Expand", &[&q, &t], vec![]), in_shape))
+            }
+            op => Err(err(format!("{} is not an average pooling", op.kind()))),
+        }
+    }
+
+    fn route(&self, node: usize, inputs: &[&Sym], r: &Sym) -> Result<Vec<Sym>> {
+        let nd = &self.g.nodes[node];
+        let x = inputs[0];
+        let in_shape = self.in_shape(node).to_vec();
+        Ok(match &nd.op {
+            Op::MaxPool(p) => {
+                let cached = self.st.borrow().pool_indices.get(&node).cloned();
+                let idx = match cached {
+                    Some(i) => i,
+                    None => self.maxpool(node, p, &x.name).1,
+                };
+                // ONNX indices are flat over the whole batch (N·C·H·W): scatter-add into the flat input.
+                let flat = self.i64_vec(&[-1]);
+                let zeros = self.node("Reshape", &[&self.zeros_like(&x.name), &flat], vec![]);
+                let idx = self.node("Reshape", &[&idx, &flat], vec![]);
+                let upd = self.node("Reshape", &[&r.name, &flat], vec![]);
+                let sc = self.node(
+                    "ScatterElements",
+                    &[&zeros, &idx, &upd],
+                    vec![attr_int("axis", 0), ob::attr_string("reduction", "add")],
+                );
+                let shape = self.node("Shape", &[&x.name], vec![]);
+                vec![self.sym(self.node("Reshape", &[&sc, &shape], vec![]), in_shape)]
+            }
+            Op::GlobalMaxPool => {
+                let c = in_shape[0];
+                let (x3, am) = self.global_argmax(&x.name, c);
+                let zeros = self.zeros_like(&x3);
+                let upd = self.reshape_batched(&r.name, &[c, 1]);
+                let sc = self.node("ScatterElements", &[&zeros, &am, &upd], vec![attr_int("axis", 2)]);
+                let shape = self.node("Shape", &[&x.name], vec![]);
+                vec![self.sym(self.node("Reshape", &[&sc, &shape], vec![]), in_shape)]
+            }
+            Op::Reshape => vec![self.sym(self.reshape_batched(&r.name, &in_shape), in_shape)],
+            Op::Transpose { perm } => {
+                let mut inv = vec![0i64; perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    inv[p] = i as i64;
+                }
+                vec![self.sym(self.node("Transpose", &[&r.name], vec![attr_ints("perm", &inv)]), in_shape)]
+            }
+            Op::Pad { begin, .. } => {
+                let starts: Vec<i64> = begin.iter().map(|&b| b as i64).collect();
+                let ends: Vec<i64> = begin.iter().zip(&in_shape).map(|(&b, &l)| (b + l) as i64).collect();
+                let axes: Vec<i64> = (1..=begin.len() as i64).collect();
+                let (s, e, a) = (self.i64_vec(&starts), self.i64_vec(&ends), self.i64_vec(&axes));
+                vec![self.sym(self.node("Slice", &[&r.name, &s, &e, &a], vec![]), in_shape)]
+            }
+            Op::Concat { axis } => {
+                let mut start = 0;
+                let ax = self.i64_vec(&[*axis as i64 + 1]);
+                inputs
+                    .iter()
+                    .map(|t| {
+                        let len = t.shape[*axis];
+                        let (s, e) = (self.i64_vec(&[start as i64]), self.i64_vec(&[(start + len) as i64]));
+                        start += len;
+                        self.sym(self.node("Slice", &[&r.name, &s, &e, &ax], vec![]), t.shape.clone())
+                    })
+                    .collect()
+            }
+            op => return Err(err(format!("{} has no gradient routing", op.kind()))),
+        })
+    }
+
+    fn add_channel(&self, t: &Sym, v: &[f32]) -> Result<Sym> {
+        if t.shape.first() != Some(&v.len()) {
+            return Err(err(format!("{} values along the channel axis of {:?}", v.len(), t.shape)));
+        }
+        let mut dims = vec![1; t.shape.len()];
+        dims[0] = v.len();
+        let c = self.const_f32(&dims, v);
+        Ok(self.sym(self.node("Add", &[&t.name, &c], vec![]), t.shape.clone()))
+    }
+
+    fn xmod(&self, x: &Sym, m: XMod) -> Result<Sym> {
+        let n = x.name.as_str();
+        let y = match m {
+            XMod::X => return Ok(x.clone()),
+            XMod::Pos => self.node("Relu", &[n], vec![]),
+            XMod::Neg => self.node("Min", &[n, &self.scalar(0.0)], vec![]),
+            XMod::Sign => self.sign_ge(n, 0.0),
+            XMod::SignMu(mu) => self.sign_ge(n, mu),
+            XMod::Const(c) => {
+                let shape = self.node("Shape", &[n], vec![]);
+                let v = ob::make_tensor_f32("value", &[1], &[c]);
+                self.node("ConstantOfShape", &[&shape], vec![ob::attr_tensor("value", v)])
+            }
+        };
+        Ok(self.sym(y, x.shape.clone()))
+    }
+
+    fn add(&self, a: &Sym, b: &Sym) -> Result<Sym> {
+        self.same_shape(a, b, "add")?;
+        Ok(self.sym(self.node("Add", &[&a.name, &b.name], vec![]), a.shape.clone()))
+    }
+    fn sub(&self, a: &Sym, b: &Sym) -> Result<Sym> {
+        self.same_shape(a, b, "sub")?;
+        Ok(self.sym(self.node("Sub", &[&a.name, &b.name], vec![]), a.shape.clone()))
+    }
+    fn mul(&self, a: &Sym, b: &Sym) -> Result<Sym> {
+        self.same_shape(a, b, "mul")?;
+        Ok(self.sym(self.node("Mul", &[&a.name, &b.name], vec![]), a.shape.clone()))
+    }
+    fn scale(&self, a: &Sym, c: f32) -> Result<Sym> {
+        Ok(self.sym(self.node("Mul", &[&a.name, &self.scalar(c)], vec![]), a.shape.clone()))
+    }
+    fn safe_div(&self, a: &Sym, b: &Sym) -> Result<Sym> {
+        self.same_shape(a, b, "safe_div")?;
+        let zero = self.scalar(0.0);
+        let is0 = self.node("Equal", &[&b.name, &zero], vec![]);
+        let den = self.node("Where", &[&is0, &self.scalar(KERAS_EPSILON), &b.name], vec![]);
+        Ok(self.sym(self.node("Div", &[&a.name, &den], vec![]), a.shape.clone()))
+    }
+    fn stabilize(&self, z: &Sym, eps: f32) -> Result<Sym> {
+        let zero = self.scalar(0.0);
+        let cond = self.node("GreaterOrEqual", &[&z.name, &zero], vec![]);
+        let e = self.node("Where", &[&cond, &self.scalar(eps), &self.scalar(-eps)], vec![]);
+        Ok(self.sym(self.node("Add", &[&z.name, &e], vec![]), z.shape.clone()))
+    }
+    fn stabilize_rows(&self, z: &Sym, eps: &Sym) -> Result<Sym> {
+        let e = self.rows_to(eps, z.shape.len())?;
+        let sg = self.sign_ge(&z.name, 0.0);
+        let es = self.node("Mul", &[&e, &sg], vec![]);
+        Ok(self.sym(self.node("Add", &[&z.name, &es], vec![]), z.shape.clone()))
+    }
+    fn std_rows(&self, x: &Sym, over_batch: bool) -> Result<Sym> {
+        // In f64 like relprop-ndarray: sqrt(max(E[x²] − E[x]², 0)).
+        let xd = self.node("Cast", &[&x.name], vec![attr_int("to", DataType::Double as i64)]);
+        let dims = self.i64_vec(if over_batch { &[1, -1] } else { &[0, -1] });
+        let x2 = self.node("Reshape", &[&xd, &dims], vec![]);
+        let red = vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)];
+        let m = self.node("ReduceMean", &[&x2], red.clone());
+        let sq = self.node("Mul", &[&x2, &x2], vec![]);
+        let m2 = self.node("ReduceMean", &[&sq], red);
+        let var = self.node("Sub", &[&m2, &self.node("Mul", &[&m, &m], vec![])], vec![]);
+        let zero = self.const_keyed("d0".into(), || TensorProto {
+            dims: vec![],
+            data_type: Some(DataType::Double as i32),
+            raw_data: Some(0f64.to_le_bytes().to_vec()),
+            ..Default::default()
+        });
+        let sd = self.node("Sqrt", &[&self.node("Max", &[&var, &zero], vec![])], vec![]);
+        let mut v = self.node("Cast", &[&sd], vec![attr_int("to", DataType::Float as i64)]);
+        if over_batch {
+            let shape = self.node("Shape", &[&x.name], vec![attr_int("start", 0), attr_int("end", 1)]);
+            v = self.node("Expand", &[&v, &shape], vec![]);
+        }
+        Ok(self.sym(v, vec![]))
+    }
+    fn scale_rows(&self, a: &Sym, v: &Sym) -> Result<Sym> {
+        let vr = self.rows_to(v, a.shape.len())?;
+        Ok(self.sym(self.node("Mul", &[&a.name, &vr], vec![]), a.shape.clone()))
+    }
+    fn row_max(&self, t: &Sym) -> Result<(Sym, Sym)> {
+        let k = match t.shape[..] {
+            [k] => k,
+            _ => return Err(err(format!("neuron selection needs a (batch, outputs) tensor, got per-sample {:?}", t.shape))),
+        };
+        let am = self.node("ArgMax", &[&t.name], vec![attr_int("axis", 1), attr_int("keepdims", 1), attr_int("select_last_index", 0)]);
+        let range: Vec<i64> = (0..k as i64).collect();
+        let eq = self.node("Equal", &[&self.const_i64(&[k], &range), &am], vec![]);
+        let hot = self.node("Cast", &[&eq], vec![attr_int("to", DataType::Float as i64)]);
+        let v = self.node("GatherElements", &[&t.name, &am], vec![attr_int("axis", 1)]);
+        let v = self.node("Reshape", &[&v, &self.i64_vec(&[-1])], vec![]);
+        Ok((self.sym(hot, vec![k]), self.sym(v, vec![])))
+    }
+    fn row_pick(&self, t: &Sym, k: usize) -> Result<(Sym, Sym)> {
+        let kk = match t.shape[..] {
+            [kk] => kk,
+            _ => return Err(err(format!("neuron selection needs a (batch, outputs) tensor, got per-sample {:?}", t.shape))),
+        };
+        if k >= kk {
+            return Err(Error::Target(format!("index {k} out of range for {kk} outputs")));
+        }
+        let mut one = vec![0f32; kk];
+        one[k] = 1.0;
+        let shape = self.node("Shape", &[&t.name], vec![]);
+        let hot = self.node("Expand", &[&self.const_f32(&[1, kk], &one), &shape], vec![]);
+        let idx = self.const_i64(&[], &[k as i64]);
+        let v = self.node("Gather", &[&t.name, &idx], vec![attr_int("axis", 1)]);
+        Ok((self.sym(hot, vec![kk]), self.sym(v, vec![])))
+    }
+}
+
+/// What an explanation graph computes, and the names of its outputs.
+pub struct Built {
+    pub model: ModelProto,
+    /// Per node index with relevance (`keep_layers`): the graph output holding it.
+    pub layer_outputs: Vec<(usize, String)>,
+}
+
+fn finish(b: OnnxBuilder<'_>, outputs: Vec<(String, &Sym)>) -> Result<ModelProto> {
+    let g = b.g;
+    let input = b.input_name.clone();
+    if outputs.iter().any(|(n, _)| *n == input) {
+        return Err(err(format!("the model input is named '{input}', which clashes with an output of the explanation graph")));
+    }
+    let mut out_infos = Vec::new();
+    for (name, sym) in &outputs {
+        // Identity nodes give each output its own name (a value may be several outputs, or the input itself).
+        let node = ob::make_node("Identity", &format!("{name}_out"), &[&sym.name], &[name], vec![]);
+        b.st.borrow_mut().nodes.push(node);
+        out_infos.push(ob::value_info(name, &sym.shape));
+    }
+    let st = b.st.into_inner();
+    let graph = ob::make_graph(
+        "relprop_explanation",
+        st.nodes,
+        vec![ob::value_info(&input, g.input_shape())],
+        out_infos,
+        st.inits,
+    );
+    Ok(ob::make_model(graph, OPSET))
+}
+
+/// The explanation of `plan` for `target` on `g` as one ONNX graph: input named like the model's, outputs
+/// [`LOGITS`], [`RELEVANCE`] and, with `keep_layers`, one [`layer_output_name`] per node reached by relevance.
+pub fn build_explanation(g: &Graph, plan: &RulePlan, target: &Target, keep_layers: bool) -> Result<Built> {
+    g.validate()?;
+    let b = OnnxBuilder::new(g);
+    let dummy = Tensor::zeros(std::iter::once(1).chain(g.input_shape().iter().copied()).collect());
+    let e = engine::explain(&b, g, plan, &dummy, target, &ExplainOptions { keep_layers })?;
+    let mut outputs = vec![(LOGITS.to_string(), &e.output), (RELEVANCE.to_string(), &e.relevance)];
+    let mut layer_outputs = Vec::new();
+    if let Some(layers) = &e.layers {
+        for (i, l) in layers.iter().enumerate() {
+            if let Some(l) = l {
+                let name = layer_output_name(i);
+                layer_outputs.push((i, name.clone()));
+                outputs.push((name, l));
+            }
+        }
+    }
+    Ok(Built { model: finish(b, outputs)?, layer_outputs })
+}
+
+/// The plain forward pass of `g` as an ONNX graph with the single output [`LOGITS`].
+pub fn build_forward(g: &Graph) -> Result<ModelProto> {
+    g.validate()?;
+    let b = OnnxBuilder::new(g);
+    let dummy = Tensor::zeros(std::iter::once(1).chain(g.input_shape().iter().copied()).collect());
+    engine::forward(&b, g, &dummy)?;
+    let out = b.st.borrow_mut().last_output.take().ok_or_else(|| err("forward pass produced no output"))?;
+    finish(b, vec![(LOGITS.to_string(), &out)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_geometry_restores_input_extent() {
+        // len 7, k 3, stride 2, pads 1/1: out 4; full 9 → crop 1 at the end.
+        let (p, o) = OnnxBuilder::transpose_geometry(&[7], &[4], &[3], &[2], &[1], &[1]);
+        assert_eq!((p, o), (vec![1, 1], vec![0]));
+        // len 8, k 3, stride 2, no pads: out 3; full 7 → output_padding 1.
+        let (p, o) = OnnxBuilder::transpose_geometry(&[8], &[3], &[3], &[2], &[1], &[0]);
+        assert_eq!((p, o), (vec![0, 0], vec![1]));
+    }
+}

@@ -25,8 +25,9 @@ def q(v):
 
 
 def case_yaml(c):
-    lines = [f"  - name: {q(c['name'])}"]
-    for k in ("method", "analyzer", "model", "input", "target", "golden", "expect_error", "tags"):
+    lines = [f"  # {c['comment']}"] if "comment" in c else []
+    lines.append(f"  - name: {q(c['name'])}")
+    for k in ("method", "analyzer", "model", "input", "target", "golden", "tolerance", "expect_error", "tags"):
         if k in c:
             lines.append(f"    {k}: {q(c[k])}")
     if c.get("params"):
@@ -54,13 +55,22 @@ def models():
     """(model name, onnx files, input files) for every golden model."""
     out = []
     for name, m in man["models"].items():
-        onnx = [m["onnx"]] if "onnx" in m else [f"onnx/{name}_opset13.onnx", f"onnx/{name}_opset17.onnx"]
+        # every export of the model: the generator's file and, for the shipped models, both opsets
+        opsets = sorted(f"onnx/{f}" for f in os.listdir(os.path.join(ROOT, "golden", "onnx")) if f.startswith(name + "_opset") and f.endswith(".onnx"))
+        onnx = opsets or [m["onnx"]]
         inputs = m.get("inputs", ["input_x.npy"])
         out.append((name, onnx, inputs))
     return out
 
 
 FINITE = [{"check": "finite"}, {"check": "shape"}]
+
+# Maps whose conditioning makes float32 agreement to 1e-4 impossible for ANY implementation: perturbing the
+# input by 1e-7 relative (about one float32 ulp) moves the map by the amount given (measured with relprop;
+# see docs/divergences.md). They get a tolerance of about twice that instead of 1e-4.
+ILL_CONDITIONED = {
+    ("bn_residual", "bn_residual__input0.npy", "LRPZIgnoreBias"): (1.2e-4, 3e-4),
+}
 
 
 def reference_suites():
@@ -72,7 +82,7 @@ def reference_suites():
                 if r["model"] != name:
                     continue
                 inp = r.get("input", "input_x.npy")
-                c = {"name": f"{r['analyzer']} [{r['neuron_selection']}]" + ("" if inp == "input_x.npy" else f" {inp}"), "input": "golden/" + inp}
+                c = {"name": f"{r['analyzer']} [{r['neuron_selection']}]" + ("" if len(inputs) == 1 else f" {inp}"), "input": "golden/" + inp}
                 if r.get("api") == "class":
                     c["analyzer"] = r["class"]
                     params = dict(r.get("params", {}))
@@ -86,6 +96,10 @@ def reference_suites():
                 if r["status"] == "ok":
                     c["golden"] = "golden/" + r["file"]
                     c["checks"] = FINITE
+                    ill = ILL_CONDITIONED.get((name, inp, r["analyzer"]))
+                    if ill:
+                        c["tolerance"] = ill[1]
+                        c["comment"] = f"ill-conditioned: a 1e-7 relative input perturbation moves this map by {ill[0]:g}"
                 elif "TypeError" in r.get("error", ""):
                     c["expect_error"] = "cannot construct AlphaBetaX"
                 else:

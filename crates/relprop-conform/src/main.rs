@@ -63,10 +63,13 @@ fn real_main() -> Result<usize, String> {
             println!("FAIL {}/{} [{}] {}: {} ({})", c.suite, c.name, o.backend, ch.name, ch.detail, c.origin);
         }
     }
-    for (ci, a, b, d) in run.agreement.iter().filter(|x| !(x.3 <= runner::AGREEMENT)) {
-        println!("DISAGREE {}/{}: {a} vs {b} differ by {d:.2e}", run.cases[*ci].suite, run.cases[*ci].name);
+    for a in run.agreement.iter().filter(|a| a.diff > runner::AGREEMENT) {
+        let c = &run.cases[a.case];
+        let k = a.conditioning.map(|k| format!("{k:.2e}")).unwrap_or_else(|| "-".into());
+        let verdict = if a.ok() { "ill-conditioned (passes)" } else { "DISAGREE" };
+        println!("{verdict} {}/{}: {} vs {} differ by {:.2e}; input-rounding sensitivity {k}", c.suite, c.name, a.a, a.b, a.diff);
     }
-    let worst_agreement = run.agreement.iter().map(|x| x.3).fold(0f32, f32::max);
+    let worst_agreement = run.agreement.iter().map(|a| a.diff).fold(0f32, f32::max);
     println!(
         "{} cases, {} runs on {}: {} failures; worst cross-backend difference {worst_agreement:.2e}",
         run.cases.len(),

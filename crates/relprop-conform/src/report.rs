@@ -126,20 +126,41 @@ pub fn html(run: &Run) -> String {
     // cross-backend agreement
     let _ = write!(s, "<h2>Cross-backend agreement (max relative difference, limit {AGREEMENT:e})</h2>");
     let mut pairs: BTreeMap<(String, String), (usize, f32, usize)> = BTreeMap::new();
-    for (_, a, b, d) in &run.agreement {
-        let e = pairs.entry((a.clone(), b.clone())).or_default();
+    for a in &run.agreement {
+        let e = pairs.entry((a.a.clone(), a.b.clone())).or_default();
         e.0 += 1;
-        e.1 = e.1.max(*d);
-        e.2 += !(*d <= AGREEMENT) as usize;
+        e.1 = e.1.max(a.diff);
+        e.2 += !a.ok() as usize;
     }
     if pairs.is_empty() {
         s += "<p>Only one backend ran.</p>";
     } else {
-        s += "<table><tr><th>backends</th><th>cases</th><th>worst difference</th><th>over the limit</th></tr>";
+        s += "<table><tr><th>backends</th><th>cases</th><th>worst difference</th><th>failing</th></tr>";
         for ((a, b), (n, w, bad)) in &pairs {
             let _ = write!(s, "<tr class=\"{}\"><td>{} vs {}</td><td>{n}</td><td>{w:.2e}</td><td>{bad}</td></tr>", if *bad == 0 { "ok" } else { "bad" }, esc(a), esc(b));
         }
         s += "</table>";
+        let over: Vec<_> = run.agreement.iter().filter(|a| a.diff > AGREEMENT).collect();
+        if !over.is_empty() {
+            s += "<p>Cases over the limit, with the measured conditioning (how much a 1e-7 relative input perturbation moves the map; \
+                  float32 implementations cannot agree better, so within twice that passes as ill-conditioned):</p>\
+                  <table><tr><th>case</th><th>backends</th><th>difference</th><th>conditioning</th><th>verdict</th></tr>";
+            for a in over {
+                let c = &run.cases[a.case];
+                let _ = write!(
+                    s,
+                    "<tr class=\"{}\"><td>{}</td><td>{} vs {}</td><td>{:.2e}</td><td>{}</td><td>{}</td></tr>",
+                    if a.ok() { "ok" } else { "bad" },
+                    esc(&format!("{}/{}", c.suite, c.name)),
+                    esc(&a.a),
+                    esc(&a.b),
+                    a.diff,
+                    a.conditioning.map(|k| format!("{k:.2e}")).unwrap_or_else(|| "-".into()),
+                    if a.ok() { "ill-conditioned" } else { "DISAGREE" }
+                );
+            }
+            s += "</table>";
+        }
     }
 
     // cases

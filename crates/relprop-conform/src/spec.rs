@@ -174,11 +174,17 @@ fn case_lines(text: &str) -> Vec<usize> {
 /// Load and validate one spec file; paths inside are relative to `root` (the repository).
 pub fn load_file(path: &Path, root: &Path) -> Result<Vec<Case>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), msg: e.to_string() })?;
-    let spec: SpecFile = serde_yaml::from_str(&text).map_err(|e| {
+    parse_str(&text, path, root)
+}
+
+/// Parse and validate the text of a spec file; `path` names it in errors (and gives the default suite name),
+/// paths inside are relative to `root`.
+pub fn parse_str(text: &str, path: &Path, root: &Path) -> Result<Vec<Case>> {
+    let spec: SpecFile = serde_yaml::from_str(text).map_err(|e| {
         let line = e.location().map(|l| l.line()).unwrap_or(0);
         spec_err(path, line, "yaml", e.to_string())
     })?;
-    let lines = case_lines(&text);
+    let lines = case_lines(text);
     let suite = spec.suite.clone().unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
     spec.cases.iter().enumerate().map(|(i, raw)| resolve(path, root, *lines.get(i).unwrap_or(&0), &suite, &spec.defaults, raw, i)).collect()
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod bench;
 mod conform;
 mod golden;
 mod setup;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::run(&root, &args[1..]),
         Some("golden") => golden::run(&root, &args[1..]),
         Some("conform") => conform::run(&root, &args[1..]),
+        Some("bench") => bench::run(&root, &args[1..]),
         Some(other) => Err(format!("unknown or not yet available command '{other}'\n{USAGE}")),
         None => Err(USAGE.to_string()),
     };
@@ -40,7 +42,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// The README's test command: every test of the workspace.
+/// The README's test command: installs the native libraries (idempotent), then runs every test of the
+/// workspace with every backend built in.
 fn test(root: &Path) -> Result<(), String> {
-    util::run(Command::new(util::cargo()).current_dir(root).args(["test", "--workspace"]))
+    setup::run(root, &["ort".to_string()])?;
+    util::run(Command::new(util::cargo()).current_dir(root).args(["test", "--workspace", "--features", "relprop-conform/ort"]))
 }

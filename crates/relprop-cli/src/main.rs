@@ -71,12 +71,45 @@ enum Cmd {
     },
     /// List the method names, analyzer classes and rules.
     Methods,
+    /// Build a benchmark model with seeded random weights and write it as ONNX: vgg16 (NCHW 3x224x224,
+    /// torchvision layout, 138 M parameters), resnet50 (v1.5, BN after every conv), model_a / model_b (the
+    /// golden models' architectures).
+    Zoo {
+        /// vgg16, resnet50, model_a or model_b.
+        model: String,
+        /// Where to write the ONNX file (e.g. zoo/vgg16.onnx; zoo/ is git-ignored).
+        #[arg(long)]
+        output: PathBuf,
+        /// Seed of the weights.
+        #[arg(long, default_value_t = relprop_bench::zoo::SEED)]
+        seed: u64,
+        /// Folder of the golden ONNX files (architectures of model_a / model_b).
+        #[arg(long, default_value = "golden/onnx")]
+        golden: PathBuf,
+    },
     /// Show the rule each layer of a model gets.
     Plan {
         #[command(flatten)]
         model: ModelArg,
         #[command(flatten)]
         choice: Choice,
+    },
+    /// Write the explanation as one standard ONNX graph (outputs `logits`, `relevance`) for plain ONNX Runtime
+    /// (needs a relprop built with `--features ort`; the export itself needs no runtime library).
+    Export {
+        #[command(flatten)]
+        model: ModelArg,
+        #[command(flatten)]
+        choice: Choice,
+        /// Neuron to explain: max (signxai's max_activation), an output index, or all.
+        #[arg(long, default_value = "max")]
+        target: String,
+        /// Also output the relevance reaching every layer (`relevance_node<i>`).
+        #[arg(long)]
+        all_layers: bool,
+        /// Where to write the explanation graph (.onnx).
+        #[arg(long)]
+        output: PathBuf,
     },
 }
 
@@ -88,6 +121,33 @@ fn plan_for(g: &Graph, c: &Choice) -> Result<RulePlan> {
     let params = Params::parse(&c.params)?;
     let a = analyzer_from(c.method.as_deref(), c.analyzer.as_deref(), &params)?;
     RulePlan::resolve(g, &a)
+}
+
+/// `relprop export`: the explanation graph of the ort backend, written as an ONNX file.
+#[cfg(feature = "ort")]
+fn export(model: &ModelArg, choice: &Choice, target: &str, all_layers: bool, output: &Path) -> Result<()> {
+    let target: Target = target.parse()?;
+    let g = load_model(model)?;
+    let plan = plan_for(&g, choice)?;
+    let m = relprop_ort::export_explanation(&g, &plan, &target, all_layers)?;
+    write_file(output, &relprop_ort::encode(&m))?;
+    eprintln!(
+        "{}: explanation graph written to {} (input '{}', outputs logits, relevance{}; opset {})",
+        plan.analyzer,
+        output.display(),
+        g.nodes[0].name,
+        if all_layers { ", relevance_node<i>" } else { "" },
+        relprop_ort::OPSET
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "ort"))]
+fn export(_model: &ModelArg, _choice: &Choice, _target: &str, _all_layers: bool, _output: &Path) -> Result<()> {
+    Err(Error::Backend {
+        backend: "ort".into(),
+        msg: "this relprop was built without the ort backend, which writes explanation graphs: build with `--features ort`".into(),
+    })
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -111,11 +171,17 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Zoo { model, output, seed, golden } => {
+            let g = relprop_bench::zoo::write(&model, seed, &golden, &output)?;
+            eprintln!("{model}: {} parameters, {} nodes, written to {}", relprop_bench::zoo::parameters(&g), g.nodes.len(), output.display());
+            Ok(())
+        }
         Cmd::Plan { model, choice } => {
             let g = load_model(&model)?;
             print!("{}", plan_for(&g, &choice)?.describe(&g));
             Ok(())
         }
+        Cmd::Export { model, choice, target, all_layers, output } => export(&model, &choice, &target, all_layers, &output),
         Cmd::Explain { model, input, choice, target, backend: be, device, output, heatmap } => {
             let target: Target = target.parse()?;
             let be = backends::by_name(&be, &device)?;

@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Graph, Op};
+use crate::limits::Limits;
 use crate::plan::{LayerRule, RulePlan};
 use crate::program::{BiasMod, Program, Stabilizer, Term, TopInit, WeightMod, XMod, BN_EPSILON};
 use crate::target::Target;
@@ -61,6 +62,13 @@ pub trait Numerics {
     fn row_max(&self, t: &Self::T) -> Result<(Self::T, Self::T)>;
     /// For a `[N, K]` tensor: the one-hot of column `k` and the picked values as a row tensor.
     fn row_pick(&self, t: &Self::T, k: usize) -> Result<(Self::T, Self::T)>;
+
+    /// Whether `t` is known to be all zeros (a cheap check on a concrete tensor). The engine then skips work
+    /// whose result it multiplies by `t`: the `Mᵀ s` of a term whose output modifier is zero, e.g. the `x⁻`
+    /// term of alpha-beta rules on post-ReLU inputs. Symbolic backends keep the default (`false`).
+    fn is_zero(&self, _t: &Self::T) -> bool {
+        false
+    }
 }
 
 /// Options of one explanation.
@@ -81,8 +89,19 @@ pub struct Explanation<T> {
     pub layers: Option<Vec<Option<T>>>,
 }
 
-/// Checks shared by every backend: shape `[N, input shape...]` with N >= 1, all values finite.
+/// Checks shared by every backend: shape `[N, input shape...]` with N >= 1, all values finite, and the
+/// explanation's estimated memory within the process-wide [`Limits`] (see [`check_input_with`]).
 pub fn check_input(g: &Graph, x: &Tensor) -> Result<()> {
+    check_input_with(g, x, &Limits::global())
+}
+
+/// [`check_input`] with explicit limits: refuses, before anything is allocated, a batch whose activations
+/// (`N × Σ per-node elements × 4 bytes ×` [`Limits::ACTIVATION_FACTOR`]) would exceed
+/// `limits.max_activation_bytes`.
+pub fn check_input_with(g: &Graph, x: &Tensor, limits: &Limits) -> Result<()> {
+    if g.nodes.is_empty() || g.output >= g.nodes.len() {
+        return Err(Error::Backend { backend: "core".into(), msg: "malformed graph (no nodes or output out of range)".into() });
+    }
     let want = g.input_shape();
     if x.shape.len() != want.len() + 1 || x.shape[1..] != *want || x.shape[0] == 0 {
         return Err(Error::Input(format!(
@@ -92,8 +111,21 @@ pub fn check_input(g: &Graph, x: &Tensor) -> Result<()> {
             g.layout
         )));
     }
+    if x.data.len() != x.shape.iter().product::<usize>() {
+        return Err(Error::Input(format!("shape {:?} does not match its {} values", x.shape, x.data.len())));
+    }
     if let Some(i) = x.data.iter().position(|v| !v.is_finite()) {
         return Err(Error::Input(format!("value {} at flat index {i} is not finite (NaN/Inf)", x.data[i])));
+    }
+    let bytes = (x.shape[0] as u64)
+        .saturating_mul(g.activation_elements())
+        .saturating_mul(4 * Limits::ACTIVATION_FACTOR);
+    if bytes > limits.max_activation_bytes {
+        return Err(Error::Input(format!(
+            "explaining a batch of {} would need about {bytes} bytes of activations, more than the limit of {} \
+             (RELPROP_MAX_ACTIVATION_BYTES); use smaller batches",
+            x.shape[0], limits.max_activation_bytes
+        )));
     }
     Ok(())
 }
@@ -347,10 +379,13 @@ impl<N: Numerics> Layer<'_, N> {
         let nx = self.nx;
         let mut acc: Option<N::T> = None;
         for (t, s) in terms.iter().zip(s) {
-            let mut g = nx.linear_t(self.node, t.weight, s)?;
-            if t.out != XMod::Const(1.0) {
-                g = nx.mul(&self.xmod(t.out)?, &g)?;
-            }
+            let g = if t.out != XMod::Const(1.0) {
+                let xo = self.xmod(t.out)?;
+                // `0 ⊙ Mᵀ s` is the zero tensor itself (x⁻ of a post-ReLU input): skip the product.
+                if nx.is_zero(&xo) { xo } else { nx.mul(&xo, &nx.linear_t(self.node, t.weight, s)?)? }
+            } else {
+                nx.linear_t(self.node, t.weight, s)?
+            };
             let c = coef * t.sign;
             acc = Some(match acc {
                 None if c == 1.0 => g,

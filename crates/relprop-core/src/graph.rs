@@ -198,7 +198,7 @@ impl Op {
 pub struct Node {
     /// Node name from the file (unique).
     pub name: String,
-    /// The (Keras) layer this node belongs to; several ONNX nodes may share one (see docs/onnx.md).
+    /// The (Keras) layer this node belongs to; several ONNX nodes may share one (see crates/relprop-onnx/README.md).
     pub layer: String,
     pub op: Op,
     pub inputs: Vec<usize>,
@@ -321,6 +321,31 @@ impl Graph {
             return Err(Error::node("?", "?", "output index out of range"));
         }
         Ok(())
+    }
+}
+
+impl Graph {
+    /// Float32 values one sample's forward pass produces over all live nodes (input included), saturating.
+    pub fn activation_elements(&self) -> u64 {
+        // (a malformed graph with its output out of range counts every node)
+        let live = if self.output < self.nodes.len() { self.live() } else { vec![true; self.nodes.len()] };
+        self.nodes
+            .iter()
+            .zip(live)
+            .filter(|(_, l)| *l)
+            .map(|(n, _)| n.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX))
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Refuse graphs beyond `limits`: more than `max_nodes` nodes, or one sample's activations above
+    /// `max_bytes`.
+    pub fn check_limits(&self, limits: &crate::limits::Limits) -> Result<()> {
+        if self.nodes.len() > limits.max_nodes {
+            return Err(Error::node("?", "graph", format!("{} nodes, more than the limit of {} (RELPROP_MAX_NODES)", self.nodes.len(), limits.max_nodes)));
+        }
+        limits
+            .check_f32s(self.activation_elements(), "the activations of one sample")
+            .map_err(|m| Error::node("?", "graph", m))
     }
 }
 
@@ -467,7 +492,7 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
         Op::Pad { begin, end, .. } => {
             let x = one()?;
             check_geometry(x.len(), &[("pad begin", begin.len()), ("pad end", end.len())])?;
-            Ok(x.iter().zip(begin.iter().zip(end)).map(|(s, (b, e))| s + b + e).collect())
+            x.iter().zip(begin.iter().zip(end)).map(|(s, (b, e))| s.checked_add(*b).and_then(|v| v.checked_add(*e)).ok_or_else(|| "padding too large".to_string())).collect()
         }
         Op::Concat { axis } => {
             let first = ins.first().ok_or("Concat needs inputs")?;
@@ -480,7 +505,7 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
                 if x.len() != first.len() || x.iter().enumerate().any(|(a, &d)| a != *axis && d != first[a]) {
                     return Err(format!("inputs {ins:?} disagree off axis {axis}"));
                 }
-                s[*axis] += x[*axis];
+                s[*axis] = s[*axis].checked_add(x[*axis]).ok_or("concatenated axis too large")?;
             }
             Ok(s)
         }

@@ -2,16 +2,24 @@
 //! Hostile files give an error naming the problem, never a panic or a huge allocation.
 
 use crate::error::{Error, Result};
+use crate::limits::Limits;
 use crate::tensor::Tensor;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
-/// Largest array accepted by the reader, in elements (1 G floats = 4 GiB).
-pub const MAX_ELEMENTS: usize = 1 << 30;
+/// Largest array accepted by the reader with the default [`Limits`], in elements (1 G floats = 4 GiB); the bound
+/// actually applied is `Limits::max_bytes / 4` (configurable, see [`crate::limits`]).
+pub const MAX_ELEMENTS: usize = (Limits::DEFAULT.max_bytes / 4) as usize;
 
-/// Decode `.npy` bytes (`label` names the file in errors). float64 and float16-free float32 are accepted;
-/// float64 is converted to float32.
+/// Decode `.npy` bytes (`label` names the file in errors) under the process-wide [`Limits`]. float64 and
+/// float32 are accepted; float64 is converted to float32.
 pub fn decode(bytes: &[u8], label: &str) -> Result<Tensor> {
+    decode_with(bytes, label, &Limits::global())
+}
+
+/// [`decode`] with explicit limits: an array whose declared shape needs more than `limits.max_bytes` as float32
+/// is refused before anything is allocated.
+pub fn decode_with(bytes: &[u8], label: &str, limits: &Limits) -> Result<Tensor> {
     let err = |m: &str| Error::Io { path: label.into(), msg: format!("not a valid .npy file: {m}") };
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(err("missing \\x93NUMPY magic"));
@@ -46,10 +54,12 @@ pub fn decode(bytes: &[u8], label: &str) -> Result<Tensor> {
     for part in inner.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         shape.push(part.parse::<usize>().map_err(|_| err(&format!("bad dimension '{part}'")))?);
     }
-    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| err("array too large"))?;
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| err("array too large (shape overflows)"))?;
+    limits.check_f32s(n as u64, "the array").map_err(|m| err(&format!("array too large: {m}")))?;
+    let need = n.checked_mul(width).ok_or_else(|| err("array too large (shape overflows)"))?;
     let body = &bytes[start + hlen..];
-    if body.len() != n * width {
-        return Err(err(&format!("shape {shape:?} needs {} data bytes, file has {}", n * width, body.len())));
+    if body.len() != need {
+        return Err(err(&format!("shape {shape:?} needs {need} data bytes, file has {}", body.len())));
     }
     let data: Vec<f32> = if width == 4 {
         body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()

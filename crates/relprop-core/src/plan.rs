@@ -83,10 +83,48 @@ pub fn layer_depth(g: &Graph, node: usize) -> usize {
     names.len().saturating_sub(1)
 }
 
+/// [`is_input_layer`] for every node at once, in linear time (deep graphs would make per-node walks quadratic).
+pub fn input_layers(g: &Graph) -> Vec<bool> {
+    // reach[j]: node j is the input or reaches it through single-input layout ops only
+    let mut reach = vec![false; g.nodes.len()];
+    for (j, m) in g.nodes.iter().enumerate() {
+        reach[j] = match &m.op {
+            Op::Input => true,
+            op if op.is_layout() && m.inputs.len() == 1 => m.inputs[0] < j && reach[m.inputs[0]],
+            _ => false,
+        };
+    }
+    g.nodes.iter().enumerate().map(|(j, n)| !n.inputs.is_empty() && n.inputs.iter().all(|&i| i < j && reach[i])).collect()
+}
+
+/// [`layer_depth`] for every node at once, in linear time.
+pub fn layer_depths(g: &Graph) -> Vec<usize> {
+    let n = g.nodes.len();
+    // top[j]: the nearest non-layout node at or below j along first inputs (None: the walk reaches the input);
+    // runs[j]: the number of distinct consecutive layer names from top[j] down to the input.
+    let mut top: Vec<Option<usize>> = vec![None; n];
+    let mut runs = vec![0usize; n];
+    for (j, m) in g.nodes.iter().enumerate() {
+        let below = m.inputs.first().copied().filter(|&p| p < j);
+        if m.op == Op::Input {
+            continue;
+        }
+        let (t, r) = below.map(|p| (top[p], runs[p])).unwrap_or((None, 0));
+        if m.op.is_layout() {
+            (top[j], runs[j]) = (t, r);
+        } else {
+            let same = t.is_some_and(|q| g.nodes[q].layer == m.layer);
+            (top[j], runs[j]) = (Some(j), r + usize::from(!same));
+        }
+    }
+    runs.into_iter().map(|r| r.saturating_sub(1)).collect()
+}
+
 impl RulePlan {
     /// Resolve `a` on `g`. Priority as in signxai: input_layer_rule, then the until-index rules, then the
     /// preset's rule (dense/conv split for the composites).
     pub fn resolve(g: &Graph, a: &Analyzer) -> Result<RulePlan> {
+        let (inputs, depths) = (input_layers(g), if a.until.is_some() { layer_depths(g) } else { Vec::new() });
         let layers = g
             .nodes
             .iter()
@@ -94,9 +132,9 @@ impl RulePlan {
             .map(|(i, n)| match &n.op {
                 Op::Input => LayerRule::Input,
                 Op::Dense(_) | Op::Conv(_) => {
-                    let rule = if let (Some(r), true) = (&a.input_layer_rule, is_input_layer(g, i)) {
+                    let rule = if let (Some(r), true) = (&a.input_layer_rule, inputs[i]) {
                         r.clone()
-                    } else if let Some((idx, r)) = a.until.as_ref().filter(|(idx, _)| layer_depth(g, i) <= *idx) {
+                    } else if let Some((idx, r)) = a.until.as_ref().filter(|(idx, _)| depths[i] <= *idx) {
                         let _ = idx;
                         r.clone()
                     } else {
@@ -124,12 +162,12 @@ impl RulePlan {
     /// A table of the graph's layers with the rule each gets, for `relprop plan`.
     pub fn describe(&self, g: &Graph) -> String {
         let mut s = format!("plan for {} ({} nodes)\n", self.analyzer, g.nodes.len());
-        let live = g.live();
+        let (live, depths) = (g.live(), layer_depths(g));
         for (i, n) in g.nodes.iter().enumerate() {
             if !live[i] {
                 continue;
             }
-            let depth = if n.op.has_kernel() { format!("   [layer index {}]", layer_depth(g, i)) } else { String::new() };
+            let depth = if n.op.has_kernel() { format!("   [layer index {}]", depths[i]) } else { String::new() };
             let _ = writeln!(s, "{i:>4}  {:<14} {:<32} {:<14} {}{depth}", n.op.kind(), trunc(&n.name, 32), format!("{:?}", n.shape), self.layers[i]);
         }
         s

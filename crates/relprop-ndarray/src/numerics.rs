@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
+use rayon::prelude::*;
 use relprop_core::engine::Numerics;
 use relprop_core::graph::{Activation, Op};
 use relprop_core::program::{BiasMod, WeightMod, XMod};
@@ -24,12 +25,26 @@ fn arc(a: ArrayD<f32>) -> T {
     Arc::new(a)
 }
 
-/// Elementwise binary op on equal shapes (parallel for large tensors).
+/// Elements from which elementwise ops run on the rayon pool.
+const PAR_LEN: usize = 1 << 16;
+/// Smallest piece of a parallel elementwise op.
+const PAR_CHUNK: usize = 1 << 14;
+
+/// Elementwise binary op on equal shapes (parallel for large tensors). Contiguous tensors (the usual case) run
+/// on plain slices, which vectorises; others go through ndarray's `Zip`.
 fn zip2(a: &T, b: &T, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Result<T> {
     if a.shape() != b.shape() {
         return Err(err(format!("shape mismatch {:?} vs {:?}", a.shape(), b.shape())));
     }
-    let out = if a.len() > 1 << 16 {
+    if let (Some(x), Some(y)) = (a.as_slice(), b.as_slice()) {
+        let out: Vec<f32> = if x.len() > PAR_LEN {
+            x.par_iter().zip(y.par_iter()).with_min_len(PAR_CHUNK).map(|(&p, &q)| f(p, q)).collect()
+        } else {
+            x.iter().zip(y).map(|(&p, &q)| f(p, q)).collect()
+        };
+        return Ok(arc(ArrayD::from_shape_vec(a.raw_dim(), out).map_err(|e| err(e.to_string()))?));
+    }
+    let out = if a.len() > PAR_LEN {
         Zip::from(&**a).and(&**b).par_map_collect(|&x, &y| f(x, y))
     } else {
         Zip::from(&**a).and(&**b).map_collect(|&x, &y| f(x, y))
@@ -38,7 +53,15 @@ fn zip2(a: &T, b: &T, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Result<T> {
 }
 
 fn map1(a: &T, f: impl Fn(f32) -> f32 + Sync + Send) -> T {
-    let out = if a.len() > 1 << 16 { Zip::from(&**a).par_map_collect(|&x| f(x)) } else { a.mapv(f) };
+    if let Some(x) = a.as_slice() {
+        let out: Vec<f32> = if x.len() > PAR_LEN {
+            x.par_iter().with_min_len(PAR_CHUNK).map(|&v| f(v)).collect()
+        } else {
+            x.iter().map(|&v| f(v)).collect()
+        };
+        return arc(ArrayD::from_shape_vec(a.raw_dim(), out).expect("same shape"));
+    }
+    let out = if a.len() > PAR_LEN { Zip::from(&**a).par_map_collect(|&x| f(x)) } else { a.mapv(f) };
     arc(out)
 }
 
@@ -74,10 +97,14 @@ impl NdModel {
         let shape = x.shape().to_vec();
         let k = *shape.last().ok_or_else(|| err("dense input has no axes"))?;
         let rows = x.len() / k.max(1);
-        let x2 = x.view().into_shape_with_order((rows, k)).map_err(|e| err(e.to_string()))?;
+        // A broadcast or permuted view (e.g. a row tensor scaled over a batch) cannot be reshaped in place.
+        let xs = x.as_standard_layout();
+        let x2 = xs.view().into_shape_with_order((rows, k)).map_err(|e| err(e.to_string()))?;
         let y = if transpose { x2.dot(&w.t()) } else { x2.dot(&w) };
         let mut out_shape = shape;
         *out_shape.last_mut().unwrap() = y.shape()[1];
+        // `dot` may return a column-major product (e.g. against `w.t()`), which a row-major reshape refuses.
+        let y = if y.is_standard_layout() { y } else { y.as_standard_layout().into_owned() };
         Ok(arc(y.into_shape_with_order(IxDyn(&out_shape)).map_err(|e| err(e.to_string()))?))
     }
 }
@@ -94,6 +121,12 @@ impl Numerics for NdModel {
     }
 
     fn linear(&self, node: usize, w: WeightMod, x: &T) -> Result<T> {
+        // `M · 0 = 0` exactly (weights are finite): the x⁻ terms of alpha-beta rules on post-ReLU inputs.
+        // The scan stops at the first non-zero, so it costs nothing on ordinary inputs.
+        if self.is_zero(x) && self.node_op(node).has_kernel() {
+            let n = x.shape().first().copied().unwrap_or(0);
+            return Ok(arc(ArrayD::zeros(IxDyn(&Self::batched(n, &self.graph.nodes[node].shape)))));
+        }
         match self.node_op(node) {
             Op::Dense(_) => self.dense_matmul(x, &*self.weights.get(&self.graph, node, w)?, false),
             Op::Conv(c) => {
@@ -139,8 +172,14 @@ impl Numerics for NdModel {
     }
 
     fn activation(&self, a: &Activation, z: &T) -> Result<T> {
-        let a = a.clone();
-        Ok(map1(z, move |v| a.apply(v)))
+        Ok(match a {
+            // The common case as its own loop (vectorises); same values as `Activation::apply`.
+            Activation::Relu => map1(z, |v| v.max(0.0)),
+            a => {
+                let a = a.clone();
+                map1(z, move |v| a.apply(v))
+            }
+        })
     }
 
     fn forward(&self, node: usize, inputs: &[&T]) -> Result<T> {
@@ -310,6 +349,9 @@ impl Numerics for NdModel {
     fn row_pick(&self, t: &T, k: usize) -> Result<(T, T)> {
         self.select(t, Some(k))
     }
+    fn is_zero(&self, t: &T) -> bool {
+        t.iter().all(|&v| v == 0.0)
+    }
 }
 
 impl NdModel {
@@ -337,6 +379,29 @@ impl NdModel {
 fn add_along(t: &T, v: &[f32], axis: usize) -> Result<ArrayD<f32>> {
     if t.shape().get(axis) != Some(&v.len()) {
         return Err(err(format!("{} values along axis {axis} of {:?}", v.len(), t.shape())));
+    }
+    // Contiguous: runs of `inner` values share one entry of `v` (same sums as the broadcast below).
+    if let Some(x) = t.as_slice() {
+        let inner: usize = t.shape()[axis + 1..].iter().product();
+        let c = v.len();
+        let out: Vec<f32> = if inner == 0 || c == 0 {
+            Vec::new()
+        } else if x.len() > PAR_LEN && inner >= 64 {
+            let mut out = vec![0f32; x.len()];
+            out.par_chunks_mut(inner).zip(x.par_chunks(inner)).enumerate().for_each(|(k, (o, xs))| {
+                let b = v[k % c];
+                for (o, &xv) in o.iter_mut().zip(xs) {
+                    *o = xv + b;
+                }
+            });
+            out
+        } else {
+            x.chunks(inner).enumerate().flat_map(|(k, xs)| {
+                let b = v[k % c];
+                xs.iter().map(move |&xv| xv + b)
+            }).collect()
+        };
+        return ArrayD::from_shape_vec(t.raw_dim(), out).map_err(|e| err(e.to_string()));
     }
     let mut shape = vec![1; t.ndim()];
     shape[axis] = v.len();

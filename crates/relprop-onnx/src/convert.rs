@@ -19,6 +19,9 @@ const SUPPORTED: &str = "Conv, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sig
     HardSigmoid, Clip, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, BatchNormalization, Reshape, Flatten, \
     Squeeze, Unsqueeze, Transpose, Pad, Concat, Dropout, Identity, Constant, and a final Softmax/LogSoftmax";
 
+/// Most inputs an n-ary Add recovered from a chain of binary Adds gets (Keras `Add` layers have a handful).
+const MAX_MERGED_ADD: usize = 64;
+
 /// Normalize a possibly negative ONNX axis against `rank` (full rank, batch included).
 fn norm_axis(ctx: &NodeCtx, axis: i64, rank: usize) -> Result<usize> {
     let r = rank as i64;
@@ -417,7 +420,11 @@ impl Importer<'_> {
             }
             let id = self.value(ctx, i)?;
             // Keras Add([a, b, c]) becomes chained Adds of one layer: merge them back into one n-ary Add.
-            let merge = self.mergeable_adds.get(&id) == Some(&ctx.layer) && self.sole_consumer(name) == Some(ctx.index);
+            // Merging stops at MAX_MERGED_ADD inputs: a hostile chain of thousands of Adds in one layer would
+            // otherwise copy a growing input list at every step (quadratic time and memory).
+            let merge = self.mergeable_adds.get(&id) == Some(&ctx.layer)
+                && self.sole_consumer(name) == Some(ctx.index)
+                && self.graph.nodes.get(id).is_some_and(|n| n.inputs.len() < MAX_MERGED_ADD);
             match self.graph.nodes.get(id) {
                 Some(n) if merge => ins.extend(n.inputs.iter().copied()),
                 _ => ins.push(id),

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use prost::Message;
-use relprop_core::{Error, Graph, Layout, Op, Result};
+use relprop_core::{Error, Graph, Layout, Limits, Op, Result};
 
 use crate::attrs::NodeCtx;
 use crate::proto::tensor_shape_proto::dimension::Value as DimValue;
@@ -28,13 +28,18 @@ pub struct ImportOptions {
     /// Drop a final Softmax/LogSoftmax instead of failing on it (LRP explains the pre-softmax logits).
     pub strip_softmax: bool,
     /// Upper bound on the decoded size of all initializers and constants together, checked before any of
-    /// them is converted (default 4 GiB).
+    /// them is converted (default: `limits.max_bytes`, 4 GiB unless configured).
     pub max_initializer_bytes: u64,
+    /// Node count and activation bounds (default [`Limits::global`]): a file with more ONNX nodes than
+    /// `max_nodes` is refused before conversion, and the converted graph must satisfy
+    /// [`Graph::check_limits`].
+    pub limits: Limits,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions { strip_softmax: false, max_initializer_bytes: 4 << 30 }
+        let limits = Limits::global();
+        ImportOptions { strip_softmax: false, max_initializer_bytes: limits.max_bytes, limits }
     }
 }
 
@@ -78,6 +83,9 @@ pub fn import_model(model: &ModelProto, file_label: &str, opts: &ImportOptions) 
     let g = model.graph.as_ref().ok_or_else(|| merr("holds no graph (is this an ONNX model?)".into()))?;
     if g.node.is_empty() {
         return Err(merr("graph has no nodes".into()));
+    }
+    if g.node.len() > opts.limits.max_nodes {
+        return Err(merr(format!("graph has {} nodes, more than the limit of {} (RELPROP_MAX_NODES)", g.node.len(), opts.limits.max_nodes)));
     }
     let consts = collect_constants(g, opts, &merr)?;
     let (input_name, input_shape, batch) = parse_input(g, &consts, &merr)?;
@@ -134,6 +142,7 @@ pub fn import_model(model: &ModelProto, file_label: &str, opts: &ImportOptions) 
     let mut graph = drop_dead(graph);
     graph.layout = detect_layout(&graph);
     check_output_shape(output, &graph, &merr)?;
+    graph.check_limits(&opts.limits).map_err(|e| merr(e.to_string()))?;
     graph.validate()?;
     Ok(graph)
 }
@@ -305,6 +314,9 @@ fn producer_map<'a>(imp: &Importer<'a>, active: &[bool], input: &str, merr: &dyn
 /// Node names made unique and non-empty; the graph input's name is taken too.
 fn unique_names(nodes: &[NodeProto], input: &str) -> Vec<String> {
     let mut used: HashSet<String> = HashSet::from([input.to_string()]);
+    // Next suffix worth trying per base name: suffixes below it are taken for good (`used` only grows), so
+    // starting here gives the same names as counting from 1, without quadratic time on many equal names.
+    let mut next: HashMap<String, usize> = HashMap::new();
     nodes
         .iter()
         .enumerate()
@@ -314,10 +326,10 @@ fn unique_names(nodes: &[NodeProto], input: &str) -> Vec<String> {
                 _ => format!("{}_{k}", n.op_type.as_deref().unwrap_or("node")),
             };
             let mut name = base.clone();
-            let mut i = 1;
+            let i = next.entry(base.clone()).or_insert(1);
             while !used.insert(name.clone()) {
                 name = format!("{base}__{i}");
-                i += 1;
+                *i += 1;
             }
             name
         })

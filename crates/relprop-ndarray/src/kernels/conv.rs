@@ -8,8 +8,14 @@
 //!
 //! Transpose: for unit strides (and pads smaller than the dilated kernel) the VJP is itself a stride-1
 //! convolution of `s` with the spatially flipped, in/out-swapped kernel and pads `eff-1-pad`, so it reuses the
-//! forward path (same speed, no scatter). Otherwise: GEMM with the transposed weight into a column tile, then
-//! col2im scatter-add, parallel over (sample, group), and inside over rows/channels when those are too few.
+//! forward path (same speed, no scatter). Otherwise, and for fewer than `FLIP_MIN_CHANNELS` input channels per
+//! group: GEMM with the transposed weight into a column tile, then col2im scatter-add, parallel over (sample,
+//! group), and inside over rows/channels when those are too few. Depthwise: direct scatter-axpy.
+//!
+//! Hot loops work on slices and iterators (the bounds are checked once per row segment, not per element).
+
+use std::cell::Cell;
+use std::thread::LocalKey;
 
 use ndarray::{s, ArrayD, ArrayView2, ArrayViewD, ArrayViewMut2, Axis, IxDyn};
 use rayon::prelude::*;
@@ -25,6 +31,29 @@ const TILE_FLOATS: usize = 1 << 19;
 const MIN_TILE_COLS: usize = 96;
 /// Marks a kernel row that falls into the padding.
 const PADDED: usize = usize::MAX;
+
+thread_local! {
+    /// Per-thread im2col / column tile buffer, kept between calls: a fresh multi-MiB allocation costs page
+    /// faults on every call. Taken out while in use, so a job nested on the same thread just allocates.
+    static COLS_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Reused buffer for flipped weights (same reason).
+    static FLIP_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// Run `f` on this thread's buffer `key`, grown to at least `len` floats (contents arbitrary).
+fn with_scratch<R>(
+    key: &'static LocalKey<Cell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    let mut buf = key.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    key.set(buf);
+    r
+}
 
 /// Convolution geometry resolved for one per-sample input shape.
 #[derive(Clone, Debug)]
@@ -67,24 +96,65 @@ impl Geom {
     ) -> Geom {
         let r = kernel.len();
         assert!(r >= 1, "convolution needs at least one spatial axis");
-        for (name, v) in [("strides", &strides), ("dilations", &dils), ("pads_begin", &pb), ("pads_end", &pe), ("input", &in_sp)] {
-            assert_eq!(v.len(), r, "conv: {name} has {} entries, expected {r}", v.len());
+        for (name, v) in [
+            ("strides", &strides),
+            ("dilations", &dils),
+            ("pads_begin", &pb),
+            ("pads_end", &pe),
+            ("input", &in_sp),
+        ] {
+            assert_eq!(
+                v.len(),
+                r,
+                "conv: {name} has {} entries, expected {r}",
+                v.len()
+            );
         }
-        assert!(groups > 0 && cin.is_multiple_of(groups) && cout.is_multiple_of(groups), "conv: {cin}→{cout} channels do not fit {groups} groups");
+        assert!(
+            groups > 0 && cin.is_multiple_of(groups) && cout.is_multiple_of(groups),
+            "conv: {cin}→{cout} channels do not fit {groups} groups"
+        );
         let out_sp = (0..r)
             .map(|a| {
-                window_out(in_sp[a], kernel[a], strides[a], dils[a], pb[a], pe[a], false).unwrap_or_else(|e| panic!("conv geometry: {e}"))
+                window_out(
+                    in_sp[a], kernel[a], strides[a], dils[a], pb[a], pe[a], false,
+                )
+                .unwrap_or_else(|e| panic!("conv geometry: {e}"))
             })
             .collect();
         let (kstride, istride) = (row_major_strides(&kernel), row_major_strides(&in_sp));
-        Geom { cin, cout, groups, kernel, strides, dils, pb, pe, in_sp, out_sp, kstride, istride }
+        Geom {
+            cin,
+            cout,
+            groups,
+            kernel,
+            strides,
+            dils,
+            pb,
+            pe,
+            in_sp,
+            out_sp,
+            kstride,
+            istride,
+        }
     }
 
     fn from_conv(c: &Conv, in_shape: &[usize]) -> Geom {
         let r = c.rank();
-        assert_eq!(in_shape.len(), r + 1, "conv: per-sample input {in_shape:?} must be (channels, {r} spatial axes)");
+        assert_eq!(
+            in_shape.len(),
+            r + 1,
+            "conv: per-sample input {in_shape:?} must be (channels, {r} spatial axes)"
+        );
         let (cout, ipg) = (c.weight.shape[0], c.weight.shape[1]);
-        assert_eq!(in_shape[0], ipg * c.groups, "conv: input channels {} vs weight {:?} with {} groups", in_shape[0], c.weight.shape, c.groups);
+        assert_eq!(
+            in_shape[0],
+            ipg * c.groups,
+            "conv: input channels {} vs weight {:?} with {} groups",
+            in_shape[0],
+            c.weight.shape,
+            c.groups
+        );
         Geom::build(
             in_shape[0],
             cout,
@@ -117,7 +187,8 @@ impl Geom {
         self.cout / self.groups
     }
     fn pointwise(&self) -> bool {
-        self.kernel.iter().chain(&self.strides).all(|&v| v == 1) && self.pb.iter().chain(&self.pe).all(|&v| v == 0)
+        self.kernel.iter().chain(&self.strides).all(|&v| v == 1)
+            && self.pb.iter().chain(&self.pe).all(|&v| v == 0)
     }
     fn eff(&self, a: usize) -> usize {
         self.dils[a] * (self.kernel[a] - 1) + 1
@@ -148,7 +219,11 @@ impl Tile {
         while p < end {
             let (row, ow0) = (p / ow_n, p % ow_n);
             let ow1 = ow_n.min(ow0 + (end - p));
-            segs.push(Seg { col: p - p0, ow0, ow1 });
+            segs.push(Seg {
+                col: p - p0,
+                ow0,
+                ow1,
+            });
             let base = outer.len();
             outer.resize(base + r - 1, 0);
             let mut rem = row;
@@ -177,8 +252,17 @@ fn kernel_rows(g: &Geom, tile: &Tile, kofs: usize, rowoff: &mut Vec<usize>) -> K
     let kl = kofs % g.kernel[last];
     let shift = kl * g.dils[last];
     let (pbl, sl, wl, owl) = (g.pb[last], g.strides[last], g.in_sp[last], g.out_sp[last]);
-    let hi = if wl + pbl > shift { ((wl + pbl - shift - 1) / sl + 1).min(owl) } else { 0 };
-    let lo = if pbl > shift { (pbl - shift).div_ceil(sl) } else { 0 }.min(hi);
+    let hi = if wl + pbl > shift {
+        ((wl + pbl - shift - 1) / sl + 1).min(owl)
+    } else {
+        0
+    };
+    let lo = if pbl > shift {
+        (pbl - shift).div_ceil(sl)
+    } else {
+        0
+    }
+    .min(hi);
     rowoff.clear();
     for si in 0..tile.segs.len() {
         let mut ro = 0;
@@ -346,7 +430,13 @@ fn plane_runs(g: &Geom) -> Vec<Vec<(usize, usize, usize)>> {
                 .filter_map(|(seg, &ro)| {
                     let v0 = kr.lo.clamp(seg.ow0, seg.ow1);
                     let v1 = kr.hi.clamp(v0, seg.ow1);
-                    (ro != PADDED && v1 > v0).then(|| (seg.col + (v0 - seg.ow0), ro + v0 * sl + kr.shift - pbl, v1 - v0))
+                    (ro != PADDED && v1 > v0).then(|| {
+                        (
+                            seg.col + (v0 - seg.ow0),
+                            ro + v0 * sl + kr.shift - pbl,
+                            v1 - v0,
+                        )
+                    })
                 })
                 .collect()
         })
@@ -421,7 +511,13 @@ fn transpose_direct(g: &Geom, w: &[f32], s_: &[f32], n: usize) -> Vec<f32> {
 fn forward_impl(g: &Geom, w: &[f32], x: &[f32], n: usize) -> Vec<f32> {
     let (cg, og, kp, p, inp) = (g.cg(), g.og(), g.kprod(), g.out_plane(), g.in_plane());
     let kk = cg * kp;
-    assert_eq!(w.len(), g.cout * kk, "conv: weight has {} values, expected {}", w.len(), g.cout * kk);
+    assert_eq!(
+        w.len(),
+        g.cout * kk,
+        "conv: weight has {} values, expected {}",
+        w.len(),
+        g.cout * kk
+    );
     assert_eq!(x.len(), n * g.cin * inp, "conv: input size");
     if cg == 1 {
         return forward_direct(g, w, x, n);
@@ -446,20 +542,17 @@ fn forward_impl(g: &Geom, w: &[f32], x: &[f32], n: usize) -> Vec<f32> {
             jobs.push((bg, t * tp, tile));
         }
     }
-    jobs.into_par_iter().for_each_init(
-        || if pointwise { Vec::new() } else { vec![0f32; kk * tp] },
-        |buf, (bg, p0, o)| {
-            let grp = bg % g.groups;
-            let xg = &x[bg * cg * inp..(bg + 1) * cg * inp];
-            let wg = w2.slice(s![grp * og..(grp + 1) * og, ..]);
-            let tpi = o.ncols();
-            if pointwise {
-                let b = ArrayView2::from_shape((cg, inp), xg).expect("input chunk");
-                gemm_split(o, wg, b.slice(s![.., p0..p0 + tpi]), inner);
-                return;
-            }
-            let tile = Tile::new(g, p0, tpi);
-            let cols = &mut buf[..kk * tpi];
+    jobs.into_par_iter().for_each(|(bg, p0, o)| {
+        let grp = bg % g.groups;
+        let xg = &x[bg * cg * inp..(bg + 1) * cg * inp];
+        let wg = w2.slice(s![grp * og..(grp + 1) * og, ..]);
+        let tpi = o.ncols();
+        if pointwise {
+            let b = ArrayView2::from_shape((cg, inp), xg).expect("input chunk");
+            return gemm_split(o, wg, b.slice(s![.., p0..p0 + tpi]), inner);
+        }
+        let tile = Tile::new(g, p0, tpi);
+        with_scratch(&COLS_SCRATCH, kk * tpi, |cols| {
             if inner > 1 && cg > 1 {
                 let cc = cg.div_ceil(inner);
                 cols.par_chunks_mut(cc * kp * tpi)
@@ -468,9 +561,14 @@ fn forward_impl(g: &Geom, w: &[f32], x: &[f32], n: usize) -> Vec<f32> {
             } else {
                 im2col(g, &tile, xg, cols, tpi);
             }
-            gemm_split(o, wg, ArrayView2::from_shape((kk, tpi), &*cols).expect("cols"), inner);
-        },
-    );
+            gemm_split(
+                o,
+                wg,
+                ArrayView2::from_shape((kk, tpi), &*cols).expect("cols"),
+                inner,
+            );
+        });
+    });
     out
 }
 
@@ -486,38 +584,52 @@ fn transpose_scatter(g: &Geom, w: &[f32], s_: &[f32], n: usize) -> Vec<f32> {
     let threads = rayon::current_num_threads();
     let inner = if base < threads { threads } else { 1 };
     let tp = (TILE_FLOATS / kk).max(MIN_TILE_COLS).min(p);
-    let w2 = ArrayView2::from_shape((g.cout, kk), w).expect("weight shape");
-    dx.par_chunks_mut(cg * inp).enumerate().for_each_init(
-        || vec![0f32; kk * tp],
-        |buf, (bg, dxg)| {
-            let grp = bg % g.groups;
-            let sg = ArrayView2::from_shape((og, p), &s_[bg * og * p..(bg + 1) * og * p]).expect("s chunk");
-            let wgt = w2.slice(s![grp * og..(grp + 1) * og, ..]).reversed_axes();
-            let mut p0 = 0;
-            while p0 < p {
-                let tpi = tp.min(p - p0);
-                let tile = Tile::new(g, p0, tpi);
-                let cols = &mut buf[..kk * tpi];
-                gemm_split(ArrayViewMut2::from_shape((kk, tpi), &mut *cols).expect("cols"), wgt, sg.slice(s![.., p0..p0 + tpi]), inner);
-                if inner > 1 && cg > 1 {
-                    let cc = cg.div_ceil(inner);
-                    cols.par_chunks(cc * kp * tpi)
-                        .zip(dxg.par_chunks_mut(cc * inp))
-                        .for_each(|(cols, dxc)| col2im(g, &tile, cols, dxc, tpi));
-                } else {
-                    col2im(g, &tile, cols, dxg, tpi);
+    // Per group, W_gᵀ (kk × og) row-major, so the GEMM reads unit-stride rows.
+    with_scratch(&FLIP_SCRATCH, w.len(), |wt| {
+        wt.par_chunks_mut(kk * og)
+            .zip(w.par_chunks(og * kk))
+            .for_each(|(dst, src)| {
+                for (oi, row) in src.chunks_exact(kk).enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        dst[j * og + oi] = v;
+                    }
                 }
-                p0 += tpi;
-            }
-        },
-    );
+            });
+        let wt: &[f32] = wt;
+        dx.par_chunks_mut(cg * inp)
+            .enumerate()
+            .for_each(|(bg, dxg)| {
+                let grp = bg % g.groups;
+                let sg = ArrayView2::from_shape((og, p), &s_[bg * og * p..(bg + 1) * og * p])
+                    .expect("s chunk");
+                let wgt = ArrayView2::from_shape((kk, og), &wt[grp * kk * og..(grp + 1) * kk * og])
+                    .expect("weight");
+                with_scratch(&COLS_SCRATCH, kk * tp, |buf| {
+                    let mut p0 = 0;
+                    while p0 < p {
+                        let tpi = tp.min(p - p0);
+                        let tile = Tile::new(g, p0, tpi);
+                        let cols = &mut buf[..kk * tpi];
+                        gemm_split(
+                            ArrayViewMut2::from_shape((kk, tpi), &mut *cols).expect("cols"),
+                            wgt,
+                            sg.slice(s![.., p0..p0 + tpi]),
+                            inner,
+                        );
+                        if inner > 1 && cg > 1 {
+                            let cc = cg.div_ceil(inner);
+                            cols.par_chunks(cc * kp * tpi)
+                                .zip(dxg.par_chunks_mut(cc * inp))
+                                .for_each(|(cols, dxc)| col2im(g, &tile, cols, dxc, tpi));
+                        } else {
+                            col2im(g, &tile, cols, dxg, tpi);
+                        }
+                        p0 += tpi;
+                    }
+                });
+            });
+    });
     dx
-}
-
-thread_local! {
-    /// Reused buffer for flipped weights: a fresh multi-MiB allocation costs more in page faults than the
-    /// flip itself. Taken out while in use, so a nested call on the same thread just allocates.
-    static FLIP_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// `wf[(grp·cg + ci), oi, kp-1-k] = w[(grp·og + oi), ci, k]`: swap in/out channels within each group and flip
@@ -525,21 +637,23 @@ thread_local! {
 fn flip_kernel(w: &[f32], wf: &mut [f32], cg: usize, og: usize, kp: usize) {
     const BLK: usize = 16;
     let row_len = og * kp;
-    wf.par_chunks_mut(BLK * row_len).enumerate().for_each(|(bi, chunk)| {
-        let rows = chunk.len() / row_len;
-        for o0 in (0..og).step_by(BLK) {
-            for rr in 0..rows {
-                let (grp, ci) = ((bi * BLK + rr) / cg, (bi * BLK + rr) % cg);
-                for oi in o0..og.min(o0 + BLK) {
-                    let src = &w[((grp * og + oi) * cg + ci) * kp..][..kp];
-                    let dst = &mut chunk[(rr * og + oi) * kp..][..kp];
-                    for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                        *d = *s;
+    wf.par_chunks_mut(BLK * row_len)
+        .enumerate()
+        .for_each(|(bi, chunk)| {
+            let rows = chunk.len() / row_len;
+            for o0 in (0..og).step_by(BLK) {
+                for rr in 0..rows {
+                    let (grp, ci) = ((bi * BLK + rr) / cg, (bi * BLK + rr) % cg);
+                    for oi in o0..og.min(o0 + BLK) {
+                        let src = &w[((grp * og + oi) * cg + ci) * kp..][..kp];
+                        let dst = &mut chunk[(rr * og + oi) * kp..][..kp];
+                        for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                            *d = *s;
+                        }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// Below this many input channels per group the flipped convolution's GEMM has too few rows to be efficient
@@ -549,31 +663,30 @@ const FLIP_MIN_CHANNELS: usize = 16;
 /// Whether the VJP is a stride-1 convolution with the flipped kernel: unit strides, pads below the dilated
 /// kernel extent.
 fn flip_applies(g: &Geom) -> bool {
-    g.strides.iter().all(|&v| v == 1) && (0..g.rank()).all(|a| g.pb[a] < g.eff(a) && g.pe[a] < g.eff(a))
+    g.strides.iter().all(|&v| v == 1)
+        && (0..g.rank()).all(|a| g.pb[a] < g.eff(a) && g.pe[a] < g.eff(a))
 }
 
 /// The VJP as a stride-1 forward convolution of `s` with the flipped, transposed kernel (needs
 /// [`flip_applies`]).
 fn transpose_as_conv(g: &Geom, w: &[f32], s_: &[f32], n: usize) -> Vec<f32> {
     let r = g.rank();
-    let mut wf = FLIP_SCRATCH.take();
-    wf.resize(w.len(), 0.0);
-    flip_kernel(w, &mut wf, g.cg(), g.og(), g.kprod());
-    let flipped = Geom::build(
-        g.cout,
-        g.cin,
-        g.groups,
-        g.kernel.clone(),
-        vec![1; r],
-        g.dils.clone(),
-        (0..r).map(|a| g.eff(a) - 1 - g.pb[a]).collect(),
-        (0..r).map(|a| g.eff(a) - 1 - g.pe[a]).collect(),
-        g.out_sp.clone(),
-    );
-    debug_assert_eq!(flipped.out_sp, g.in_sp);
-    let dx = forward_impl(&flipped, &wf, s_, n);
-    FLIP_SCRATCH.set(wf);
-    dx
+    with_scratch(&FLIP_SCRATCH, w.len(), |wf| {
+        flip_kernel(w, wf, g.cg(), g.og(), g.kprod());
+        let flipped = Geom::build(
+            g.cout,
+            g.cin,
+            g.groups,
+            g.kernel.clone(),
+            vec![1; r],
+            g.dils.clone(),
+            (0..r).map(|a| g.eff(a) - 1 - g.pb[a]).collect(),
+            (0..r).map(|a| g.eff(a) - 1 - g.pe[a]).collect(),
+            g.out_sp.clone(),
+        );
+        debug_assert_eq!(flipped.out_sp, g.in_sp);
+        forward_impl(&flipped, wf, s_, n)
+    })
 }
 
 /// Convolution without bias of the batch `x` `(N, C, spatial...)` with `weight` (laid out like `c.weight`,
@@ -585,20 +698,41 @@ pub fn conv_forward(c: &Conv, weight: &[f32], x: ArrayViewD<f32>) -> ArrayD<f32>
     let g = Geom::from_conv(c, &x.shape()[1..]);
     let x = x.as_standard_layout();
     let out = forward_impl(&g, weight, x.as_slice().expect("standard layout"), n);
-    let shape: Vec<usize> = [n, g.cout].into_iter().chain(g.out_sp.iter().copied()).collect();
+    let shape: Vec<usize> = [n, g.cout]
+        .into_iter()
+        .chain(g.out_sp.iter().copied())
+        .collect();
     ArrayD::from_shape_vec(IxDyn(&shape), out).expect("output shape")
 }
 
 /// Vector-Jacobian product of [`conv_forward`] with respect to its input: for `s` of the output shape
 /// `(N, O, out spatial...)`, the gradient of `<s, conv(x)>` w.r.t. `x`, of shape `(N, in_shape...)`, where
 /// `in_shape` is the per-sample input shape `(C, spatial...)`.
-pub fn conv_transpose(c: &Conv, weight: &[f32], s: ArrayViewD<f32>, in_shape: &[usize]) -> ArrayD<f32> {
-    assert!(s.ndim() >= 2, "conv transpose: s must be batched (N, O, ...)");
+pub fn conv_transpose(
+    c: &Conv,
+    weight: &[f32],
+    s: ArrayViewD<f32>,
+    in_shape: &[usize],
+) -> ArrayD<f32> {
+    assert!(
+        s.ndim() >= 2,
+        "conv transpose: s must be batched (N, O, ...)"
+    );
     let n = s.shape()[0];
     let g = Geom::from_conv(c, in_shape);
-    let expect: Vec<usize> = std::iter::once(g.cout).chain(g.out_sp.iter().copied()).collect();
-    assert_eq!(&s.shape()[1..], &expect[..], "conv transpose: s has the wrong per-sample shape");
-    assert_eq!(weight.len(), g.cout * g.cg() * g.kprod(), "conv transpose: weight size");
+    let expect: Vec<usize> = std::iter::once(g.cout)
+        .chain(g.out_sp.iter().copied())
+        .collect();
+    assert_eq!(
+        &s.shape()[1..],
+        &expect[..],
+        "conv transpose: s has the wrong per-sample shape"
+    );
+    assert_eq!(
+        weight.len(),
+        g.cout * g.cg() * g.kprod(),
+        "conv transpose: weight size"
+    );
     let s = s.as_standard_layout();
     let s = s.as_slice().expect("standard layout");
     let dx = if g.cg() == 1 {
@@ -619,7 +753,15 @@ mod tests {
     use relprop_core::tensor::Tensor;
     use std::sync::Arc;
 
-    fn conv(wshape: Vec<usize>, strides: Vec<usize>, dils: Vec<usize>, pb: Vec<usize>, pe: Vec<usize>, groups: usize, rng: &mut Rng) -> Conv {
+    fn conv(
+        wshape: Vec<usize>,
+        strides: Vec<usize>,
+        dils: Vec<usize>,
+        pb: Vec<usize>,
+        pe: Vec<usize>,
+        groups: usize,
+        rng: &mut Rng,
+    ) -> Conv {
         let n = wshape.iter().product();
         Conv {
             weight: Arc::new(Tensor::new(wshape, rng.vec(n)).unwrap()),
@@ -644,7 +786,14 @@ mod tests {
     }
 
     /// Naive direct convolution and its transpose (scatter), n-D, nested loops over every index.
-    fn naive(c: &Conv, w: &[f32], x: &[f32], in_shape: &[usize], n: usize, s: Option<&[f32]>) -> Vec<f32> {
+    fn naive(
+        c: &Conv,
+        w: &[f32],
+        x: &[f32],
+        in_shape: &[usize],
+        n: usize,
+        s: Option<&[f32]>,
+    ) -> Vec<f32> {
         let g = Geom::from_conv(c, in_shape);
         let (cg, og, kp, p, inp) = (g.cg(), g.og(), g.kprod(), g.out_plane(), g.in_plane());
         let r = g.rank();
@@ -662,7 +811,8 @@ mod tests {
                             let mut idx = 0usize;
                             let mut ok = true;
                             for a in 0..r {
-                                let i = (op[a] * g.strides[a] + kv[a] * g.dils[a]) as isize - g.pb[a] as isize;
+                                let i = (op[a] * g.strides[a] + kv[a] * g.dils[a]) as isize
+                                    - g.pb[a] as isize;
                                 if i < 0 || i >= g.in_sp[a] as isize {
                                     ok = false;
                                     break;
@@ -692,7 +842,17 @@ mod tests {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn check(name: &str, wshape: Vec<usize>, strides: Vec<usize>, dils: Vec<usize>, pb: Vec<usize>, pe: Vec<usize>, groups: usize, in_shape: Vec<usize>, n: usize) {
+    fn check(
+        name: &str,
+        wshape: Vec<usize>,
+        strides: Vec<usize>,
+        dils: Vec<usize>,
+        pb: Vec<usize>,
+        pe: Vec<usize>,
+        groups: usize,
+        in_shape: Vec<usize>,
+        n: usize,
+    ) {
         let mut rng = Rng::new(name.len() as u64 * 7919 + in_shape.iter().sum::<usize>() as u64);
         let c = conv(wshape, strides, dils, pb, pe, groups, &mut rng);
         let w = c.weight.data.clone();
@@ -705,11 +865,29 @@ mod tests {
         let sv = ArrayD::from_shape_vec(IxDyn(y.shape()), rng.vec(y.len())).unwrap();
         let dx = conv_transpose(&c, &w, sv.view(), &in_shape);
         assert_eq!(dx.shape(), x.shape());
-        let dxn = naive(&c, &w, x.as_slice().unwrap(), &in_shape, n, Some(sv.as_slice().unwrap()));
-        assert_close(&format!("{name} transpose"), dx.as_slice().unwrap(), &dxn, 1e-4);
+        let dxn = naive(
+            &c,
+            &w,
+            x.as_slice().unwrap(),
+            &in_shape,
+            n,
+            Some(sv.as_slice().unwrap()),
+        );
+        assert_close(
+            &format!("{name} transpose"),
+            dx.as_slice().unwrap(),
+            &dxn,
+            1e-4,
+        );
         // Adjoint identity <conv(x), s> == <x, conv^T(s)>.
-        let (lhs, rhs) = (dot(y.as_slice().unwrap(), sv.as_slice().unwrap()), dot(x.as_slice().unwrap(), dx.as_slice().unwrap()));
-        assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(rhs.abs()).max(1.0), "{name}: adjoint {lhs} vs {rhs}");
+        let (lhs, rhs) = (
+            dot(y.as_slice().unwrap(), sv.as_slice().unwrap()),
+            dot(x.as_slice().unwrap(), dx.as_slice().unwrap()),
+        );
+        assert!(
+            (lhs - rhs).abs() <= 1e-4 * lhs.abs().max(rhs.abs()).max(1.0),
+            "{name}: adjoint {lhs} vs {rhs}"
+        );
         // Both transpose paths, whichever conv_transpose picked.
         let g = Geom::from_conv(&c, &in_shape);
         let scatter = transpose_scatter(&g, &w, sv.as_slice().unwrap(), n);
@@ -722,101 +900,466 @@ mod tests {
 
     #[test]
     fn conv2d_basic_same() {
-        check("2d same", vec![4, 3, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![3, 7, 9], 3);
+        check(
+            "2d same",
+            vec![4, 3, 3, 3],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            1,
+            vec![3, 7, 9],
+            3,
+        );
     }
     #[test]
     fn conv2d_valid_nonsquare_kernel() {
-        check("2d valid", vec![5, 2, 2, 3], vec![1, 1], vec![1, 1], vec![0, 0], vec![0, 0], 1, vec![2, 6, 11], 2);
+        check(
+            "2d valid",
+            vec![5, 2, 2, 3],
+            vec![1, 1],
+            vec![1, 1],
+            vec![0, 0],
+            vec![0, 0],
+            1,
+            vec![2, 6, 11],
+            2,
+        );
     }
     #[test]
     fn conv2d_stride2() {
-        check("2d s2", vec![4, 3, 3, 3], vec![2, 2], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![3, 9, 8], 3);
+        check(
+            "2d s2",
+            vec![4, 3, 3, 3],
+            vec![2, 2],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            1,
+            vec![3, 9, 8],
+            3,
+        );
     }
     #[test]
     fn conv2d_stride_mixed_asym_pads() {
-        check("2d s21 asym", vec![3, 2, 3, 2], vec![2, 1], vec![1, 1], vec![0, 1], vec![1, 0], 1, vec![2, 8, 7], 3);
+        check(
+            "2d s21 asym",
+            vec![3, 2, 3, 2],
+            vec![2, 1],
+            vec![1, 1],
+            vec![0, 1],
+            vec![1, 0],
+            1,
+            vec![2, 8, 7],
+            3,
+        );
     }
     #[test]
     fn conv2d_dilation2() {
-        check("2d d2", vec![4, 3, 3, 3], vec![1, 1], vec![2, 2], vec![2, 2], vec![2, 2], 1, vec![3, 9, 10], 2);
+        check(
+            "2d d2",
+            vec![4, 3, 3, 3],
+            vec![1, 1],
+            vec![2, 2],
+            vec![2, 2],
+            vec![2, 2],
+            1,
+            vec![3, 9, 10],
+            2,
+        );
     }
     #[test]
     fn conv2d_dilation_stride_asym() {
-        check("2d d2 s2", vec![2, 3, 3, 2], vec![2, 3], vec![2, 3], vec![0, 2], vec![1, 0], 1, vec![3, 12, 13], 3);
+        check(
+            "2d d2 s2",
+            vec![2, 3, 3, 2],
+            vec![2, 3],
+            vec![2, 3],
+            vec![0, 2],
+            vec![1, 0],
+            1,
+            vec![3, 12, 13],
+            3,
+        );
     }
     #[test]
     fn conv2d_asym_pad_even_kernel() {
         // Keras "same" with an even kernel: pad 0 before, 1 after.
-        check("2d even same", vec![3, 2, 2, 2], vec![1, 1], vec![1, 1], vec![0, 0], vec![1, 1], 1, vec![2, 5, 7], 3);
+        check(
+            "2d even same",
+            vec![3, 2, 2, 2],
+            vec![1, 1],
+            vec![1, 1],
+            vec![0, 0],
+            vec![1, 1],
+            1,
+            vec![2, 5, 7],
+            3,
+        );
     }
     #[test]
     fn conv2d_big_pads() {
         // Pads at least the kernel extent: forces the scatter transpose.
-        check("2d big pads", vec![2, 2, 2, 2], vec![1, 1], vec![1, 1], vec![2, 0], vec![1, 3], 1, vec![2, 4, 5], 2);
+        check(
+            "2d big pads",
+            vec![2, 2, 2, 2],
+            vec![1, 1],
+            vec![1, 1],
+            vec![2, 0],
+            vec![1, 3],
+            1,
+            vec![2, 4, 5],
+            2,
+        );
     }
     #[test]
     fn conv2d_groups2() {
-        check("2d g2", vec![6, 2, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 2, vec![4, 6, 7], 3);
-        check("2d g2 s2", vec![4, 3, 3, 3], vec![2, 2], vec![1, 1], vec![0, 1], vec![1, 0], 2, vec![6, 7, 6], 2);
+        check(
+            "2d g2",
+            vec![6, 2, 3, 3],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            2,
+            vec![4, 6, 7],
+            3,
+        );
+        check(
+            "2d g2 s2",
+            vec![4, 3, 3, 3],
+            vec![2, 2],
+            vec![1, 1],
+            vec![0, 1],
+            vec![1, 0],
+            2,
+            vec![6, 7, 6],
+            2,
+        );
     }
     #[test]
     fn conv2d_depthwise() {
-        check("2d dw", vec![5, 1, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 5, vec![5, 8, 6], 3);
-        check("2d dw s2", vec![4, 1, 3, 3], vec![2, 2], vec![1, 1], vec![1, 1], vec![1, 1], 4, vec![4, 9, 7], 3);
+        check(
+            "2d dw",
+            vec![5, 1, 3, 3],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            5,
+            vec![5, 8, 6],
+            3,
+        );
+        check(
+            "2d dw s2",
+            vec![4, 1, 3, 3],
+            vec![2, 2],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            4,
+            vec![4, 9, 7],
+            3,
+        );
         // single-channel input, one group
-        check("2d cin1", vec![6, 1, 3, 2], vec![2, 1], vec![1, 2], vec![1, 0], vec![0, 2], 1, vec![1, 7, 8], 2);
+        check(
+            "2d cin1",
+            vec![6, 1, 3, 2],
+            vec![2, 1],
+            vec![1, 2],
+            vec![1, 0],
+            vec![0, 2],
+            1,
+            vec![1, 7, 8],
+            2,
+        );
         // depth multiplier 2
-        check("2d dw x2", vec![6, 1, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 3, vec![3, 5, 6], 2);
+        check(
+            "2d dw x2",
+            vec![6, 1, 3, 3],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            3,
+            vec![3, 5, 6],
+            2,
+        );
     }
     #[test]
     fn conv2d_pointwise() {
-        check("2d 1x1", vec![7, 5, 1, 1], vec![1, 1], vec![1, 1], vec![0, 0], vec![0, 0], 1, vec![5, 6, 9], 3);
-        check("2d 1x1 s2", vec![7, 5, 1, 1], vec![2, 2], vec![1, 1], vec![0, 0], vec![0, 0], 1, vec![5, 6, 9], 3);
-        check("2d 1x1 g", vec![6, 2, 1, 1], vec![1, 1], vec![1, 1], vec![0, 0], vec![0, 0], 2, vec![4, 3, 5], 2);
+        check(
+            "2d 1x1",
+            vec![7, 5, 1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            vec![0, 0],
+            vec![0, 0],
+            1,
+            vec![5, 6, 9],
+            3,
+        );
+        check(
+            "2d 1x1 s2",
+            vec![7, 5, 1, 1],
+            vec![2, 2],
+            vec![1, 1],
+            vec![0, 0],
+            vec![0, 0],
+            1,
+            vec![5, 6, 9],
+            3,
+        );
+        check(
+            "2d 1x1 g",
+            vec![6, 2, 1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            vec![0, 0],
+            vec![0, 0],
+            2,
+            vec![4, 3, 5],
+            2,
+        );
     }
     #[test]
     fn conv2d_large_tiles() {
         // Several column tiles per sample, tiles spanning partial rows.
-        check("2d tiles", vec![8, 16, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![16, 45, 47], 1);
-        check("2d tiles s2", vec![8, 16, 3, 3], vec![2, 2], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![16, 90, 93], 1);
+        check(
+            "2d tiles",
+            vec![8, 16, 3, 3],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            1,
+            vec![16, 45, 47],
+            1,
+        );
+        check(
+            "2d tiles s2",
+            vec![8, 16, 3, 3],
+            vec![2, 2],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            1,
+            vec![16, 90, 93],
+            1,
+        );
     }
     #[test]
     fn conv1d() {
-        check("1d same", vec![4, 3, 3], vec![1], vec![1], vec![1], vec![1], 1, vec![3, 17], 3);
-        check("1d s2", vec![4, 3, 5], vec![2], vec![1], vec![2], vec![2], 1, vec![3, 20], 3);
-        check("1d d2 asym", vec![4, 3, 3], vec![1], vec![2], vec![0], vec![1], 1, vec![3, 15], 3);
-        check("1d causal", vec![2, 3, 4], vec![1], vec![2], vec![6], vec![0], 1, vec![3, 15], 2);
-        check("1d g dw", vec![6, 1, 3], vec![2], vec![1], vec![1], vec![0], 6, vec![6, 19], 3);
-        check("1d long", vec![4, 2, 7], vec![1], vec![1], vec![3], vec![3], 1, vec![2, 40000], 1);
+        check(
+            "1d same",
+            vec![4, 3, 3],
+            vec![1],
+            vec![1],
+            vec![1],
+            vec![1],
+            1,
+            vec![3, 17],
+            3,
+        );
+        check(
+            "1d s2",
+            vec![4, 3, 5],
+            vec![2],
+            vec![1],
+            vec![2],
+            vec![2],
+            1,
+            vec![3, 20],
+            3,
+        );
+        check(
+            "1d d2 asym",
+            vec![4, 3, 3],
+            vec![1],
+            vec![2],
+            vec![0],
+            vec![1],
+            1,
+            vec![3, 15],
+            3,
+        );
+        check(
+            "1d causal",
+            vec![2, 3, 4],
+            vec![1],
+            vec![2],
+            vec![6],
+            vec![0],
+            1,
+            vec![3, 15],
+            2,
+        );
+        check(
+            "1d g dw",
+            vec![6, 1, 3],
+            vec![2],
+            vec![1],
+            vec![1],
+            vec![0],
+            6,
+            vec![6, 19],
+            3,
+        );
+        check(
+            "1d long",
+            vec![4, 2, 7],
+            vec![1],
+            vec![1],
+            vec![3],
+            vec![3],
+            1,
+            vec![2, 40000],
+            1,
+        );
     }
     #[test]
     fn conv3d() {
-        check("3d", vec![3, 2, 2, 3, 2], vec![1, 2, 1], vec![1, 1, 2], vec![1, 0, 1], vec![0, 1, 1], 1, vec![2, 4, 6, 5], 2);
-        check("3d same", vec![2, 2, 3, 3, 3], vec![1, 1, 1], vec![1, 1, 1], vec![1, 1, 1], vec![1, 1, 1], 2, vec![4, 3, 4, 5], 2);
+        check(
+            "3d",
+            vec![3, 2, 2, 3, 2],
+            vec![1, 2, 1],
+            vec![1, 1, 2],
+            vec![1, 0, 1],
+            vec![0, 1, 1],
+            1,
+            vec![2, 4, 6, 5],
+            2,
+        );
+        check(
+            "3d same",
+            vec![2, 2, 3, 3, 3],
+            vec![1, 1, 1],
+            vec![1, 1, 1],
+            vec![1, 1, 1],
+            vec![1, 1, 1],
+            2,
+            vec![4, 3, 4, 5],
+            2,
+        );
     }
     #[test]
     fn thread_pool_shapes() {
         // Few (sample, group, tile) items against more threads: exercises the split-inside-a-tile paths
         // (parallel im2col/col2im over channels, GEMM split over rows or inside gemm) whatever the host has.
         for threads in [1, 3, 4] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| {
-                check("inner many rows", vec![40, 6, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![6, 5, 6], 1);
-                check("inner few rows", vec![5, 6, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![6, 5, 6], 1);
-                check("inner s2", vec![40, 6, 3, 3], vec![2, 2], vec![1, 1], vec![1, 1], vec![0, 0], 1, vec![6, 9, 8], 1);
-                check("inner g2", vec![36, 6, 3, 3], vec![2, 1], vec![1, 1], vec![1, 0], vec![0, 1], 2, vec![12, 9, 8], 1);
-                check("inner 1x1", vec![48, 6, 1, 1], vec![1, 1], vec![1, 1], vec![0, 0], vec![0, 0], 1, vec![6, 5, 7], 1);
-                check("inner tiles", vec![8, 4, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![4, 13, 15], 1);
-                check("inner batch 3", vec![8, 4, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![4, 4, 5], 3);
+                check(
+                    "inner many rows",
+                    vec![40, 6, 3, 3],
+                    vec![1, 1],
+                    vec![1, 1],
+                    vec![1, 1],
+                    vec![1, 1],
+                    1,
+                    vec![6, 5, 6],
+                    1,
+                );
+                check(
+                    "inner few rows",
+                    vec![5, 6, 3, 3],
+                    vec![1, 1],
+                    vec![1, 1],
+                    vec![1, 1],
+                    vec![1, 1],
+                    1,
+                    vec![6, 5, 6],
+                    1,
+                );
+                check(
+                    "inner s2",
+                    vec![40, 6, 3, 3],
+                    vec![2, 2],
+                    vec![1, 1],
+                    vec![1, 1],
+                    vec![0, 0],
+                    1,
+                    vec![6, 9, 8],
+                    1,
+                );
+                check(
+                    "inner g2",
+                    vec![36, 6, 3, 3],
+                    vec![2, 1],
+                    vec![1, 1],
+                    vec![1, 0],
+                    vec![0, 1],
+                    2,
+                    vec![12, 9, 8],
+                    1,
+                );
+                check(
+                    "inner 1x1",
+                    vec![48, 6, 1, 1],
+                    vec![1, 1],
+                    vec![1, 1],
+                    vec![0, 0],
+                    vec![0, 0],
+                    1,
+                    vec![6, 5, 7],
+                    1,
+                );
+                check(
+                    "inner tiles",
+                    vec![8, 4, 3, 3],
+                    vec![1, 1],
+                    vec![1, 1],
+                    vec![1, 1],
+                    vec![1, 1],
+                    1,
+                    vec![4, 13, 15],
+                    1,
+                );
+                check(
+                    "inner batch 3",
+                    vec![8, 4, 3, 3],
+                    vec![1, 1],
+                    vec![1, 1],
+                    vec![1, 1],
+                    vec![1, 1],
+                    1,
+                    vec![4, 4, 5],
+                    3,
+                );
             });
         }
+    }
+
+    #[test]
+    fn conv_avx512_engine() {
+        // The opt-in GEMM engine through the conv paths (other tests running meanwhile may use it too; both
+        // engines are exact enough for every test).
+        use crate::kernels::gemm::{engine, set_engine, Engine};
+        let before = engine();
+        set_engine(Engine::Avx512);
+        check("avx 2d", vec![20, 17, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, vec![17, 9, 13], 2);
+        check("avx s2 g2", vec![18, 9, 3, 3], vec![2, 2], vec![1, 1], vec![0, 1], vec![1, 0], 2, vec![18, 11, 10], 3);
+        check("avx 1x1", vec![33, 19, 1, 1], vec![1, 1], vec![1, 1], vec![0, 0], vec![0, 0], 1, vec![19, 7, 9], 1);
+        check("avx 1d", vec![9, 20, 5], vec![1], vec![2], vec![4], vec![4], 1, vec![20, 300], 2);
+        set_engine(before);
     }
 
     #[test]
     fn modified_weight_and_views() {
         // A different weight than c.weight, and a non-contiguous input view.
         let mut rng = Rng::new(5);
-        let c = conv(vec![3, 2, 3, 3], vec![1, 1], vec![1, 1], vec![1, 1], vec![1, 1], 1, &mut rng);
+        let c = conv(
+            vec![3, 2, 3, 3],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            1,
+            &mut rng,
+        );
         let wplus: Vec<f32> = c.weight.data.iter().map(|v| v.max(0.0)).collect();
         let x = ArrayD::from_shape_vec(IxDyn(&[2, 5, 6, 2]), rng.vec(120)).unwrap();
         let xt = x.view().permuted_axes(IxDyn(&[0, 3, 1, 2]));
@@ -826,13 +1369,38 @@ mod tests {
         assert_close("views", y.as_slice().unwrap(), &yn, 1e-4);
     }
 
+    /// CPU time of all threads of this process so far, in ns (Linux; 0 elsewhere).
+    fn process_cpu_ns() -> u64 {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Times one layer: forward, conv_transpose, and both transpose paths; prints GFLOP/s.
     #[allow(clippy::too_many_arguments)]
-    fn bench_layer(label: &str, wshape: Vec<usize>, stride: usize, pad: usize, groups: usize, in_shape: Vec<usize>, n: usize) {
+    fn bench_layer(
+        label: &str,
+        wshape: Vec<usize>,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+        in_shape: Vec<usize>,
+        n: usize,
+    ) {
         use std::time::Instant;
         let mut rng = Rng::new(1);
         let r = in_shape.len() - 1;
-        let c = conv(wshape, vec![stride; r], vec![1; r], vec![pad; r], vec![pad; r], groups, &mut rng);
+        let c = conv(
+            wshape,
+            vec![stride; r],
+            vec![1; r],
+            vec![pad; r],
+            vec![pad; r],
+            groups,
+            &mut rng,
+        );
         let xlen = n * in_shape.iter().product::<usize>();
         let xshape: Vec<usize> = std::iter::once(n).chain(in_shape.iter().copied()).collect();
         let x = ArrayD::from_shape_vec(IxDyn(&xshape), rng.vec(xlen)).unwrap();
@@ -840,8 +1408,15 @@ mod tests {
         let y = conv_forward(&c, &w, x.view());
         let flop = 2.0 * (y.len() * w.len() / c.weight.shape[0]) as f64;
         let reps = (10e9 / flop).clamp(3.0, 30.0) as usize;
-        // Best of `reps` (robust against other load on the machine).
+        // Best wall time of `reps`, or with RELPROP_BENCH_CPU=1 the mean CPU time of all threads (a proxy
+        // for the single-thread speed on a machine busy with other work; use with RAYON_NUM_THREADS=1).
+        let cpu_mode = std::env::var_os("RELPROP_BENCH_CPU").is_some();
         let best = |f: &dyn Fn()| {
+            if cpu_mode {
+                let t0 = process_cpu_ns();
+                (0..reps).for_each(|_| f());
+                return (process_cpu_ns() - t0) as f64 * 1e-9 / reps as f64;
+            }
             (0..reps)
                 .map(|_| {
                     let t = Instant::now();
@@ -850,23 +1425,33 @@ mod tests {
                 })
                 .fold(f64::MAX, f64::min)
         };
-        let tf = best(&|| drop(std::hint::black_box(conv_forward(&c, &w, x.view()))));
-        let tt = best(&|| drop(std::hint::black_box(conv_transpose(&c, &w, y.view(), &in_shape))));
+        // Both GEMM engines (the global switch; run the benches alone, with --test-threads=1).
+        use crate::kernels::gemm::{engine, set_engine, Engine};
+        let default = engine();
+        let mut line = format!("{label} N={n}:");
         let g = Geom::from_conv(&c, &in_shape);
-        let ts = best(&|| drop(std::hint::black_box(transpose_scatter(&g, &w, y.as_slice().unwrap(), n))));
-        let mut line = format!(
-            "{label} N={n}: forward {:.3} ms {:.1} GFLOP/s | transpose {:.3} ms {:.1} GFLOP/s | scatter {:.3} ms {:.1} GFLOP/s",
-            tf * 1e3,
-            flop / tf / 1e9,
-            tt * 1e3,
-            flop / tt / 1e9,
-            ts * 1e3,
-            flop / ts / 1e9
-        );
-        if flip_applies(&g) {
-            let tc = best(&|| drop(std::hint::black_box(transpose_as_conv(&g, &w, y.as_slice().unwrap(), n))));
-            line += &format!(" | flipped conv {:.3} ms {:.1} GFLOP/s", tc * 1e3, flop / tc / 1e9);
+        for e in [Engine::GemmCrate, Engine::Avx512] {
+            if set_engine(e) != e {
+                continue;
+            }
+            let tf = best(&|| drop(std::hint::black_box(conv_forward(&c, &w, x.view()))));
+            let tt = best(&|| drop(std::hint::black_box(conv_transpose(&c, &w, y.view(), &in_shape))));
+            let ts = best(&|| drop(std::hint::black_box(transpose_scatter(&g, &w, y.as_slice().unwrap(), n))));
+            line += &format!(
+                " [{e:?}] forward {:.2} ms {:.0} GF/s, transpose {:.2} ms {:.0} GF/s (scatter {:.0}",
+                tf * 1e3,
+                flop / tf / 1e9,
+                tt * 1e3,
+                flop / tt / 1e9,
+                flop / ts / 1e9
+            );
+            if flip_applies(&g) {
+                let tc = best(&|| drop(std::hint::black_box(transpose_as_conv(&g, &w, y.as_slice().unwrap(), n))));
+                line += &format!(", flipped {:.0}", flop / tc / 1e9);
+            }
+            line += ")";
         }
+        set_engine(default);
         println!("{line}");
     }
 
@@ -874,8 +1459,24 @@ mod tests {
     #[test]
     #[ignore]
     fn bench_vgg_layers() {
-        for (cin, cout, hw, n) in [(64, 64, 224, 1), (64, 64, 224, 2), (3, 64, 224, 1), (128, 128, 112, 1), (256, 256, 56, 1), (512, 512, 28, 1), (512, 512, 14, 1)] {
-            bench_layer(&format!("conv3x3 {cin}->{cout} {hw}x{hw}"), vec![cout, cin, 3, 3], 1, 1, 1, vec![cin, hw, hw], n);
+        for (cin, cout, hw, n) in [
+            (64, 64, 224, 1),
+            (64, 64, 224, 2),
+            (3, 64, 224, 1),
+            (128, 128, 112, 1),
+            (256, 256, 56, 1),
+            (512, 512, 28, 1),
+            (512, 512, 14, 1),
+        ] {
+            bench_layer(
+                &format!("conv3x3 {cin}->{cout} {hw}x{hw}"),
+                vec![cout, cin, 3, 3],
+                1,
+                1,
+                1,
+                vec![cin, hw, hw],
+                n,
+            );
         }
     }
 
@@ -883,13 +1484,77 @@ mod tests {
     #[test]
     #[ignore]
     fn bench_other_layers() {
-        bench_layer("dw3x3 32 112x112", vec![32, 1, 3, 3], 1, 1, 32, vec![32, 112, 112], 1);
-        bench_layer("dw3x3 s2 64 112x112", vec![64, 1, 3, 3], 2, 1, 64, vec![64, 112, 112], 1);
-        bench_layer("dw3x3 512 14x14", vec![512, 1, 3, 3], 1, 1, 512, vec![512, 14, 14], 1);
-        bench_layer("pw1x1 64->128 56x56", vec![128, 64, 1, 1], 1, 0, 1, vec![64, 56, 56], 1);
-        bench_layer("conv7x7 s2 3->64 224x224", vec![64, 3, 7, 7], 2, 3, 1, vec![3, 224, 224], 1);
-        bench_layer("conv3x3 s2 128->256 56x56", vec![256, 128, 3, 3], 2, 1, 1, vec![128, 56, 56], 1);
-        bench_layer("conv1x1 s2 256->512 56x56", vec![512, 256, 1, 1], 2, 0, 1, vec![256, 56, 56], 1);
-        bench_layer("conv1d k5 64->64 L=8192", vec![64, 64, 5], 1, 2, 1, vec![64, 8192], 1);
+        bench_layer(
+            "dw3x3 32 112x112",
+            vec![32, 1, 3, 3],
+            1,
+            1,
+            32,
+            vec![32, 112, 112],
+            1,
+        );
+        bench_layer(
+            "dw3x3 s2 64 112x112",
+            vec![64, 1, 3, 3],
+            2,
+            1,
+            64,
+            vec![64, 112, 112],
+            1,
+        );
+        bench_layer(
+            "dw3x3 512 14x14",
+            vec![512, 1, 3, 3],
+            1,
+            1,
+            512,
+            vec![512, 14, 14],
+            1,
+        );
+        bench_layer(
+            "pw1x1 64->128 56x56",
+            vec![128, 64, 1, 1],
+            1,
+            0,
+            1,
+            vec![64, 56, 56],
+            1,
+        );
+        bench_layer(
+            "conv7x7 s2 3->64 224x224",
+            vec![64, 3, 7, 7],
+            2,
+            3,
+            1,
+            vec![3, 224, 224],
+            1,
+        );
+        bench_layer(
+            "conv3x3 s2 128->256 56x56",
+            vec![256, 128, 3, 3],
+            2,
+            1,
+            1,
+            vec![128, 56, 56],
+            1,
+        );
+        bench_layer(
+            "conv1x1 s2 256->512 56x56",
+            vec![512, 256, 1, 1],
+            2,
+            0,
+            1,
+            vec![256, 56, 56],
+            1,
+        );
+        bench_layer(
+            "conv1d k5 64->64 L=8192",
+            vec![64, 64, 5],
+            1,
+            2,
+            1,
+            vec![64, 8192],
+            1,
+        );
     }
 }

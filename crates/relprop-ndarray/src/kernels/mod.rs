@@ -6,9 +6,10 @@ mod gemm;
 pub mod pool;
 
 pub use conv::{conv_forward, conv_transpose};
+pub use gemm::{engine as gemm_engine, set_engine as set_gemm_engine, Engine as GemmEngine};
 pub use pool::{
-    avgpool_forward, avgpool_transpose, global_avgpool_forward, global_avgpool_transpose, global_maxpool_forward, maxpool_forward,
-    maxpool_route, NO_WINNER,
+    avgpool_forward, avgpool_transpose, global_avgpool_forward, global_avgpool_transpose,
+    global_maxpool_forward, maxpool_forward, maxpool_route, NO_WINNER,
 };
 
 #[cfg(test)]
@@ -40,7 +41,10 @@ pub(crate) mod test_util {
     pub fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
         assert_eq!(a.len(), b.len(), "{what}: lengths differ");
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= tol * y.abs().max(1.0), "{what}: element {i}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= tol * y.abs().max(1.0),
+                "{what}: element {i}: {x} vs {y}"
+            );
         }
     }
 

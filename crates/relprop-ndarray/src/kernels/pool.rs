@@ -39,15 +39,30 @@ impl PGeom {
     fn new(p: &Pool, in_sp: &[usize]) -> PGeom {
         let r = p.kernel.len();
         assert!(r >= 1, "pool: needs at least one spatial axis");
-        assert_eq!(in_sp.len(), r, "pool: input has {} spatial axes, kernel {r}", in_sp.len());
-        for (name, v) in [("strides", &p.strides), ("pads_begin", &p.pads_begin), ("pads_end", &p.pads_end)] {
-            assert_eq!(v.len(), r, "pool: {name} has {} entries, expected {r}", v.len());
+        assert_eq!(
+            in_sp.len(),
+            r,
+            "pool: input has {} spatial axes, kernel {r}",
+            in_sp.len()
+        );
+        for (name, v) in [
+            ("strides", &p.strides),
+            ("pads_begin", &p.pads_begin),
+            ("pads_end", &p.pads_end),
+        ] {
+            assert_eq!(
+                v.len(),
+                r,
+                "pool: {name} has {} entries, expected {r}",
+                v.len()
+            );
         }
         let mut out_sp = Vec::with_capacity(r);
         let mut spans = Vec::with_capacity(r);
         for (a, &len) in in_sp.iter().enumerate() {
             let (k, s, pb, pe) = (p.kernel[a], p.strides[a], p.pads_begin[a], p.pads_end[a]);
-            let o = window_out(len, k, s, 1, pb, pe, p.ceil_mode).unwrap_or_else(|e| panic!("pool geometry: {e}"));
+            let o = window_out(len, k, s, 1, pb, pe, p.ceil_mode)
+                .unwrap_or_else(|e| panic!("pool geometry: {e}"));
             out_sp.push(o);
             spans.push(
                 (0..o)
@@ -57,7 +72,11 @@ impl PGeom {
                         let lo = start.max(pb).min(len + pb) - pb;
                         let hi = (start + k).min(len + pb).max(pb) - pb;
                         let padded = (start + k).min(len + pb + pe).saturating_sub(start);
-                        Span { lo, hi: hi.max(lo), padded }
+                        Span {
+                            lo,
+                            hi: hi.max(lo),
+                            padded,
+                        }
                     })
                     .collect(),
             );
@@ -66,7 +85,13 @@ impl PGeom {
         for a in (0..r - 1).rev() {
             istride[a] = istride[a + 1] * in_sp[a + 1];
         }
-        PGeom { in_sp: in_sp.to_vec(), out_sp, istride, spans, count_include_pad: p.count_include_pad }
+        PGeom {
+            in_sp: in_sp.to_vec(),
+            out_sp,
+            istride,
+            spans,
+            count_include_pad: p.count_include_pad,
+        }
     }
 
     fn in_plane(&self) -> usize {
@@ -90,7 +115,10 @@ impl PGeom {
         for row in 0..n_rows {
             rows.clear();
             rows.push(0);
-            let mut outer = Outer { padded: 1, inside: 1 };
+            let mut outer = Outer {
+                padded: 1,
+                inside: 1,
+            };
             for (a, &pa) in pos.iter().enumerate() {
                 let sp = self.spans[a][pa];
                 outer.padded *= sp.padded;
@@ -135,7 +163,11 @@ struct Outer {
 }
 
 fn split_batched<'a>(x: &'a ArrayViewD<f32>, what: &str) -> (usize, usize, &'a [usize]) {
-    assert!(x.ndim() >= 3, "{what}: input must be (N, C, spatial...), got {:?}", x.shape());
+    assert!(
+        x.ndim() >= 3,
+        "{what}: input must be (N, C, spatial...), got {:?}",
+        x.shape()
+    );
     (x.shape()[0], x.shape()[1], &x.shape()[2..])
 }
 
@@ -150,37 +182,50 @@ pub fn maxpool_forward(p: &Pool, x: ArrayViewD<f32>) -> (ArrayD<f32>, Vec<u32>) 
     let (n, c, sp) = split_batched(&x, "maxpool");
     let g = PGeom::new(p, sp);
     let (inp, op) = (g.in_plane(), g.out_plane());
-    assert!(c * inp < NO_WINNER as usize, "maxpool: per-sample input too large for u32 indices");
+    assert!(
+        c * inp < NO_WINNER as usize,
+        "maxpool: per-sample input too large for u32 indices"
+    );
     let xs = x.as_standard_layout();
     let xs = xs.as_slice().expect("standard layout");
     let mut out = vec![0f32; n * c * op];
     let mut arg = vec![NO_WINNER; n * c * op];
     if op > 0 && inp > 0 {
         let ow_n = *g.out_sp.last().expect("rank >= 1");
-        out.par_chunks_mut(op).zip(arg.par_chunks_mut(op)).zip(xs.par_chunks(inp)).enumerate().for_each(|(pl, ((o, a), xp))| {
-            let base = (pl % c) * inp;
-            g.for_each_out_row(|row, rows, _| {
-                let (o, a) = (&mut o[row * ow_n..(row + 1) * ow_n], &mut a[row * ow_n..(row + 1) * ow_n]);
-                let Some(&r0) = rows.first() else { return };
-                for ((o, a), sp) in o.iter_mut().zip(a.iter_mut()).zip(g.last_spans()) {
-                    if sp.lo == sp.hi {
-                        continue;
-                    }
-                    let (mut bi, mut best) = (r0 + sp.lo, xp[r0 + sp.lo]);
-                    for &r in rows {
-                        for (j, &v) in xp[r + sp.lo..r + sp.hi].iter().enumerate() {
-                            if v > best {
-                                (best, bi) = (v, r + sp.lo + j);
+        out.par_chunks_mut(op)
+            .zip(arg.par_chunks_mut(op))
+            .zip(xs.par_chunks(inp))
+            .enumerate()
+            .for_each(|(pl, ((o, a), xp))| {
+                let base = (pl % c) * inp;
+                g.for_each_out_row(|row, rows, _| {
+                    let (o, a) = (
+                        &mut o[row * ow_n..(row + 1) * ow_n],
+                        &mut a[row * ow_n..(row + 1) * ow_n],
+                    );
+                    let Some(&r0) = rows.first() else { return };
+                    for ((o, a), sp) in o.iter_mut().zip(a.iter_mut()).zip(g.last_spans()) {
+                        if sp.lo == sp.hi {
+                            continue;
+                        }
+                        let (mut bi, mut best) = (r0 + sp.lo, xp[r0 + sp.lo]);
+                        for &r in rows {
+                            for (j, &v) in xp[r + sp.lo..r + sp.hi].iter().enumerate() {
+                                if v > best {
+                                    (best, bi) = (v, r + sp.lo + j);
+                                }
                             }
                         }
+                        *o = best;
+                        *a = (base + bi) as u32;
                     }
-                    *o = best;
-                    *a = (base + bi) as u32;
-                }
+                });
             });
-        });
     }
-    (ArrayD::from_shape_vec(IxDyn(&shape_of(n, c, &g.out_sp)), out).expect("shape"), arg)
+    (
+        ArrayD::from_shape_vec(IxDyn(&shape_of(n, c, &g.out_sp)), out).expect("shape"),
+        arg,
+    )
 }
 
 /// Global max over all spatial axes: `(N, C)` and the per-sample flat index of each winner (first maximum).
@@ -188,7 +233,10 @@ pub fn global_maxpool_forward(x: ArrayViewD<f32>) -> (ArrayD<f32>, Vec<u32>) {
     let (n, c, sp) = split_batched(&x, "global maxpool");
     let inp: usize = sp.iter().product();
     assert!(inp > 0, "global maxpool: empty spatial extent");
-    assert!(c * inp < NO_WINNER as usize, "global maxpool: per-sample input too large for u32 indices");
+    assert!(
+        c * inp < NO_WINNER as usize,
+        "global maxpool: per-sample input too large for u32 indices"
+    );
     let xs = x.as_standard_layout();
     let xs = xs.as_slice().expect("standard layout");
     let (out, arg): (Vec<f32>, Vec<u32>) = xs
@@ -204,32 +252,50 @@ pub fn global_maxpool_forward(x: ArrayViewD<f32>) -> (ArrayD<f32>, Vec<u32>) {
             (best, ((pl % c) * inp + bi) as u32)
         })
         .unzip();
-    (ArrayD::from_shape_vec(IxDyn(&[n, c]), out).expect("shape"), arg)
+    (
+        ArrayD::from_shape_vec(IxDyn(&[n, c]), out).expect("shape"),
+        arg,
+    )
 }
 
 /// Route relevance through a max pooling: scatter-add each element of `r` `(N, C, out...)` (or `(N, C)` for
 /// the global form) to its winner from `argmax`; overlapping windows add up. Returns `(N, in_shape...)`,
 /// `in_shape` being the per-sample input shape `(C, spatial...)`.
 pub fn maxpool_route(argmax: &[u32], r: ArrayViewD<f32>, in_shape: &[usize]) -> ArrayD<f32> {
-    assert!(r.ndim() >= 2 && !in_shape.is_empty(), "maxpool route: r must be (N, C, ...)");
+    assert!(
+        r.ndim() >= 2 && !in_shape.is_empty(),
+        "maxpool route: r must be (N, C, ...)"
+    );
     let (n, c) = (r.shape()[0], in_shape[0]);
-    assert_eq!(r.shape()[1], c, "maxpool route: channel count differs from the input's");
-    assert_eq!(argmax.len(), r.len(), "maxpool route: one argmax per relevance value");
+    assert_eq!(
+        r.shape()[1],
+        c,
+        "maxpool route: channel count differs from the input's"
+    );
+    assert_eq!(
+        argmax.len(),
+        r.len(),
+        "maxpool route: one argmax per relevance value"
+    );
     let inp: usize = in_shape[1..].iter().product();
     let rp: usize = r.shape()[2..].iter().product();
     let rs = r.as_standard_layout();
     let rs = rs.as_slice().expect("standard layout");
     let mut dx = vec![0f32; n * c * inp];
     if inp > 0 && rp > 0 {
-        dx.par_chunks_mut(inp).zip(rs.par_chunks(rp)).zip(argmax.par_chunks(rp)).enumerate().for_each(|(pl, ((d, rv), av))| {
-            let base = (pl % c) * inp;
-            for (&v, &a) in rv.iter().zip(av) {
-                if a != NO_WINNER {
-                    // Winners of channel c lie in input plane c; indexing checks that.
-                    d[a as usize - base] += v;
+        dx.par_chunks_mut(inp)
+            .zip(rs.par_chunks(rp))
+            .zip(argmax.par_chunks(rp))
+            .enumerate()
+            .for_each(|(pl, ((d, rv), av))| {
+                let base = (pl % c) * inp;
+                for (&v, &a) in rv.iter().zip(av) {
+                    if a != NO_WINNER {
+                        // Winners of channel c lie in input plane c; indexing checks that.
+                        d[a as usize - base] += v;
+                    }
                 }
-            }
-        });
+            });
     }
     let shape: Vec<usize> = std::iter::once(n).chain(in_shape.iter().copied()).collect();
     ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("shape")
@@ -245,17 +311,25 @@ pub fn avgpool_forward(p: &Pool, x: ArrayViewD<f32>) -> ArrayD<f32> {
     let mut out = vec![0f32; n * c * op];
     if op > 0 && inp > 0 {
         let ow_n = *g.out_sp.last().expect("rank >= 1");
-        out.par_chunks_mut(op).zip(xs.par_chunks(inp)).for_each(|(o, xp)| {
-            g.for_each_out_row(|row, rows, outer| {
-                for (o, &sp) in o[row * ow_n..(row + 1) * ow_n].iter_mut().zip(g.last_spans()) {
-                    let div = g.divisor(outer, sp);
-                    if div > 0 {
-                        let sum: f32 = rows.iter().map(|&r| xp[r + sp.lo..r + sp.hi].iter().sum::<f32>()).sum();
-                        *o = sum / div as f32;
+        out.par_chunks_mut(op)
+            .zip(xs.par_chunks(inp))
+            .for_each(|(o, xp)| {
+                g.for_each_out_row(|row, rows, outer| {
+                    for (o, &sp) in o[row * ow_n..(row + 1) * ow_n]
+                        .iter_mut()
+                        .zip(g.last_spans())
+                    {
+                        let div = g.divisor(outer, sp);
+                        if div > 0 {
+                            let sum: f32 = rows
+                                .iter()
+                                .map(|&r| xp[r + sp.lo..r + sp.hi].iter().sum::<f32>())
+                                .sum();
+                            *o = sum / div as f32;
+                        }
                     }
-                }
+                });
             });
-        });
     }
     ArrayD::from_shape_vec(IxDyn(&shape_of(n, c, &g.out_sp)), out).expect("shape")
 }
@@ -263,29 +337,38 @@ pub fn avgpool_forward(p: &Pool, x: ArrayViewD<f32>) -> ArrayD<f32> {
 /// Vector-Jacobian product of [`avgpool_forward`] w.r.t. its input: each `s` value divided by its window's
 /// divisor, added to every in-bounds position of the window. `in_shape` is the per-sample `(C, spatial...)`.
 pub fn avgpool_transpose(p: &Pool, s: ArrayViewD<f32>, in_shape: &[usize]) -> ArrayD<f32> {
-    assert!(in_shape.len() >= 2, "avgpool transpose: in_shape must be (C, spatial...)");
+    assert!(
+        in_shape.len() >= 2,
+        "avgpool transpose: in_shape must be (C, spatial...)"
+    );
     let (n, c) = (s.shape()[0], in_shape[0]);
     let g = PGeom::new(p, &in_shape[1..]);
-    assert_eq!(s.shape(), &shape_of(n, c, &g.out_sp)[..], "avgpool transpose: s has the wrong shape");
+    assert_eq!(
+        s.shape(),
+        &shape_of(n, c, &g.out_sp)[..],
+        "avgpool transpose: s has the wrong shape"
+    );
     let (inp, op) = (g.in_plane(), g.out_plane());
     let ss = s.as_standard_layout();
     let ss = ss.as_slice().expect("standard layout");
     let mut dx = vec![0f32; n * c * inp];
     if op > 0 && inp > 0 {
         let ow_n = *g.out_sp.last().expect("rank >= 1");
-        dx.par_chunks_mut(inp).zip(ss.par_chunks(op)).for_each(|(d, sv)| {
-            g.for_each_out_row(|row, rows, outer| {
-                for (&v, &sp) in sv[row * ow_n..(row + 1) * ow_n].iter().zip(g.last_spans()) {
-                    let div = g.divisor(outer, sp);
-                    if div > 0 {
-                        let v = v / div as f32;
-                        for &r in rows {
-                            d[r + sp.lo..r + sp.hi].iter_mut().for_each(|e| *e += v);
+        dx.par_chunks_mut(inp)
+            .zip(ss.par_chunks(op))
+            .for_each(|(d, sv)| {
+                g.for_each_out_row(|row, rows, outer| {
+                    for (&v, &sp) in sv[row * ow_n..(row + 1) * ow_n].iter().zip(g.last_spans()) {
+                        let div = g.divisor(outer, sp);
+                        if div > 0 {
+                            let v = v / div as f32;
+                            for &r in rows {
+                                d[r + sp.lo..r + sp.hi].iter_mut().for_each(|e| *e += v);
+                            }
                         }
                     }
-                }
+                });
             });
-        });
     }
     let shape: Vec<usize> = std::iter::once(n).chain(in_shape.iter().copied()).collect();
     ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("shape")
@@ -298,22 +381,34 @@ pub fn global_avgpool_forward(x: ArrayViewD<f32>) -> ArrayD<f32> {
     assert!(inp > 0, "global avgpool: empty spatial extent");
     let xs = x.as_standard_layout();
     let xs = xs.as_slice().expect("standard layout");
-    let out: Vec<f32> = xs.par_chunks(inp).map(|xp| xp.iter().sum::<f32>() / inp as f32).collect();
+    let out: Vec<f32> = xs
+        .par_chunks(inp)
+        .map(|xp| xp.iter().sum::<f32>() / inp as f32)
+        .collect();
     ArrayD::from_shape_vec(IxDyn(&[n, c]), out).expect("shape")
 }
 
 /// Vector-Jacobian product of [`global_avgpool_forward`]: `s` `(N, C)` spread evenly over each plane of
 /// `(N, in_shape...)`.
 pub fn global_avgpool_transpose(s: ArrayViewD<f32>, in_shape: &[usize]) -> ArrayD<f32> {
-    assert!(in_shape.len() >= 2, "global avgpool transpose: in_shape must be (C, spatial...)");
-    assert!(s.ndim() == 2 && s.shape()[1] == in_shape[0], "global avgpool transpose: s must be (N, {})", in_shape[0]);
+    assert!(
+        in_shape.len() >= 2,
+        "global avgpool transpose: in_shape must be (C, spatial...)"
+    );
+    assert!(
+        s.ndim() == 2 && s.shape()[1] == in_shape[0],
+        "global avgpool transpose: s must be (N, {})",
+        in_shape[0]
+    );
     let n = s.shape()[0];
     let inp: usize = in_shape[1..].iter().product();
     let ss = s.as_standard_layout();
     let ss = ss.as_slice().expect("standard layout");
     let mut dx = vec![0f32; n * in_shape[0] * inp];
     if inp > 0 {
-        dx.par_chunks_mut(inp).zip(ss.par_iter()).for_each(|(d, &v)| d.fill(v / inp as f32));
+        dx.par_chunks_mut(inp)
+            .zip(ss.par_iter())
+            .for_each(|(d, &v)| d.fill(v / inp as f32));
     }
     let shape: Vec<usize> = std::iter::once(n).chain(in_shape.iter().copied()).collect();
     ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("shape")
@@ -324,7 +419,14 @@ mod tests {
     use super::*;
     use crate::kernels::test_util::{assert_close, dot, Rng};
 
-    fn pool(kernel: &[usize], strides: &[usize], pb: &[usize], pe: &[usize], ceil: bool, cip: bool) -> Pool {
+    fn pool(
+        kernel: &[usize],
+        strides: &[usize],
+        pb: &[usize],
+        pe: &[usize],
+        ceil: bool,
+        cip: bool,
+    ) -> Pool {
         Pool {
             kernel: kernel.to_vec(),
             strides: strides.to_vec(),
@@ -346,12 +448,39 @@ mod tests {
 
     /// Naive reference: for every output, scan the full window (row-major), skipping padding. Returns
     /// (max, argmax, avg, avg-transpose of `s`).
-    fn naive(p: &Pool, x: &[f32], n: usize, c: usize, sp: &[usize], s: &[f32]) -> (Vec<f32>, Vec<u32>, Vec<f32>, Vec<f32>) {
+    fn naive(
+        p: &Pool,
+        x: &[f32],
+        n: usize,
+        c: usize,
+        sp: &[usize],
+        s: &[f32],
+    ) -> (Vec<f32>, Vec<u32>, Vec<f32>, Vec<f32>) {
         let r = sp.len();
-        let out_sp: Vec<usize> =
-            (0..r).map(|a| window_out(sp[a], p.kernel[a], p.strides[a], 1, p.pads_begin[a], p.pads_end[a], p.ceil_mode).unwrap()).collect();
-        let (inp, op, kp) = (sp.iter().product::<usize>(), out_sp.iter().product::<usize>(), p.kernel.iter().product::<usize>());
-        let (mut mx, mut am, mut av) = (vec![0f32; n * c * op], vec![NO_WINNER; n * c * op], vec![0f32; n * c * op]);
+        let out_sp: Vec<usize> = (0..r)
+            .map(|a| {
+                window_out(
+                    sp[a],
+                    p.kernel[a],
+                    p.strides[a],
+                    1,
+                    p.pads_begin[a],
+                    p.pads_end[a],
+                    p.ceil_mode,
+                )
+                .unwrap()
+            })
+            .collect();
+        let (inp, op, kp) = (
+            sp.iter().product::<usize>(),
+            out_sp.iter().product::<usize>(),
+            p.kernel.iter().product::<usize>(),
+        );
+        let (mut mx, mut am, mut av) = (
+            vec![0f32; n * c * op],
+            vec![NO_WINNER; n * c * op],
+            vec![0f32; n * c * op],
+        );
         let mut dx = vec![0f32; n * c * inp];
         for pl in 0..n * c {
             for o in 0..op {
@@ -410,7 +539,11 @@ mod tests {
         let shape = shape_of(n, c, sp);
         let len: usize = shape.iter().product();
         // Integer values in a small range make ties, checking the first-maximum rule.
-        let data: Vec<f32> = rng.vec(len).into_iter().map(|v| if integer { (v * 3.0).round() } else { v }).collect();
+        let data: Vec<f32> = rng
+            .vec(len)
+            .into_iter()
+            .map(|v| if integer { (v * 3.0).round() } else { v })
+            .collect();
         let x = ArrayD::from_shape_vec(IxDyn(&shape), data).unwrap();
         let (y, am) = maxpool_forward(&p, x.view());
         let s = ArrayD::from_shape_vec(IxDyn(y.shape()), rng.vec(y.len())).unwrap();
@@ -420,9 +553,20 @@ mod tests {
         let a = avgpool_forward(&p, x.view());
         assert_close(&format!("{name} avg"), a.as_slice().unwrap(), &av, 1e-5);
         let dx = avgpool_transpose(&p, s.view(), &shape[1..]);
-        assert_close(&format!("{name} avg transpose"), dx.as_slice().unwrap(), &dxn, 1e-5);
-        let (l, r) = (dot(a.as_slice().unwrap(), s.as_slice().unwrap()), dot(x.as_slice().unwrap(), dx.as_slice().unwrap()));
-        assert!((l - r).abs() <= 1e-4 * l.abs().max(r.abs()).max(1.0), "{name}: avg adjoint {l} vs {r}");
+        assert_close(
+            &format!("{name} avg transpose"),
+            dx.as_slice().unwrap(),
+            &dxn,
+            1e-5,
+        );
+        let (l, r) = (
+            dot(a.as_slice().unwrap(), s.as_slice().unwrap()),
+            dot(x.as_slice().unwrap(), dx.as_slice().unwrap()),
+        );
+        assert!(
+            (l - r).abs() <= 1e-4 * l.abs().max(r.abs()).max(1.0),
+            "{name}: avg adjoint {l} vs {r}"
+        );
         // Routing: naive scatter of s to the winners; the routed total equals the total of s (no empty windows)
         // and <route(s), x> == <s, max(x)>.
         let routed = maxpool_route(&am, s.view(), &shape[1..]);
@@ -433,62 +577,215 @@ mod tests {
                 rn[(j / (y.len() / n)) * per + w as usize] += s.as_slice().unwrap()[j];
             }
         }
-        assert_close(&format!("{name} route"), routed.as_slice().unwrap(), &rn, 1e-5);
-        let (l, r) = (dot(y.as_slice().unwrap(), s.as_slice().unwrap()), dot(x.as_slice().unwrap(), routed.as_slice().unwrap()));
-        assert!((l - r).abs() <= 1e-4 * l.abs().max(r.abs()).max(1.0), "{name}: max adjoint {l} vs {r}");
+        assert_close(
+            &format!("{name} route"),
+            routed.as_slice().unwrap(),
+            &rn,
+            1e-5,
+        );
+        let (l, r) = (
+            dot(y.as_slice().unwrap(), s.as_slice().unwrap()),
+            dot(x.as_slice().unwrap(), routed.as_slice().unwrap()),
+        );
+        assert!(
+            (l - r).abs() <= 1e-4 * l.abs().max(r.abs()).max(1.0),
+            "{name}: max adjoint {l} vs {r}"
+        );
     }
 
     #[test]
     fn pool2d_plain() {
-        check("2x2 s2", pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], false, false), 3, 4, &[8, 6], false);
-        check("2x2 s2 odd", pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], false, false), 3, 2, &[7, 9], false);
+        check(
+            "2x2 s2",
+            pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], false, false),
+            3,
+            4,
+            &[8, 6],
+            false,
+        );
+        check(
+            "2x2 s2 odd",
+            pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], false, false),
+            3,
+            2,
+            &[7, 9],
+            false,
+        );
     }
     #[test]
     fn pool2d_overlapping() {
-        check("3x3 s2", pool(&[3, 3], &[2, 2], &[0, 0], &[0, 0], false, false), 3, 3, &[9, 11], false);
-        check("3x3 s2 ties", pool(&[3, 3], &[2, 2], &[1, 1], &[1, 1], false, false), 3, 3, &[9, 11], true);
-        check("3x2 s1 ties", pool(&[3, 2], &[1, 1], &[0, 1], &[1, 0], false, false), 2, 2, &[5, 6], true);
+        check(
+            "3x3 s2",
+            pool(&[3, 3], &[2, 2], &[0, 0], &[0, 0], false, false),
+            3,
+            3,
+            &[9, 11],
+            false,
+        );
+        check(
+            "3x3 s2 ties",
+            pool(&[3, 3], &[2, 2], &[1, 1], &[1, 1], false, false),
+            3,
+            3,
+            &[9, 11],
+            true,
+        );
+        check(
+            "3x2 s1 ties",
+            pool(&[3, 2], &[1, 1], &[0, 1], &[1, 0], false, false),
+            2,
+            2,
+            &[5, 6],
+            true,
+        );
     }
     #[test]
     fn pool2d_ceil_mode() {
-        check("ceil 3x3 s2", pool(&[3, 3], &[2, 2], &[0, 0], &[0, 0], true, false), 3, 2, &[8, 10], false);
-        check("ceil 2x2 s2", pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], true, true), 3, 2, &[7, 9], false);
-        check("ceil pad cip", pool(&[3, 3], &[2, 2], &[1, 1], &[1, 1], true, true), 3, 2, &[6, 9], false);
-        check("ceil pad", pool(&[3, 3], &[2, 2], &[1, 1], &[1, 1], true, false), 3, 2, &[6, 9], true);
+        check(
+            "ceil 3x3 s2",
+            pool(&[3, 3], &[2, 2], &[0, 0], &[0, 0], true, false),
+            3,
+            2,
+            &[8, 10],
+            false,
+        );
+        check(
+            "ceil 2x2 s2",
+            pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], true, true),
+            3,
+            2,
+            &[7, 9],
+            false,
+        );
+        check(
+            "ceil pad cip",
+            pool(&[3, 3], &[2, 2], &[1, 1], &[1, 1], true, true),
+            3,
+            2,
+            &[6, 9],
+            false,
+        );
+        check(
+            "ceil pad",
+            pool(&[3, 3], &[2, 2], &[1, 1], &[1, 1], true, false),
+            3,
+            2,
+            &[6, 9],
+            true,
+        );
     }
     #[test]
     fn pool2d_padding_divisors() {
-        check("pad cip", pool(&[3, 3], &[1, 1], &[1, 1], &[1, 1], false, true), 3, 2, &[5, 7], false);
-        check("pad no cip", pool(&[3, 3], &[1, 1], &[1, 1], &[1, 1], false, false), 3, 2, &[5, 7], false);
-        check("asym pad cip", pool(&[2, 3], &[2, 1], &[0, 1], &[1, 2], false, true), 3, 2, &[5, 7], false);
-        check("asym pad", pool(&[2, 3], &[2, 1], &[1, 0], &[0, 2], false, false), 3, 2, &[5, 7], false);
+        check(
+            "pad cip",
+            pool(&[3, 3], &[1, 1], &[1, 1], &[1, 1], false, true),
+            3,
+            2,
+            &[5, 7],
+            false,
+        );
+        check(
+            "pad no cip",
+            pool(&[3, 3], &[1, 1], &[1, 1], &[1, 1], false, false),
+            3,
+            2,
+            &[5, 7],
+            false,
+        );
+        check(
+            "asym pad cip",
+            pool(&[2, 3], &[2, 1], &[0, 1], &[1, 2], false, true),
+            3,
+            2,
+            &[5, 7],
+            false,
+        );
+        check(
+            "asym pad",
+            pool(&[2, 3], &[2, 1], &[1, 0], &[0, 2], false, false),
+            3,
+            2,
+            &[5, 7],
+            false,
+        );
     }
     #[test]
     fn pool_empty_window() {
         // ceil_mode makes the last window lie wholly in the end padding (len 2, pads 1/1, k 2, s 3).
-        check("empty", pool(&[2], &[3], &[1], &[1], true, false), 2, 2, &[2], false);
-        check("empty cip", pool(&[2, 2], &[3, 1], &[1, 0], &[1, 0], true, true), 2, 2, &[2, 3], false);
+        check(
+            "empty",
+            pool(&[2], &[3], &[1], &[1], true, false),
+            2,
+            2,
+            &[2],
+            false,
+        );
+        check(
+            "empty cip",
+            pool(&[2, 2], &[3, 1], &[1, 0], &[1, 0], true, true),
+            2,
+            2,
+            &[2, 3],
+            false,
+        );
     }
     #[test]
     fn pool1d_and_3d() {
-        check("1d", pool(&[3], &[2], &[1], &[0], false, false), 3, 3, &[13], false);
-        check("1d ceil", pool(&[4], &[3], &[0], &[2], true, true), 3, 3, &[13], true);
-        check("3d", pool(&[2, 3, 2], &[2, 1, 2], &[1, 0, 1], &[0, 1, 1], false, true), 2, 2, &[5, 4, 6], false);
+        check(
+            "1d",
+            pool(&[3], &[2], &[1], &[0], false, false),
+            3,
+            3,
+            &[13],
+            false,
+        );
+        check(
+            "1d ceil",
+            pool(&[4], &[3], &[0], &[2], true, true),
+            3,
+            3,
+            &[13],
+            true,
+        );
+        check(
+            "3d",
+            pool(&[2, 3, 2], &[2, 1, 2], &[1, 0, 1], &[0, 1, 1], false, true),
+            2,
+            2,
+            &[5, 4, 6],
+            false,
+        );
     }
     #[test]
     fn pool_large_plane() {
-        check("large", pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], false, false), 1, 3, &[64, 70], false);
+        check(
+            "large",
+            pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], false, false),
+            1,
+            3,
+            &[64, 70],
+            false,
+        );
     }
 
     #[test]
     fn global_pools() {
         let mut rng = Rng::new(9);
-        for (sp, integer) in [(vec![5usize, 7], false), (vec![4, 3], true), (vec![11], true), (vec![2, 3, 4], false)] {
+        for (sp, integer) in [
+            (vec![5usize, 7], false),
+            (vec![4, 3], true),
+            (vec![11], true),
+            (vec![2, 3, 4], false),
+        ] {
             let (n, c) = (3, 4);
             let shape = shape_of(n, c, &sp);
             let len: usize = shape.iter().product();
             let inp: usize = sp.iter().product();
-            let data: Vec<f32> = rng.vec(len).into_iter().map(|v| if integer { (v * 2.0).round() } else { v }).collect();
+            let data: Vec<f32> = rng
+                .vec(len)
+                .into_iter()
+                .map(|v| if integer { (v * 2.0).round() } else { v })
+                .collect();
             let x = ArrayD::from_shape_vec(IxDyn(&shape), data.clone()).unwrap();
             let (y, am) = global_maxpool_forward(x.view());
             assert_eq!(y.shape(), &[n, c]);
@@ -507,16 +804,31 @@ mod tests {
                 let plane = &routed.as_slice().unwrap()[pl * inp..(pl + 1) * inp];
                 let i = (a as usize) - (pl % c) * inp;
                 for (j, &v) in plane.iter().enumerate() {
-                    assert_eq!(v, if j == i { s.as_slice().unwrap()[pl] } else { 0.0 });
+                    assert_eq!(
+                        v,
+                        if j == i {
+                            s.as_slice().unwrap()[pl]
+                        } else {
+                            0.0
+                        }
+                    );
                 }
             }
             let a = global_avgpool_forward(x.view());
-            let an: Vec<f32> = (0..n * c).map(|pl| data[pl * inp..(pl + 1) * inp].iter().sum::<f32>() / inp as f32).collect();
+            let an: Vec<f32> = (0..n * c)
+                .map(|pl| data[pl * inp..(pl + 1) * inp].iter().sum::<f32>() / inp as f32)
+                .collect();
             assert_close("gavg", a.as_slice().unwrap(), &an, 1e-5);
             let dx = global_avgpool_transpose(s.view(), &shape[1..]);
             assert_eq!(dx.shape(), &shape[..]);
-            let (l, r) = (dot(a.as_slice().unwrap(), s.as_slice().unwrap()), dot(&data, dx.as_slice().unwrap()));
-            assert!((l - r).abs() <= 1e-4 * l.abs().max(r.abs()).max(1.0), "gavg adjoint {l} vs {r}");
+            let (l, r) = (
+                dot(a.as_slice().unwrap(), s.as_slice().unwrap()),
+                dot(&data, dx.as_slice().unwrap()),
+            );
+            assert!(
+                (l - r).abs() <= 1e-4 * l.abs().max(r.abs()).max(1.0),
+                "gavg adjoint {l} vs {r}"
+            );
         }
     }
 
@@ -537,14 +849,32 @@ mod tests {
                 .fold(f64::MAX, f64::min)
         };
         for (label, p) in [
-            ("2x2 s2", pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], false, false)),
-            ("3x3 s2 pad1", pool(&[3, 3], &[2, 2], &[1, 1], &[1, 1], false, false)),
+            (
+                "2x2 s2",
+                pool(&[2, 2], &[2, 2], &[0, 0], &[0, 0], false, false),
+            ),
+            (
+                "3x3 s2 pad1",
+                pool(&[3, 3], &[2, 2], &[1, 1], &[1, 1], false, false),
+            ),
         ] {
             let (y, am) = maxpool_forward(&p, x.view());
             let tm = best(&|| drop(std::hint::black_box(maxpool_forward(&p, x.view()))));
-            let tr = best(&|| drop(std::hint::black_box(maxpool_route(&am, y.view(), &[64, 224, 224]))));
+            let tr = best(&|| {
+                drop(std::hint::black_box(maxpool_route(
+                    &am,
+                    y.view(),
+                    &[64, 224, 224],
+                )))
+            });
             let ta = best(&|| drop(std::hint::black_box(avgpool_forward(&p, x.view()))));
-            let tt = best(&|| drop(std::hint::black_box(avgpool_transpose(&p, y.view(), &[64, 224, 224]))));
+            let tt = best(&|| {
+                drop(std::hint::black_box(avgpool_transpose(
+                    &p,
+                    y.view(),
+                    &[64, 224, 224],
+                )))
+            });
             println!("pool {label} 64x224x224: maxpool {tm:.3} ms | route {tr:.3} ms | avgpool {ta:.3} ms | avg transpose {tt:.3} ms");
         }
     }

@@ -1,0 +1,265 @@
+//! Property tests on random small conv/dense models and inputs with exact zeros and negative values (issue 7):
+//! every analyzer class and method name gives a finite map of the input's shape, a batch equals its samples
+//! explained alone, Z on bias-free models conserves relevance, ZPlus equals Alpha1Beta0IgnoreBias, and every
+//! backend this build has (`relprop_conform::backends::ALL` filtered by `built()`; build with
+//! `--features relprop-conform/ort` or `relprop-conform/tch` to add one) agrees with ndarray.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use relprop_conform::backends;
+use relprop_core::analyzers::ANALYZER_CLASSES;
+use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, Op, Pool};
+use relprop_core::methods::{method_names, parse_method};
+use relprop_core::{Analyzer, CompiledModel, ExplainOptions, Params, RulePlan, Target, Tensor};
+use relprop_ndarray::NdModel;
+
+/// `cases`, or `PROPTEST_CASES` for a longer search.
+fn config(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
+    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+/// Deterministic uniform(-1, 1) numbers from a seed proptest chooses.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn tensor(&mut self, shape: &[usize]) -> Arc<Tensor> {
+        let n = shape.iter().product();
+        Arc::new(Tensor::new(shape.to_vec(), (0..n).map(|_| self.next()).collect()).unwrap())
+    }
+}
+
+/// The shape of a random model; the numbers come from `seed`.
+#[derive(Debug, Clone)]
+struct Spec {
+    /// Channels and spatial extent (1-D or 2-D); no spatial axes = a dense-only model.
+    input: Vec<usize>,
+    /// Conv blocks: (out channels, kernel, stride, pad, pooling 0 none / 1 max / 2 avg, residual).
+    convs: Vec<(usize, usize, usize, usize, u8, bool)>,
+    dense: Vec<usize>,
+    classes: usize,
+    bias: bool,
+    batchnorm: bool,
+    seed: u64,
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    let input = prop_oneof![
+        (1usize..4, 2usize..8, 2usize..8).prop_map(|(c, h, w)| vec![c, h, w]),
+        (1usize..4, 3usize..12).prop_map(|(c, l)| vec![c, l]),
+        (1usize..10).prop_map(|n| vec![n]),
+    ];
+    let conv = (1usize..5, 1usize..4, 1usize..3, 0usize..2, 0u8..3, any::<bool>());
+    (input, prop::collection::vec(conv, 0..3), prop::collection::vec(1usize..7, 0..3), 1usize..5, any::<bool>(), any::<bool>(), any::<u64>())
+        .prop_map(|(input, convs, dense, classes, bias, batchnorm, seed)| Spec { input, convs, dense, classes, bias, batchnorm, seed })
+}
+
+/// Build the model; blocks whose geometry does not fit the current shape are left out.
+fn build(s: &Spec) -> Graph {
+    let mut rng = Lcg(s.seed);
+    let mut g = Graph::new("x", s.input.clone());
+    let mut cur = 0;
+    let relu = Some(Activation::Relu);
+    if s.input.len() > 1 {
+        let r = s.input.len() - 1;
+        for (i, &(cout, k, stride, pad, pool, residual)) in s.convs.iter().enumerate() {
+            let cin = g.nodes[cur].shape[0];
+            let mut w = vec![cout, cin];
+            w.extend(std::iter::repeat_n(k, r));
+            let conv = |w: Vec<usize>, stride: usize, pb: usize, pe: usize, rng: &mut Lcg, bias: bool| {
+                Op::Conv(Conv {
+                    bias: bias.then(|| rng.tensor(&[w[0]])),
+                    weight: rng.tensor(&w),
+                    strides: vec![stride; r],
+                    dilations: vec![1; r],
+                    pads_begin: vec![pb; r],
+                    pads_end: vec![pe; r],
+                    groups: 1,
+                    activation: Some(Activation::Relu),
+                })
+            };
+            let Ok(c) = g.push(&format!("m/conv{i}/Conv"), conv(w, stride, pad, pad, &mut rng, s.bias), &[cur]) else { continue };
+            cur = c;
+            if s.batchnorm && s.bias {
+                let c = g.nodes[cur].shape[0];
+                let var = Arc::new(Tensor::new(vec![c], (0..c).map(|_| rng.next().abs() + 0.5).collect()).unwrap());
+                let bn = BatchNorm { gamma: rng.tensor(&[c]), beta: rng.tensor(&[c]), mean: rng.tensor(&[c]), var, epsilon: 1e-3 };
+                cur = g.push(&format!("m/bn{i}/BatchNormalization"), Op::BatchNorm(bn), &[cur]).unwrap();
+            }
+            if residual {
+                // a 'same' 3-wide conv added back onto its input
+                let c = g.nodes[cur].shape[0];
+                let mut w = vec![c, c];
+                w.extend(std::iter::repeat_n(3, r));
+                if let Ok(c2) = g.push(&format!("m/res{i}/Conv"), conv(w, 1, 1, 1, &mut rng, s.bias), &[cur]) {
+                    cur = g.push(&format!("m/add{i}/Add"), Op::Add, &[cur, c2]).unwrap();
+                }
+            }
+            if pool > 0 {
+                let p = Pool { kernel: vec![2; r], strides: vec![1 + i % 2; r], pads_begin: vec![0; r], pads_end: vec![i % 2; r], count_include_pad: false, ceil_mode: false };
+                let op = if pool == 1 { Op::MaxPool(p) } else { Op::AvgPool(p) };
+                if let Ok(p) = g.push(&format!("m/pool{i}/Pool"), op, &[cur]) {
+                    cur = p;
+                }
+            }
+        }
+        let n = g.nodes[cur].shape.iter().product();
+        cur = g.push_reshape("m/flatten/Reshape", "m/flatten", cur, vec![n]).unwrap();
+    }
+    for (i, &o) in s.dense.iter().enumerate() {
+        let n = g.nodes[cur].shape[0];
+        let d = Dense { weight: rng.tensor(&[n, o]), bias: s.bias.then(|| rng.tensor(&[o])), activation: relu.clone() };
+        cur = g.push(&format!("m/dense{i}/MatMul"), Op::Dense(d), &[cur]).unwrap();
+    }
+    let n = g.nodes[cur].shape[0];
+    let d = Dense { weight: rng.tensor(&[n, s.classes]), bias: s.bias.then(|| rng.tensor(&[s.classes])), activation: None };
+    g.push("m/out/MatMul", Op::Dense(d), &[cur]).unwrap();
+    g.validate().unwrap();
+    g
+}
+
+/// A batch with exact zeros (about a quarter) and negative values.
+fn input(g: &Graph, batch: usize, seed: u64) -> Tensor {
+    let mut rng = Lcg(seed ^ 0x9e37_79b9);
+    let mut shape = vec![batch];
+    shape.extend(g.input_shape());
+    let n: usize = shape.iter().product();
+    Tensor::new(shape, (0..n).map(|i| if i % 4 == 1 { 0.0 } else { rng.next() * 2.0 }).collect()).unwrap()
+}
+
+/// Parameters each class needs (or takes) to build.
+fn class_params(class: &str, pick: usize) -> Params {
+    let rules = ["Z", "Epsilon", "SIGN", "SIGNmu", "WSquare", "Flat", "AlphaBeta", "ZPlusFast", "Gamma", "Bounded", "ZBox", "GammaTextbook", "AlphaBetaX2m100Textbook", "StdxEpsilon"];
+    let mut p = Params::default();
+    match class {
+        "LRP" => {
+            p.set("rule", rules[pick % rules.len()]).set("alpha", "2").set("beta", "1").set("gamma", "0.25").set("mu", "0.1");
+            if pick % 3 == 0 {
+                p.set("input_layer_rule", rules[(pick / 3) % rules.len()]);
+            }
+        }
+        "LRPAlphaBeta" => {
+            p.set("alpha", "3").set("beta", "2");
+        }
+        "LRPRuleUntilIndex" => {
+            p.set("until_layer_idx", &(pick % 3).to_string());
+        }
+        "LRPEpsilon" | "LRPSequentialCompositeA" => {
+            p.set("epsilon", "0.01");
+        }
+        _ => {}
+    }
+    p
+}
+
+fn explain(m: &NdModel, g: &Graph, a: &Analyzer, x: &Tensor, t: Target, keep: bool) -> relprop_core::Explanation<Tensor> {
+    let plan = RulePlan::resolve(g, a).unwrap();
+    m.explain(&plan, x, &t, &ExplainOptions { keep_layers: keep }).unwrap_or_else(|e| panic!("{}: {e}", a.name))
+}
+
+fn target(k: usize, classes: usize) -> Target {
+    match k % 3 {
+        0 => Target::Max,
+        1 => Target::Index(k % classes),
+        _ => Target::All,
+    }
+}
+
+fn sum(t: &Tensor) -> f64 {
+    t.data.iter().map(|&v| v as f64).sum()
+}
+
+fn abs_sum(t: &Tensor) -> f64 {
+    t.data.iter().map(|&v| (v as f64).abs()).sum()
+}
+
+proptest! {
+    #![proptest_config(config(24))]
+
+    #[test]
+    fn every_class_and_method_gives_a_finite_map_of_the_input_shape(s in spec(), pick in 0usize..1000, t in 0usize..3) {
+        let g = build(&s);
+        let m = NdModel::new(Arc::new(g.clone())).unwrap();
+        let x = input(&g, 2, s.seed);
+        let t = target(t, s.classes);
+        let names = method_names();
+        let analyzers = ANALYZER_CLASSES
+            .iter()
+            .map(|c| Analyzer::from_class(c, &class_params(c, pick)).unwrap_or_else(|e| panic!("{c}: {e}")))
+            // a rotating handful of the 114 method names per case
+            .chain((0..6).map(|i| parse_method(&names[(pick * 7 + i * 19) % names.len()]).unwrap()));
+        for a in analyzers {
+            let e = explain(&m, &g, &a, &x, t, false);
+            prop_assert_eq!(&e.relevance.shape, &x.shape, "{}", a.name);
+            prop_assert!(e.relevance.data.iter().all(|v| v.is_finite()), "{} {:?} on {:?}: not finite", a.name, t, s);
+        }
+    }
+
+    #[test]
+    fn a_batch_equals_its_samples_alone(s in spec(), pick in 0usize..1000, t in 0usize..3) {
+        let g = build(&s);
+        let m = NdModel::new(Arc::new(g.clone())).unwrap();
+        let x = input(&g, 3, s.seed);
+        let t = target(t, s.classes);
+        let class = ANALYZER_CLASSES[pick % ANALYZER_CLASSES.len()];
+        let a = Analyzer::from_class(class, &class_params(class, pick / 21)).unwrap();
+        let rb = explain(&m, &g, &a, &x, t, false).relevance;
+        for n in 0..3 {
+            let r1 = explain(&m, &g, &a, &x.slice_batch(n, 1), t, false).relevance;
+            let scale = r1.max_abs().max(1e-6);
+            prop_assert!(rb.slice_batch(n, 1).max_abs_diff(&r1) <= 1e-4 * scale, "{} {:?} sample {}: {:?}", class, t, n, s);
+        }
+    }
+
+    #[test]
+    fn z_without_bias_conserves_relevance(mut s in spec(), t in 0usize..3) {
+        s.bias = false;
+        let g = build(&s);
+        let m = NdModel::new(Arc::new(g.clone())).unwrap();
+        let x = input(&g, 2, s.seed);
+        let t = target(t, s.classes);
+        let e = explain(&m, &g, &Analyzer::from_class("LRPZ", &Params::default()).unwrap(), &x, t, true);
+        let layers = e.layers.unwrap();
+        let top = layers[g.output].as_ref().unwrap();
+        // the scale of the numbers involved, so that cancellation in the sums does not fail the check
+        let scale = layers.iter().flatten().map(abs_sum).fold(0.0, f64::max).max(1e-9);
+        for n in 0..2 {
+            let (rt, ri) = (top.slice_batch(n, 1), e.relevance.slice_batch(n, 1));
+            prop_assert!((sum(&ri) - sum(&rt)).abs() <= 1e-4 * scale, "sample {}: input {} vs top {} ({:?})", n, sum(&ri), sum(&rt), s);
+        }
+    }
+
+    #[test]
+    fn zplus_equals_alpha1beta0_ignore_bias(s in spec(), t in 0usize..3) {
+        let g = build(&s);
+        let m = NdModel::new(Arc::new(g.clone())).unwrap();
+        let x = input(&g, 2, s.seed);
+        let t = target(t, s.classes);
+        let a = explain(&m, &g, &Analyzer::from_class("LRPZPlus", &Params::default()).unwrap(), &x, t, false).relevance;
+        let b = explain(&m, &g, &Analyzer::from_class("LRPAlpha1Beta0IgnoreBias", &Params::default()).unwrap(), &x, t, false).relevance;
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn every_available_backend_agrees_with_ndarray(s in spec(), pick in 0usize..1000, t in 0usize..3) {
+        let g = Arc::new(build(&s));
+        let m = NdModel::new(g.clone()).unwrap();
+        let x = input(&g, 2, s.seed);
+        let t = target(t, s.classes);
+        let class = ANALYZER_CLASSES[pick % ANALYZER_CLASSES.len()];
+        let a = Analyzer::from_class(class, &class_params(class, pick / 21)).unwrap();
+        let want = explain(&m, &g, &a, &x, t, false).relevance;
+        let plan = RulePlan::resolve(&g, &a).unwrap();
+        for name in backends::ALL.iter().filter(|b| backends::built(b)) {
+            let be = backends::by_name(name, "cpu").unwrap();
+            let got = be.compile(g.clone()).unwrap().explain(&plan, &x, &t, &ExplainOptions::default()).unwrap().relevance;
+            prop_assert_eq!(&got.shape, &want.shape);
+            let scale = want.max_abs().max(1e-6);
+            prop_assert!(got.max_abs_diff(&want) <= 1e-4 * scale, "{} vs ndarray, {} {:?}: {:?}", name, class, t, s);
+        }
+    }
+}

@@ -45,6 +45,12 @@ fn main() -> ExitCode {
 /// The README's test command: installs the native libraries (idempotent), then runs every test of the
 /// workspace with every backend built in.
 fn test(root: &Path) -> Result<(), String> {
-    setup::run(root, &["ort".to_string()])?;
-    util::run(Command::new(util::cargo()).current_dir(root).args(["test", "--workspace", "--features", "relprop-conform/ort"]))
+    setup::run(root, &["all".to_string()])?;
+    // relprop-conform's features turn the backends on everywhere they are used (CLI, suite, property tests).
+    util::run(Command::new(util::cargo()).current_dir(root).args([
+        "test",
+        "--workspace",
+        "--features",
+        "relprop-conform/ort,relprop-conform/tch,relprop-tch/libtorch",
+    ]))
 }

@@ -102,7 +102,13 @@ fn the_whole_suite_passes_on_every_built_backend() {
     assert!(run.unavailable.is_empty(), "{:?}", run.unavailable);
     assert!(run.outcomes.len() >= 1000 * backends.len(), "{} runs", run.outcomes.len());
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
-    assert_eq!(run.failures(), 0, "cross-backend disagreement");
+    let disagreements: Vec<String> = run
+        .agreement
+        .iter()
+        .filter(|a| !a.ok())
+        .map(|a| format!("{}/{}: {} vs {} differ by {:.2e} (input-rounding sensitivity {:?})", run.cases[a.case].suite, run.cases[a.case].name, a.a, a.b, a.diff, a.conditioning))
+        .collect();
+    assert!(disagreements.is_empty(), "cross-backend disagreement:\n{}", disagreements.join("\n"));
 }
 
 /// Minimal XHTML well-formedness: every tag closed in order, attributes quoted.

@@ -509,7 +509,7 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
             }
             Ok(s)
         }
-        Op::Activation(Activation::Clip { min, max }) if !(min <= max) => Err(format!("Clip bounds {min} > {max}")),
+        Op::Activation(Activation::Clip { min, max }) if min.is_nan() || max.is_nan() || min > max => Err(format!("Clip bounds {min} > {max}")),
         Op::Activation(_) | Op::Identity => Ok(one()?.to_vec()),
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 use criterion::measurement::WallTime;
-use relprop_bench::{compile, function_id, group_id, load_model, specs_for, zoo, Config, Job, BATCHES};
+use relprop_bench::{compile, function_id, group_id, load_model, specs_for, Config, Job, BATCHES};
 
 fn configure(group: &mut BenchmarkGroup<WallTime>, quick: bool, batch: usize) {
     // Flat sampling: these runs take 10 ms to seconds each, so every sample is one (or a few) iterations.
@@ -90,7 +90,7 @@ fn ort_reference(c: &mut Criterion, cfg: &Config) {
             }
         };
         for &batch in BATCHES {
-            let x = zoo::input(&g, batch, zoo::SEED);
+            let x = relprop_bench::zoo::input(&g, batch, relprop_bench::zoo::SEED);
             if let Err(e) = sess.run(&x) {
                 println!("{ORT_REFERENCE} {model} b{batch}: failed: {e}");
                 continue;

@@ -240,7 +240,7 @@ fn run() -> Res<()> {
         Some("gemm") => {
             let s = kv.get("seconds").and_then(|s| s.parse().ok()).unwrap_or(3.0);
             for (shape, r) in sys::gemm_rate(s) {
-                println!("{shape}: {r:.1} GFLOP/s ({} threads, {})", rayon::current_num_threads(), format!("{:?}", relprop_ndarray::kernels::gemm_engine()));
+                println!("{shape}: {r:.1} GFLOP/s ({} threads, {:?})", rayon::current_num_threads(), relprop_ndarray::kernels::gemm_engine());
             }
             Ok(())
         }

@@ -82,6 +82,7 @@ fn small(rng: &mut Rng, len: usize, std: f32) -> Arc<Tensor> {
     Arc::new(Tensor { shape: vec![len], data: rng.normals(len, std) })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn conv_op(rng: &mut Rng, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, bias: bool, relu: bool) -> Op {
     Op::Conv(Conv {
         weight: he(rng, vec![cout, cin, k, k], cin * k * k),

@@ -19,7 +19,7 @@ fn golden_architecture_with_seeded_weights_round_trips() {
     assert_eq!(a, b, "same seed, same model");
     assert_ne!(a, c, "another seed, other weights");
     let bytes = relprop_onnx::encode_model(&relprop_onnx::graph_to_onnx(&a));
-    let back = relprop_onnx::decode(&bytes).unwrap();
+    let back = relprop_onnx::decode(&bytes, "model_a").unwrap();
     assert_eq!(zoo::parameters(&back), zoo::parameters(&a));
     // Relevance is finite and non-trivial on the zoo input.
     let m = relprop_bench::compile("ndarray", &a).unwrap();

@@ -14,14 +14,14 @@ use crate::util;
 
 const USAGE: &str = "cargo xtask bench [--backend ndarray|ort|tch|all] [--model vgg16,resnet50,model_a,model_b] [--quick]";
 
-/// Whether `cargo build` of relprop-bench with `features` succeeds (a backend crate may be mid-change).
-fn builds(root: &Path, features: &[&str]) -> bool {
+/// Build relprop-bench (benches and the report binary) with `features`.
+fn build(root: &Path, features: &[&str]) -> Result<(), String> {
     let mut cmd = Command::new(util::cargo());
     cmd.current_dir(root).args(["build", "--release", "--quiet", "-p", "relprop-bench", "--benches", "--bins"]);
     if !features.is_empty() {
         cmd.args(["--features", &features.join(",")]);
     }
-    cmd.status().map(|s| s.success()).unwrap_or(false)
+    util::run(&mut cmd)
 }
 
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
@@ -35,19 +35,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
             _ => return Err(format!("unknown argument {a}: {USAGE}")),
         }
     }
-    let wanted: Vec<&str> = if which == "all" { vec!["ndarray", "ort", "tch"] } else { which.split(',').collect() };
-    let (mut backends, mut features) = (Vec::new(), Vec::new());
-    for b in wanted {
-        match b {
-            "ndarray" => backends.push(b),
-            "ort" | "tch" if ready(root, b) => {
-                backends.push(b);
-                features.push(b);
-            }
-            "ort" | "tch" => println!("{b}: not available (its library is not installed: run `cargo xtask setup {b}`)"),
-            other => return Err(format!("unknown backend {other} (known: ndarray, ort, tch, all)")),
-        }
-    }
+    let (backends, mut features) = crate::conform::select_backends(root, &which)?;
     // The reference column: ONNX Runtime's plain forward of the zoo file, whenever the library is installed.
     let reference = ready(root, "ort");
     if reference && !features.contains(&"ort") {
@@ -56,26 +44,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     if !reference {
         println!("ortref (ONNX Runtime's forward, the targets' reference): not available (`cargo xtask setup ort`); ratios are against relprop's own forward");
     }
-    if !builds(root, &features) {
-        // A backend crate that does not build right now costs only its own column.
-        for b in ["ort", "tch"] {
-            if features.contains(&b) {
-                let fewer: Vec<&str> = features.iter().copied().filter(|f| *f != b).chain((b == "ort").then_some("ort-forward")).collect();
-                if builds(root, &fewer) {
-                    println!("{b}: not available (relprop-{b} does not build with this tree)");
-                    backends.retain(|x| *x != b);
-                    features = fewer;
-                    break;
-                }
-            }
-        }
-        if !builds(root, &features) {
-            return Err("relprop-bench does not build".into());
-        }
-    }
-    if backends.is_empty() {
-        return Err("no backend to run".into());
-    }
+    build(root, &features)?;
 
     let since = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs().saturating_sub(1)).unwrap_or(0);
     let started = Instant::now();

@@ -15,20 +15,11 @@ pub fn ready(root: &Path, backend: &str) -> bool {
     }
 }
 
-pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
-    let mut which = "ndarray".to_string();
-    let mut filter = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--backend" => which = it.next().ok_or("--backend needs a value")?.clone(),
-            "--filter" => filter = Some(it.next().ok_or("--filter needs a value")?.clone()),
-            _ => return Err(format!("unknown argument {a}: cargo xtask conform [--backend ndarray|ort|tch|all] [--filter GLOB]")),
-        }
-    }
+/// The backends asked for (`ndarray`, `ort`, `tch`, comma-separated, or `all`) that are set up, and the cargo
+/// features that build them in; a backend whose library is missing says so in one line and is left out.
+pub fn select_backends<'a>(root: &Path, which: &'a str) -> Result<(Vec<&'a str>, Vec<&'a str>), String> {
     let wanted: Vec<&str> = if which == "all" { vec!["ndarray", "ort", "tch"] } else { which.split(',').collect() };
-    let mut backends = Vec::new();
-    let mut features = Vec::new();
+    let (mut backends, mut features) = (Vec::new(), Vec::new());
     for b in wanted {
         match b {
             "ndarray" => backends.push(b),
@@ -43,6 +34,21 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     if backends.is_empty() {
         return Err("no backend to run".into());
     }
+    Ok((backends, features))
+}
+
+pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
+    let mut which = "ndarray".to_string();
+    let mut filter = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--backend" => which = it.next().ok_or("--backend needs a value")?.clone(),
+            "--filter" => filter = Some(it.next().ok_or("--filter needs a value")?.clone()),
+            _ => return Err(format!("unknown argument {a}: cargo xtask conform [--backend ndarray|ort|tch|all] [--filter GLOB]")),
+        }
+    }
+    let (backends, features) = select_backends(root, &which)?;
     let mut cmd = Command::new(util::cargo());
     cmd.current_dir(root).args(["run", "--release", "--quiet", "-p", "relprop-conform"]);
     if !features.is_empty() {

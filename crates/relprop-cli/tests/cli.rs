@@ -183,3 +183,37 @@ fn bad_parameters_and_names() {
     let (c, e) = run(&[]);
     assert_refused(c, &e, "method");
 }
+
+/// `--backend ort|tch` give ndarray's map (within 1e-5) through the CLI.
+#[cfg(any(feature = "ort", feature = "tch"))]
+#[test]
+fn other_backends_through_the_cli() {
+    let run = |backend: &str| {
+        let out = tmp(&format!("R_{backend}.npy"));
+        let (code, _, err) = relprop(&[
+            "explain", "--model", model_a().to_str().unwrap(), "--input", input().to_str().unwrap(), "--method", "lrp_sequential_composite_b",
+            "--backend", backend, "--output", out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{backend}: {err}");
+        npy::read(&out).unwrap()
+    };
+    let reference = run("ndarray");
+    for b in ["ort", "tch"].into_iter().filter(|b| (*b == "ort" && cfg!(feature = "ort")) || (*b == "tch" && cfg!(feature = "tch"))) {
+        let r = run(b);
+        assert!(r.max_rel_diff(&reference) <= 1e-5, "{b}: {}", r.max_rel_diff(&reference));
+    }
+}
+
+/// `relprop export` writes an explanation graph (outputs logits and relevance); its numbers are checked against
+/// Python's onnxruntime in relprop-ort's tests.
+#[cfg(feature = "ort")]
+#[test]
+fn export_writes_an_explanation_graph() {
+    let out = tmp("model_a_lrp.onnx");
+    let (code, _, err) = relprop(&["export", "--model", model_a().to_str().unwrap(), "--method", "lrpz_epsilon_0_1", "--output", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let bytes = std::fs::read(&out).unwrap();
+    assert!(bytes.len() > 2000 && bytes.windows(9).any(|w| w == b"relevance"), "{} bytes", bytes.len());
+    let (code, _, err) = relprop(&["export", "--model", model_a().to_str().unwrap(), "--method", "lrp_nope", "--output", out.to_str().unwrap()]);
+    assert_refused(code, &err, "unknown method");
+}

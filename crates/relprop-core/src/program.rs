@@ -31,6 +31,21 @@ pub enum WeightMod {
     GammaPos(f32),
 }
 
+impl WeightMod {
+    /// The substituted value of one kernel entry. Every backend builds its modified weights with this, so they
+    /// are bit-identical everywhere.
+    pub fn apply(self, w: f32) -> f32 {
+        match self {
+            WeightMod::Plain => w,
+            WeightMod::Pos => w.max(0.0),
+            WeightMod::Neg => w.min(0.0),
+            WeightMod::Square => w * w,
+            WeightMod::Ones => 1.0,
+            WeightMod::GammaPos(g) => w + g * w.max(0.0),
+        }
+    }
+}
+
 /// Substituted bias.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum BiasMod {
@@ -40,6 +55,19 @@ pub enum BiasMod {
     Neg,
     /// b + γ·b⁺.
     GammaPos(f32),
+}
+
+impl BiasMod {
+    /// The substituted value of one bias entry (shared by every backend).
+    pub fn apply(self, b: f32) -> f32 {
+        match self {
+            BiasMod::None => 0.0,
+            BiasMod::Plain => b,
+            BiasMod::Pos => b.max(0.0),
+            BiasMod::Neg => b.min(0.0),
+            BiasMod::GammaPos(g) => b + g * b.max(0.0),
+        }
+    }
 }
 
 /// A pointwise function of the layer input `x` (also used for the multiplier after the transposed map).

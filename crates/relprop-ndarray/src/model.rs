@@ -23,20 +23,14 @@ impl WeightCache {
             Op::Conv(c) => &c.weight,
             op => return Err(Error::Backend { backend: "ndarray".into(), msg: format!("{} has no kernel", op.kind()) }),
         };
-        let f: fn(f32, f32) -> f32 = match w {
-            WeightMod::Plain => return Ok(orig.clone()),
-            WeightMod::Pos => |v, _| v.max(0.0),
-            WeightMod::Neg => |v, _| v.min(0.0),
-            WeightMod::Square => |v, _| v * v,
-            WeightMod::Ones => |_, _| 1.0,
-            WeightMod::GammaPos(_) => |v, g| v + g * v.max(0.0),
-        };
-        let g_param = if let WeightMod::GammaPos(g) = w { g } else { 0.0 };
+        if w == WeightMod::Plain {
+            return Ok(orig.clone());
+        }
         let key = (node, format!("{w:?}"));
         let mut map = self.map.lock().map_err(|_| Error::Backend { backend: "ndarray".into(), msg: "weight cache poisoned".into() })?;
         Ok(map
             .entry(key)
-            .or_insert_with(|| Arc::new(Tensor { shape: orig.shape.clone(), data: orig.data.iter().map(|&v| f(v, g_param)).collect() }))
+            .or_insert_with(|| Arc::new(Tensor { shape: orig.shape.clone(), data: orig.data.iter().map(|&v| w.apply(v)).collect() }))
             .clone())
     }
 }

@@ -160,13 +160,7 @@ impl Numerics for NdModel {
         let v: Vec<f32> = bias
             .data
             .iter()
-            .map(|&v| match b {
-                BiasMod::None => 0.0,
-                BiasMod::Plain => v,
-                BiasMod::Pos => v.max(0.0),
-                BiasMod::Neg => v.min(0.0),
-                BiasMod::GammaPos(g) => v + g * v.max(0.0),
-            })
+            .map(|&v| b.apply(v))
             .collect();
         Ok(arc(add_along(z, &v, channel_axis)?))
     }

@@ -196,14 +196,7 @@ impl<'g> OnnxBuilder<'g> {
             return Ok(n.clone());
         }
         let orig = self.kernel_of(node)?;
-        let data: Vec<f32> = match w {
-            WeightMod::Plain => orig.data.clone(),
-            WeightMod::Pos => orig.data.iter().map(|v| v.max(0.0)).collect(),
-            WeightMod::Neg => orig.data.iter().map(|v| v.min(0.0)).collect(),
-            WeightMod::Square => orig.data.iter().map(|v| v * v).collect(),
-            WeightMod::Ones => vec![1.0; orig.data.len()],
-            WeightMod::GammaPos(g) => orig.data.iter().map(|&v| v + g * v.max(0.0)).collect(),
-        };
+        let data: Vec<f32> = orig.data.iter().map(|&v| w.apply(v)).collect();
         Ok(self.const_keyed(key, || ob::make_tensor_f32("", &orig.shape, &data)))
     }
 
@@ -393,13 +386,7 @@ impl Numerics for OnnxBuilder<'_> {
         let v: Vec<f32> = bias
             .data
             .iter()
-            .map(|&v| match b {
-                BiasMod::None => 0.0,
-                BiasMod::Plain => v,
-                BiasMod::Pos => v.max(0.0),
-                BiasMod::Neg => v.min(0.0),
-                BiasMod::GammaPos(g) => v + g * v.max(0.0),
-            })
+            .map(|&v| b.apply(v))
             .collect();
         let name = if dense {
             self.const_f32(&[v.len()], &v)

@@ -83,16 +83,10 @@ impl TchModel {
         if w == WeightMod::Plain {
             return self.weights.get((node, format!("{w:?}")), || self.upload(&orig.data, &orig.shape));
         }
-        // Built from the plain device tensor (fetched first: the cache lock is not reentrant).
-        let p = self.weight(node, WeightMod::Plain)?;
-        self.weights.get((node, format!("{w:?}")), || match w {
-            WeightMod::Plain => Ok(p.shallow_clone()),
-            WeightMod::Pos => p.f_clamp_min(0.0).ck(),
-            WeightMod::Neg => p.f_clamp_max(0.0).ck(),
-            WeightMod::Square => p.f_mul(&p).ck(),
-            WeightMod::Ones => p.f_ones_like().ck(),
-            // v + g·max(v, 0), rounded like the ndarray backend (product, then sum).
-            WeightMod::GammaPos(g) => p.f_add(&p.f_clamp_min(0.0).ck()?.f_mul_scalar(g as f64).ck()?).ck(),
+        // Substituted on the host with the same function as every backend (bit-identical weights), uploaded once.
+        self.weights.get((node, format!("{w:?}")), || {
+            let data: Vec<f32> = orig.data.iter().map(|&v| w.apply(v)).collect();
+            self.upload(&data, &orig.shape)
         })
     }
 
@@ -113,13 +107,7 @@ impl TchModel {
                 let v: Vec<f32> = bias
                     .data
                     .iter()
-                    .map(|&v| match b {
-                        BiasMod::None => 0.0,
-                        BiasMod::Plain => v,
-                        BiasMod::Pos => v.max(0.0),
-                        BiasMod::Neg => v.min(0.0),
-                        BiasMod::GammaPos(g) => v + g * v.max(0.0),
-                    })
+                    .map(|&v| b.apply(v))
                     .collect();
                 let shape: Vec<usize> = match conv_rank {
                     Some(r) => std::iter::once(v.len()).chain(std::iter::repeat_n(1, r)).collect(),

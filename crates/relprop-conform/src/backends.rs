@@ -7,12 +7,7 @@ pub const ALL: &[&str] = &["ndarray", "ort", "tch"];
 
 /// Whether this build contains the backend.
 pub fn built(name: &str) -> bool {
-    match name {
-        "ndarray" => true,
-        "ort" => cfg!(feature = "ort"),
-        "tch" => cfg!(feature = "tch"),
-        _ => false,
-    }
+    name == "ndarray" || (name == "ort" && cfg!(feature = "ort")) || (name == "tch" && cfg!(feature = "tch"))
 }
 
 /// The backend named `name` (`device` only matters for tch: cpu, cuda, cuda:N).
@@ -26,7 +21,7 @@ pub fn by_name(name: &str, device: &str) -> Result<Box<dyn Backend>> {
         "ort" => Ok(Box::new(relprop_ort::OrtBackend::new()?)),
         #[cfg(feature = "tch")]
         "tch" => Ok(Box::new(relprop_tch::TchBackend::new(device)?)),
-        "ort" | "tch" => Err(Error::param(
+        _ if ALL.contains(&name) => Err(Error::param(
             "--backend",
             name,
             format!("this relprop was built without it: `cargo xtask setup {name}`, then build with `--features {name}`"),

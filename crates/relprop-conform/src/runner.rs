@@ -182,7 +182,7 @@ fn conditioning(case: &Case, models: &mut Models) -> Result<f32> {
     let (g, m) = (g.clone(), m.as_ref());
     let r = explain(m, &g, case, &analyzer, &x, false)?.relevance;
     let mut worst = 0f32;
-    for pattern in [|i: usize| i % 2 == 0, |i: usize| (i.wrapping_mul(2654435761) >> 7) % 2 == 0] {
+    for pattern in [|i: usize| i.is_multiple_of(2), |i: usize| (i.wrapping_mul(2654435761) >> 7).is_multiple_of(2)] {
         let data = x.data.iter().enumerate().map(|(i, &v)| ulp_step(v, pattern(i))).collect();
         let rp = explain(m, &g, case, &analyzer, &Tensor { shape: x.shape.clone(), data }, false)?.relevance;
         worst = worst.max(difference(&rp, &r));

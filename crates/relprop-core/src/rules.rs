@@ -248,12 +248,6 @@ impl Rule {
             }
         })
     }
-
-    /// True for the rules that need relevance from exactly this layer's input (they have no top-layer form
-    /// in signxai: SIGN and SIGNmu crash there, SPEC 1.5).
-    pub fn has_top_form(&self) -> bool {
-        !matches!(self, Rule::Sign | Rule::SignMu { .. })
-    }
 }
 
 /// `stdfactor` with its default 0.25; must be positive.

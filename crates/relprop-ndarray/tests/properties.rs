@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, Op, Pool};
-use relprop_core::{Analyzer, CompiledModel, ExplainOptions, Params, Rule, RulePlan, Target, Tensor};
+use relprop_core::{Analyzer, CompiledModel, ExplainOptions, Params, RulePlan, Target, Tensor};
 use relprop_ndarray::NdModel;
 
 /// Deterministic uniform(-1, 1) numbers.
@@ -186,8 +186,8 @@ fn sign_of_zero_is_plus_one_in_the_stabilizer_and_in_sign() {
     g3b.push("top", top, &[1]).unwrap();
     let x3 = Tensor::new(vec![1, 3], vec![0.0, -1.0, 2.0]).unwrap();
     let (r3, _) = explain(&g3b, "Z", &["input_layer_rule=SIGN"], &x3, Target::Index(0), false);
-    let z = 0.0 * 2.0 + -1.0 * 3.0 + 2.0 * -1.0 + 0.5; // -4.5, R = z (Z top layer, weight 1)
-    let expect = [1.0 * 2.0 * z / z, -3.0 * z / z, 1.0 * -1.0 * z / z];
+    // z = 0·2 - 1·3 - 2·1 + 0.5 = -4.5 reaches d with R = z (Z top layer of weight 1), so R_in = sgn(x)·w·z/z.
+    let expect = [2.0, -3.0, -1.0];
     for (a, b) in r3.data.iter().zip(expect) {
         assert!((a - b).abs() < 1e-6, "{:?} vs {expect:?}", r3.data);
     }

@@ -138,7 +138,7 @@ fn class_params(class: &str, pick: usize) -> Params {
     match class {
         "LRP" => {
             p.set("rule", rules[pick % rules.len()]).set("alpha", "2").set("beta", "1").set("gamma", "0.25").set("mu", "0.1");
-            if pick % 3 == 0 {
+            if pick.is_multiple_of(3) {
                 p.set("input_layer_rule", rules[(pick / 3) % rules.len()]);
             }
         }

@@ -6,24 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, Op, Pool};
+use relprop_core::rng::Lcg;
 use relprop_core::{npy, Tensor};
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn tensor(&mut self, shape: &[usize]) -> Arc<Tensor> {
-        let n = shape.iter().product();
-        Arc::new(Tensor::new(shape.to_vec(), (0..n).map(|_| self.next()).collect()).unwrap())
-    }
-    /// About 20% exact zeros, the rest uniform(-1, 1).
-    fn input(&mut self, shape: &[usize]) -> Tensor {
-        let n = shape.iter().product();
-        Tensor::new(shape.to_vec(), (0..n).map(|i| if i % 5 == 2 { 0.0 } else { self.next() }).collect()).unwrap()
-    }
-}
 
 fn conv(rng: &mut Lcg, cin: usize, cout: usize, k: usize, stride: usize, pads: (usize, usize), bias: bool) -> Op {
     Op::Conv(Conv {

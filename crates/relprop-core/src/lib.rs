@@ -15,6 +15,7 @@ pub mod methods;
 pub mod npy;
 pub mod plan;
 pub mod program;
+pub mod rng;
 pub mod rules;
 pub mod target;
 pub mod tensor;

@@ -4,27 +4,9 @@
 use std::sync::Arc;
 
 use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, Op, Pool};
+use relprop_core::rng::Lcg;
 use relprop_core::{Analyzer, CompiledModel, ExplainOptions, Params, RulePlan, Target, Tensor};
 use relprop_ndarray::NdModel;
-
-/// Deterministic uniform(-1, 1) numbers.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn tensor(&mut self, shape: &[usize]) -> Arc<Tensor> {
-        let n = shape.iter().product();
-        Arc::new(Tensor::new(shape.to_vec(), (0..n).map(|_| self.next()).collect()).unwrap())
-    }
-    /// A batch with about 20% exact zeros and negative values.
-    fn input(&mut self, shape: &[usize]) -> Tensor {
-        let n = shape.iter().product();
-        let data = (0..n).map(|i| if i % 5 == 2 { 0.0 } else { self.next() }).collect();
-        Tensor::new(shape.to_vec(), data).unwrap()
-    }
-}
 
 fn conv(rng: &mut Lcg, cin: usize, cout: usize, k: &[usize], stride: usize, pads: (usize, usize), bias: bool) -> Op {
     let mut shape = vec![cout, cin];

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use relprop_conform::backends;
+use relprop_core::rng::Lcg;
 use relprop_core::analyzers::ANALYZER_CLASSES;
 use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, Op, Pool};
 use relprop_core::methods::{method_names, parse_method};
@@ -18,19 +19,6 @@ use relprop_ndarray::NdModel;
 fn config(cases: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
     ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
-}
-
-/// Deterministic uniform(-1, 1) numbers from a seed proptest chooses.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn tensor(&mut self, shape: &[usize]) -> Arc<Tensor> {
-        let n = shape.iter().product();
-        Arc::new(Tensor::new(shape.to_vec(), (0..n).map(|_| self.next()).collect()).unwrap())
-    }
 }
 
 /// The shape of a random model; the numbers come from `seed`.

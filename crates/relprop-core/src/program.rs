@@ -148,6 +148,25 @@ fn group(coef: f32, stab: Stabilizer, terms: Vec<Term>) -> Group {
 
 const ONE: XMod = XMod::Const(1.0);
 
+/// Z^B: `z = W x − (W⁺ low + W⁻ high)`; the gradients are multiplied by x, low, high only when `multiply`
+/// (textbook ZBox), not in signxai's Bounded.
+fn z_box(low: f32, high: f32, multiply: bool) -> Program {
+    let out = |m: XMod| if multiply { m } else { ONE };
+    let neg = |t: Term| Term { sign: -1.0, ..t };
+    Program {
+        groups: vec![group(
+            1.0,
+            Stabilizer::SafeDivide,
+            vec![
+                term(WeightMod::Plain, BiasMod::None, XMod::X, out(XMod::X)),
+                neg(term(WeightMod::Pos, BiasMod::None, XMod::Const(low), out(XMod::Const(low)))),
+                neg(term(WeightMod::Neg, BiasMod::None, XMod::Const(high), out(XMod::Const(high)))),
+            ],
+        )],
+        top_init: TopInit::Output,
+    }
+}
+
 impl Program {
     /// The description of `rule`.
     pub fn of(rule: &Rule) -> Program {
@@ -202,37 +221,9 @@ impl Program {
                     top_init: TopInit::Output,
                 }
             }
-            Rule::Bounded { low, high } => {
-                // As coded in signxai: the three gradients are NOT multiplied by x, low, high, so R_in ≈ 0.
-                let neg = |t: Term| Term { sign: -1.0, ..t };
-                Program {
-                    groups: vec![group(
-                        1.0,
-                        SafeDivide,
-                        vec![
-                            term(W::Plain, B::None, XMod::X, ONE),
-                            neg(term(W::Pos, B::None, XMod::Const(low), ONE)),
-                            neg(term(W::Neg, B::None, XMod::Const(high), ONE)),
-                        ],
-                    )],
-                    top_init: TopInit::Output,
-                }
-            }
-            Rule::ZBox { low, high } => {
-                let neg = |t: Term| Term { sign: -1.0, ..t };
-                Program {
-                    groups: vec![group(
-                        1.0,
-                        SafeDivide,
-                        vec![
-                            term(W::Plain, B::None, XMod::X, XMod::X),
-                            neg(term(W::Pos, B::None, XMod::Const(low), XMod::Const(low))),
-                            neg(term(W::Neg, B::None, XMod::Const(high), XMod::Const(high))),
-                        ],
-                    )],
-                    top_init: TopInit::Output,
-                }
-            }
+            // signxai's Bounded as coded: the three gradients are NOT multiplied by x, low, high, so R_in ≈ 0.
+            Rule::Bounded { low, high } => z_box(low, high, false),
+            Rule::ZBox { low, high } => z_box(low, high, true),
             Rule::GammaTextbook { gamma, bias } => {
                 let bm = if bias { B::GammaPos(gamma) } else { B::None };
                 single(Epsilon(1e-6), term(W::GammaPos(gamma), bm, XMod::X, XMod::X), TopInit::Output)

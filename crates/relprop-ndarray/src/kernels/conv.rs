@@ -749,7 +749,7 @@ pub fn conv_transpose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_util::{assert_close, dot, Rng};
+    use crate::kernels::test_util::{assert_close, dot, unravel, Rng};
     use relprop_core::tensor::Tensor;
     use std::sync::Arc;
 
@@ -773,16 +773,6 @@ mod tests {
             groups,
             activation: None,
         }
-    }
-
-    /// Unravel a flat row-major index.
-    fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
-        let mut v = vec![0; shape.len()];
-        for a in (0..shape.len()).rev() {
-            v[a] = i % shape[a];
-            i /= shape[a];
-        }
-        v
     }
 
     /// Naive direct convolution and its transpose (scatter), n-D, nested loops over every index.

@@ -37,6 +37,16 @@ pub(crate) mod test_util {
         }
     }
 
+    /// Unravel a flat row-major index.
+    pub fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+        let mut v = vec![0; shape.len()];
+        for a in (0..shape.len()).rev() {
+            v[a] = i % shape[a];
+            i /= shape[a];
+        }
+        v
+    }
+
     /// Element-wise `|a - b| <= tol · max(1, |b|)`.
     pub fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
         assert_eq!(a.len(), b.len(), "{what}: lengths differ");

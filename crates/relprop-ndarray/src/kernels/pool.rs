@@ -417,7 +417,7 @@ pub fn global_avgpool_transpose(s: ArrayViewD<f32>, in_shape: &[usize]) -> Array
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_util::{assert_close, dot, Rng};
+    use crate::kernels::test_util::{assert_close, dot, unravel, Rng};
 
     fn pool(
         kernel: &[usize],
@@ -435,15 +435,6 @@ mod tests {
             count_include_pad: cip,
             ceil_mode: ceil,
         }
-    }
-
-    fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
-        let mut v = vec![0; shape.len()];
-        for a in (0..shape.len()).rev() {
-            v[a] = i % shape[a];
-            i /= shape[a];
-        }
-        v
     }
 
     /// Naive reference: for every output, scan the full window (row-major), skipping padding. Returns

@@ -23,7 +23,6 @@ use crate::util;
 
 const VENV: &str = ".deps/venv-golden";
 const SIGNXAI: &str = "signxai==1.1.9.2";
-const STAMP: &str = ".relprop-golden-stamp";
 
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let check = args.iter().any(|a| a == "--check");
@@ -60,49 +59,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     }
 }
 
-/// The interpreter used to create the venv: `$PYTHON`, else `python3.11`, else `python3`; must be 3.11.
-fn base_python() -> Result<String, String> {
-    let candidates: Vec<String> = match std::env::var("PYTHON") {
-        Ok(p) => vec![p],
-        Err(_) => vec!["python3.11".into(), "python3".into()],
-    };
-    for p in &candidates {
-        if let Ok(out) = Command::new(p).args(["-c", "import sys;print('%d.%d' % sys.version_info[:2])"]).output() {
-            if out.status.success() {
-                let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                if v == "3.11" {
-                    return Ok(p.clone());
-                }
-                eprintln!("golden: {p} is Python {v}; TensorFlow 2.12.1 needs Python 3.11");
-            }
-        }
-    }
-    Err(format!("no Python 3.11 found (tried {candidates:?}); set PYTHON to a Python 3.11 interpreter"))
-}
-
 /// Create or update `.deps/venv-golden`; returns its python.
-fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
-    let venv = root.join(VENV);
-    let python = venv.join("bin/python");
+pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
     let reqs_path = root.join("golden/requirements.txt");
     let reqs = std::fs::read_to_string(&reqs_path).map_err(|e| format!("{}: {e}", reqs_path.display()))?;
-    let want = format!("{reqs}\n--no-deps {SIGNXAI}\n");
-    let stamp = venv.join(STAMP);
-    if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
-        eprintln!("golden: {} is up to date", venv.display());
-        return Ok(python);
-    }
-    if !python.is_file() {
-        let base = base_python()?;
-        std::fs::create_dir_all(root.join(".deps")).map_err(|e| format!(".deps: {e}"))?;
-        eprintln!("golden: creating {} with {base}", venv.display());
-        util::run(Command::new(&base).args(["-m", "venv"]).arg(&venv))?;
-    }
-    let _ = std::fs::remove_file(&stamp);
-    eprintln!("golden: installing golden/requirements.txt and {SIGNXAI} (--no-deps) from the package registry");
-    util::run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--upgrade", "pip"]))?;
-    util::run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r"]).arg(&reqs_path))?;
-    util::run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--no-deps", SIGNXAI]))?;
-    std::fs::write(&stamp, want).map_err(|e| format!("{}: {e}", stamp.display()))?;
-    Ok(python)
+    let reqs_arg = reqs_path.to_string_lossy().to_string();
+    util::venv(
+        root,
+        VENV,
+        &format!("{reqs}\n--no-deps {SIGNXAI}\n"),
+        &[&["-r", &reqs_arg], &["--no-deps", SIGNXAI]],
+    )
 }

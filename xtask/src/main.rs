@@ -19,7 +19,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   setup ort|tch|all      install ONNX Runtime / libtorch from PyPI wheels into .deps/
   conform [--backend ndarray|ort|tch|all] [--filter GLOB]   run the conformance suite, write reports/conformance/
   golden [--check]       rebuild the goldens from signxai in a project-local venv
-  bench [--backend ...] [--model ...] [--quick]             run the benchmarks, write reports/bench/";
+  bench [--backend ...] [--model ...] [--quick] [--vs-signxai] [--vs-zennit]   run the benchmarks, write reports/bench/";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

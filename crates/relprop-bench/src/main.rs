@@ -78,16 +78,17 @@ fn rss(kv: &HashMap<String, String>) -> Res<Value> {
         let job = relprop_bench::Job::new(compiled, &g, &spec, batch).map_err(|e| e.to_string())?;
         let load_peak = sys::peak_rss_kb().unwrap_or(0);
         let reset = sys::reset_peak_rss();
-        // `--repeat N` (for profilers): N runs, the time of the last.
+        // `--repeat N` (for profilers and quick timings): N runs, the median time.
         let repeat: usize = kv.get("repeat").and_then(|r| r.parse().ok()).unwrap_or(1).max(1);
         let mut out = None;
-        let mut secs = 0.0;
+        let mut secs = Vec::with_capacity(repeat);
         for _ in 0..repeat {
             let t = Instant::now();
             out = Some(job.run().map_err(|e| e.to_string())?);
-            secs = t.elapsed().as_secs_f64();
+            secs.push(t.elapsed().as_secs_f64());
         }
-        (out.expect("ran"), load_peak, if reset { sys::peak_rss_kb().unwrap_or(0) } else { 0 }, secs)
+        secs.sort_by(f64::total_cmp);
+        (out.expect("ran"), load_peak, if reset { sys::peak_rss_kb().unwrap_or(0) } else { 0 }, secs[secs.len() / 2])
     };
     let sum: f64 = out.data.iter().map(|&v| v as f64).sum();
     Ok(json!({
@@ -210,7 +211,20 @@ fn report(kv: &HashMap<String, String>) -> Res<()> {
             }
         }
     }
-    let r = Report { info, gemm, timings, memory, notes, quick, models, backends };
+    // The peers' figures, when this run produced them (cargo xtask bench --vs-signxai / --vs-zennit).
+    let peers_file = out_dir.join("peers.json");
+    let fresh = |p: &std::path::Path| match (since, std::fs::metadata(p).and_then(|m| m.modified())) {
+        (Some(s), Ok(t)) => t >= s,
+        (None, Ok(_)) => true,
+        _ => false,
+    };
+    let peers = if fresh(&peers_file) {
+        let text = std::fs::read_to_string(&peers_file).map_err(|e| format!("{}: {e}", peers_file.display()))?;
+        Some(serde_json::from_str::<Value>(&text).map_err(|e| format!("{}: {e}", peers_file.display()))?)
+    } else {
+        None
+    };
+    let r = Report { info, gemm, timings, memory, notes, quick, models, backends, peers };
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let mut j = r.json();
     j["report_seconds"] = json!(started.elapsed().as_secs_f64());

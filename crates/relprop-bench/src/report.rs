@@ -55,6 +55,9 @@ pub struct Report {
     pub quick: bool,
     pub models: Vec<String>,
     pub backends: Vec<String>,
+    /// The peers' figures of this run (`reports/bench/peers.json`: `{"signxai"|"torch": {"rows": [...],
+    /// "versions": {...}}}`), when `--vs-signxai` / `--vs-zennit` ran.
+    pub peers: Option<Value>,
 }
 
 /// Criterion's median estimate and interval (seconds) of one benchmark, when written after `since`.
@@ -107,6 +110,18 @@ impl Report {
                 }
             }
         }
+        for model in ["vgg16", "resnet50"] {
+            for (an, goal, stretch) in [("LRPEpsilon", 2.0, 3.0), ("LRPAlpha1Beta0", 3.0, 4.0), ("LRPSequentialCompositeB", 3.0, 4.0)] {
+                let Some(t) = self.find(model, 1, "ndarray", an) else { continue };
+                if let Some(p) = self.peer_seconds(&["signxai"], model, an) {
+                    rows.push((format!("{model} b1 ndarray {an}: speed-up over signxai analyze() ({:.3} s)", p), Some(p / t.median), format!(">= {goal}"), format!("{stretch}")));
+                }
+                let (goal, stretch) = if an == "LRPEpsilon" { (">= 1.5", "2") } else { ("(info)", "") };
+                if let Some(p) = self.peer_seconds(&["captum", "zennit"], model, an) {
+                    rows.push((format!("{model} b1 ndarray {an}: speed-up over the fastest PyTorch peer ({:.3} s)", p), Some(p / t.median), goal.into(), stretch.into()));
+                }
+            }
+        }
         for an in ["LRPEpsilon", "LRPAlpha1Beta0", "LRPSequentialCompositeB"] {
             if let Some(m) = self.mem("vgg16", 1, "ndarray", an) {
                 let bound = m.weights_mb + 3.0 * m.activations_mb;
@@ -114,6 +129,21 @@ impl Report {
             }
         }
         rows
+    }
+
+    /// Every peer row: (peer, model, analyzer, seconds).
+    pub fn peer_rows(&self) -> Vec<(String, String, String, f64)> {
+        let Some(Value::Object(all)) = &self.peers else { return Vec::new() };
+        all.values()
+            .filter_map(|v| v["rows"].as_array())
+            .flatten()
+            .filter_map(|r| Some((r["peer"].as_str()?.to_string(), r["model"].as_str()?.to_string(), r["analyzer"].as_str()?.to_string(), r["seconds"].as_f64()?)))
+            .collect()
+    }
+
+    /// The fastest of `peers`' times for `model` and `analyzer`.
+    fn peer_seconds(&self, peers: &[&str], model: &str, analyzer: &str) -> Option<f64> {
+        self.peer_rows().into_iter().filter(|(p, m, a, _)| peers.contains(&p.as_str()) && m == model && a == analyzer).map(|r| r.3).min_by(f64::total_cmp)
     }
 
     pub fn json(&self) -> Value {
@@ -159,6 +189,7 @@ impl Report {
             "gemm_rate_gflops": rate,
             "gemm_shapes": self.gemm.iter().map(|(s, r)| json!({"m_k_n": s, "gflops": r})).collect::<Vec<_>>(),
             "timings": timings, "memory": memory, "targets": targets, "notes": self.notes,
+            "peers": self.peers,
         })
     }
 
@@ -191,6 +222,24 @@ impl Report {
             h.push_str(&format!("<tr><td>{}</td><td class=\"{cls}\">{m}</td><td>{}</td><td>{}</td></tr>\n", esc(&name), esc(&goal), esc(&stretch)));
         }
         h.push_str("</table>\n");
+        // Peers.
+        let peers = self.peer_rows();
+        if !peers.is_empty() {
+            h.push_str("<h2>Peers (same machine, same run, batch 1)</h2><p>Architectures as in the zoo, built by each peer's \
+                own library with random weights (crates/relprop-bench/peers/). relprop's column: the ndarray backend.</p>\
+                <table><tr><th>peer</th><th>model</th><th>analyzer</th><th>peer time</th><th>relprop ndarray</th><th>speed-up</th></tr>\n");
+            for (p, m, a, sec) in &peers {
+                let ours = self.find(m, 1, "ndarray", a).map(|t| t.median);
+                h.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n", esc(p), esc(m), esc(a), secs(*sec),
+                    ours.map(secs).unwrap_or("–".into()), ours.map(|o| format!("{:.2}×", sec / o)).unwrap_or("–".into())));
+            }
+            h.push_str("</table>\n");
+            if let Some(Value::Object(all)) = &self.peers {
+                for (k, v) in all {
+                    h.push_str(&format!("<p>{} versions: <code>{}</code></p>\n", esc(k), esc(&v["versions"].to_string())));
+                }
+            }
+        }
         // Per model.
         let rate = self.gemm_rate();
         for model in &self.models {

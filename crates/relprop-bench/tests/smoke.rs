@@ -56,6 +56,13 @@ fn report_renders() {
         quick: true,
         models: vec!["vgg16".into()],
         backends: vec!["ortref".into(), "ndarray".into()],
+        peers: Some(serde_json::json!({
+            "signxai": {"rows": [{"peer": "signxai", "model": "vgg16", "analyzer": "LRPEpsilon", "seconds": 1.07}], "versions": {"signxai": "1.1.9.2"}},
+            "torch": {"rows": [
+                {"peer": "captum", "model": "vgg16", "analyzer": "LRPEpsilon", "seconds": 0.649},
+                {"peer": "zennit", "model": "vgg16", "analyzer": "LRPEpsilon", "seconds": 0.810}
+            ], "versions": {"torch": "2.13.0"}}
+        })),
     };
     let html = r.html();
     assert!(html.contains("<svg") && html.contains("criterion/report/index.html"));
@@ -66,4 +73,10 @@ fn report_renders() {
     let rows = r.targets();
     let b8 = rows.iter().find(|r| r.0.contains("LRPEpsilon: batch 8")).unwrap();
     assert!((b8.1.unwrap() - 8.0 * 0.4 / 2.0).abs() < 1e-9);
+    // Peers: signxai's time over ours, and the fastest PyTorch peer (captum here) over ours.
+    let sx = rows.iter().find(|r| r.0.contains("LRPEpsilon: speed-up over signxai")).unwrap();
+    assert!((sx.1.unwrap() - 1.07 / 0.4).abs() < 1e-9);
+    let pt = rows.iter().find(|r| r.0.contains("LRPEpsilon: speed-up over the fastest PyTorch peer")).unwrap();
+    assert!((pt.1.unwrap() - 0.649 / 0.4).abs() < 1e-9 && pt.2 == ">= 1.5");
+    assert!(html.contains("Peers (same machine") && html.contains("captum"));
 }

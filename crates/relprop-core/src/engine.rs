@@ -5,6 +5,8 @@
 //! forward pass, the walk back through the DAG, the fixed BN/Add/AvgPool rules, the kernel rules as
 //! [`Program`]s and signxai's top-layer neuron selection all live here, so backends cannot drift apart.
 
+use std::cell::RefCell;
+
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Graph, Op};
 use crate::limits::Limits;
@@ -63,11 +65,49 @@ pub trait Numerics {
     /// For a `[N, K]` tensor: the one-hot of column `k` and the picked values as a row tensor.
     fn row_pick(&self, t: &Self::T, k: usize) -> Result<(Self::T, Self::T)>;
 
+    /// `act(z + b)` for the forward pass of a kernel node (bias substituted per `b`). Default:
+    /// [`composed::bias_activation`]; a backend may fuse it into one pass with the same float operations.
+    fn bias_activation(&self, node: usize, b: BiasMod, z: &Self::T, act: Option<&Activation>) -> Result<Self::T> {
+        composed::bias_activation(self, node, b, z, act)
+    }
+
+    /// The BatchNorm rule (SPEC 2), per sample. Default: [`composed::batch_norm_rule`], which is the
+    /// definition; a backend that fuses it must perform the same float operations in the same order.
+    fn batch_norm_rule(&self, x: &Self::T, y: &Self::T, r: &Self::T, beta: &[f32], mean: &[f32]) -> Result<Self::T> {
+        composed::batch_norm_rule(self, x, y, r, beta, mean)
+    }
+
     /// Whether `t` is known to be all zeros (a cheap check on a concrete tensor). The engine then skips work
     /// whose result it multiplies by `t`: the `Mᵀ s` of a term whose output modifier is zero, e.g. the `x⁻`
     /// term of alpha-beta rules on post-ReLU inputs. Symbolic backends keep the default (`false`).
     fn is_zero(&self, _t: &Self::T) -> bool {
         false
+    }
+}
+
+/// The compound primitives of [`Numerics`] written with the basic ones: their default implementations, and
+/// the reference that a backend's fused version is tested against (bit for bit).
+pub mod composed {
+    use super::*;
+
+    /// `act(z + b)`: [`Numerics::add_bias`] (skipped for [`BiasMod::None`]) then [`Numerics::activation`].
+    pub fn bias_activation<N: Numerics + ?Sized>(nx: &N, node: usize, b: BiasMod, z: &N::T, act: Option<&Activation>) -> Result<N::T> {
+        let z = if b == BiasMod::None { z.clone() } else { nx.add_bias(node, b, z)? };
+        match act {
+            Some(a) => nx.activation(a, &z),
+            None => Ok(z),
+        }
+    }
+
+    /// SPEC 2: `R_in = SafeDivide(x ⊙ (y − β) ⊙ R, stab((x − μ) ⊙ y, 1e-7))` with per-channel β, μ, per sample
+    /// (signxai uses sample 0's `y − β` for the whole batch; docs/divergences.md).
+    pub fn batch_norm_rule<N: Numerics + ?Sized>(nx: &N, x: &N::T, y: &N::T, r: &N::T, beta: &[f32], mean: &[f32]) -> Result<N::T> {
+        let neg = |v: &[f32]| v.iter().map(|a| -a).collect::<Vec<f32>>();
+        let y_minus_beta = nx.add_channel(y, &neg(beta))?;
+        let x_minus_mu = nx.add_channel(x, &neg(mean))?;
+        let num = nx.mul(&nx.mul(x, &y_minus_beta)?, r)?;
+        let den = nx.stabilize(&nx.mul(&x_minus_mu, y)?, BN_EPSILON)?;
+        nx.safe_div(&num, &den)
     }
 }
 
@@ -160,6 +200,13 @@ struct Activations<T> {
     lin: Vec<Option<T>>,
 }
 
+impl<T> Activations<T> {
+    fn release(&mut self, i: usize) {
+        self.out[i] = None;
+        self.lin[i] = None;
+    }
+}
+
 fn run_forward<N: Numerics>(nx: &N, g: &Graph, x: N::T) -> Result<Activations<N::T>> {
     let live = g.live();
     let n = g.nodes.len();
@@ -180,12 +227,13 @@ fn run_forward<N: Numerics>(nx: &N, g: &Graph, x: N::T) -> Result<Activations<N:
                     _ => unreachable!(),
                 };
                 let l = nx.linear(i, WeightMod::Plain, ins[0])?;
-                let z = if has_bias { nx.add_bias(i, BiasMod::Plain, &l)? } else { l.clone() };
+                let y = if has_bias || act.is_some() {
+                    nx.bias_activation(i, if has_bias { BiasMod::Plain } else { BiasMod::None }, &l, act.as_ref())?
+                } else {
+                    l.clone()
+                };
                 lin[i] = Some(l);
-                match act {
-                    Some(a) => nx.activation(a, &z)?,
-                    None => z,
-                }
+                y
             }
             Op::Activation(a) => nx.activation(a, ins[0])?,
             _ => nx.forward(i, &ins)?,
@@ -209,7 +257,8 @@ pub fn explain<N: Numerics>(
     if plan.layers.len() != g.nodes.len() {
         return Err(Error::Backend { backend: "core".into(), msg: "rule plan does not belong to this graph".into() });
     }
-    let acts = run_forward(nx, g, nx.input(x)?)?;
+    let mut acts = run_forward(nx, g, nx.input(x)?)?;
+    let output = acts.out[g.output].clone().expect("output is live");
     let n = g.nodes.len();
     let mut rel: Vec<Option<N::T>> = vec![None; n];
     let mut kept: Vec<Option<N::T>> = vec![None; n];
@@ -218,12 +267,15 @@ pub fn explain<N: Numerics>(
         let r = if i == g.output { None } else {
             match rel[i].take() {
                 Some(r) => Some(r),
-                None => continue, // no relevance reaches this node (dead branch)
+                None => {
+                    acts.release(i);
+                    continue; // no relevance reaches this node (dead branch)
+                }
             }
         };
         let x_in: Vec<&N::T> = node.inputs.iter().map(|&j| acts.out[j].as_ref().expect("live")).collect();
         let y = acts.out[i].as_ref().expect("live");
-        let ctx = Layer { nx, g, node: i, x: &x_in, y, lin: acts.lin[i].as_ref() };
+        let ctx = Layer { nx, g, node: i, x: &x_in, y, lin: acts.lin[i].as_ref(), xmods: RefCell::new(Vec::new()) };
         let r_in: Vec<N::T> = match (&plan.layers[i], r) {
             (LayerRule::Kernel(rule), r) => {
                 let prog = Program::of(rule);
@@ -256,6 +308,9 @@ pub fn explain<N: Numerics>(
                 ctx.fixed_rule(fixed, &r)?
             }
         };
+        // Node i's output and `W x` are dead now: its consumers come later in topological order, so they
+        // were handled first. Releasing them keeps the peak near the end of the forward pass.
+        acts.release(i);
         for (&j, rj) in node.inputs.iter().zip(r_in) {
             rel[j] = Some(match rel[j].take() {
                 None => rj,
@@ -267,7 +322,7 @@ pub fn explain<N: Numerics>(
     keep(&mut kept, opts, 0, &relevance);
     Ok(Explanation {
         relevance,
-        output: acts.out[g.output].clone().expect("output is live"),
+        output,
         layers: opts.keep_layers.then_some(kept),
     })
 }
@@ -287,6 +342,8 @@ struct Layer<'a, N: Numerics> {
     y: &'a N::T,
     /// `W x` from the forward pass (kernel nodes).
     lin: Option<&'a N::T>,
+    /// Modified inputs computed so far, with whether each is all zeros.
+    xmods: RefCell<Vec<(XMod, N::T, bool)>>,
 }
 
 impl<N: Numerics> Layer<'_, N> {
@@ -310,27 +367,27 @@ impl<N: Numerics> Layer<'_, N> {
         })
     }
 
-    /// SPEC 2: `R_in = SafeDivide(x ⊙ (y − β) ⊙ R, stab((x − μ) ⊙ y, 1e-7))`, per sample (signxai uses sample
-    /// 0's `y − β` for the whole batch; docs/divergences.md).
+    /// SPEC 2 ([`composed::batch_norm_rule`]).
     fn batch_norm(&self, r: &N::T) -> Result<N::T> {
         let Op::BatchNorm(bn) = &self.g.nodes[self.node].op else {
             return Err(Error::Backend { backend: "core".into(), msg: format!("node {} is not a BatchNorm", self.node) });
         };
-        let nx = self.nx;
-        let neg = |v: &[f32]| v.iter().map(|a| -a).collect::<Vec<f32>>();
-        let y_minus_beta = nx.add_channel(self.y, &neg(&bn.beta.data))?;
-        let x_minus_mu = nx.add_channel(self.x[0], &neg(&bn.mean.data))?;
-        let num = nx.mul(&nx.mul(self.x[0], &y_minus_beta)?, r)?;
-        let den = nx.stabilize(&nx.mul(&x_minus_mu, self.y)?, BN_EPSILON)?;
-        nx.safe_div(&num, &den)
+        self.nx.batch_norm_rule(self.x[0], self.y, r, &bn.beta.data, &bn.mean.data)
     }
 
-    /// `x` under an input modifier; `X` itself is borrowed, not recomputed.
-    fn xmod(&self, m: XMod) -> Result<N::T> {
-        match m {
-            XMod::X => Ok(self.x[0].clone()),
-            m => self.nx.xmod(self.x[0], m),
+    /// `x` under an input modifier, with whether it is all zeros; `X` itself is borrowed, and every other
+    /// modifier is computed once per layer (a rule uses x⁺ and x⁻ in several terms).
+    fn xmod(&self, m: XMod) -> Result<(N::T, bool)> {
+        if let Some((_, t, zero)) = self.xmods.borrow().iter().find(|(k, _, _)| *k == m) {
+            return Ok((t.clone(), *zero));
         }
+        let t = match m {
+            XMod::X => self.x[0].clone(),
+            m => self.nx.xmod(self.x[0], m)?,
+        };
+        let zero = self.nx.is_zero(&t);
+        self.xmods.borrow_mut().push((m, t.clone(), zero));
+        Ok((t, zero))
     }
 
     /// The forward tensor of one term: `M · in(x) + b` (unsigned).
@@ -338,7 +395,7 @@ impl<N: Numerics> Layer<'_, N> {
         let nx = self.nx;
         let l = match (t.weight, input, self.lin) {
             (WeightMod::Plain, XMod::X, Some(l)) => l.clone(),
-            _ => nx.linear(self.node, t.weight, &self.xmod(input)?)?,
+            _ => nx.linear(self.node, t.weight, &self.xmod(input)?.0)?,
         };
         match t.bias {
             BiasMod::None => Ok(l),
@@ -346,11 +403,22 @@ impl<N: Numerics> Layer<'_, N> {
         }
     }
 
-    /// A group's denominator `Σ sign_t z_t` before stabilisation.
+    /// A group's denominator `Σ sign_t z_t` before stabilisation. A term without bias on an all-zero input
+    /// (x⁻ of a post-ReLU input) contributes exactly zero and is skipped, unless every term is.
     fn group_z(&self, terms: &[Term]) -> Result<N::T> {
         let nx = self.nx;
         let mut acc: Option<N::T> = None;
+        let skip = |t: &Term| -> Result<bool> { Ok(t.bias == BiasMod::None && self.xmod(t.input)?.1) };
+        let mut live = Vec::with_capacity(terms.len());
         for t in terms {
+            if !skip(t)? {
+                live.push(*t);
+            }
+        }
+        if live.is_empty() {
+            live.push(terms[0]);
+        }
+        for t in &live {
             let z = self.term_z(t, t.input)?;
             acc = Some(match (acc, t.sign < 0.0) {
                 (None, false) => z,
@@ -380,9 +448,9 @@ impl<N: Numerics> Layer<'_, N> {
         let mut acc: Option<N::T> = None;
         for (t, s) in terms.iter().zip(s) {
             let g = if t.out != XMod::Const(1.0) {
-                let xo = self.xmod(t.out)?;
+                let (xo, zero) = self.xmod(t.out)?;
                 // `0 ⊙ Mᵀ s` is the zero tensor itself (x⁻ of a post-ReLU input): skip the product.
-                if nx.is_zero(&xo) { xo } else { nx.mul(&xo, &nx.linear_t(self.node, t.weight, s)?)? }
+                if zero { xo } else { nx.mul(&xo, &nx.linear_t(self.node, t.weight, s)?)? }
             } else {
                 nx.linear_t(self.node, t.weight, s)?
             };

@@ -1,5 +1,6 @@
-//! The compiled model: the graph plus a cache of substituted weights (W⁺, W⁻, W², ones, ...), each built once
-//! on first use. Plain weights are never copied.
+//! The compiled model: the graph plus a cache of substituted dense weights (W⁺, W⁻, W², ones, ...), each built
+//! once on first use, for batches large enough to take the GEMM path (smaller ones stream the modifier; conv
+//! kernels are substituted per call). Plain weights are never copied.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,11 @@ impl NdModel {
     pub fn new(graph: Arc<Graph>) -> Result<NdModel> {
         graph.validate()?;
         Ok(NdModel { graph, weights: WeightCache::default() })
+    }
+
+    /// The graph this model was compiled from.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
     }
 
     /// Explain and keep the ndarray tensors (no conversion).

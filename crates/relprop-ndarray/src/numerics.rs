@@ -7,7 +7,7 @@ use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 use rayon::prelude::*;
 use relprop_core::engine::Numerics;
 use relprop_core::graph::{Activation, Op};
-use relprop_core::program::{BiasMod, WeightMod, XMod};
+use relprop_core::program::{BiasMod, WeightMod, XMod, BN_EPSILON};
 use relprop_core::rules::KERAS_EPSILON;
 use relprop_core::{Error, Result, Tensor};
 
@@ -78,6 +78,22 @@ fn rows_op(a: &T, v: &T, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Result<T>
     Ok(arc(out))
 }
 
+/// A conv kernel with `w` substituted, built per call: one pass over the kernel is small next to the
+/// convolution (a few ms per VGG16 pass), and keeping W⁺ and W⁻ copies of every kernel would cost memory
+/// (118 MB on VGG16). Plain weights are borrowed.
+fn conv_weights(c: &relprop_core::graph::Conv, w: WeightMod) -> std::borrow::Cow<'_, [f32]> {
+    if w == WeightMod::Plain {
+        return c.weight.data.as_slice().into();
+    }
+    let src = &c.weight.data;
+    let out: Vec<f32> = if src.len() > PAR_LEN {
+        src.par_iter().with_min_len(PAR_CHUNK).map(|&v| w.apply(v)).collect()
+    } else {
+        src.iter().map(|&v| w.apply(v)).collect()
+    };
+    out.into()
+}
+
 fn sgn1(z: f32) -> f32 {
     if z >= 0.0 { 1.0 } else { -1.0 }
 }
@@ -92,20 +108,32 @@ impl NdModel {
         std::iter::once(n).chain(per.iter().copied()).collect()
     }
 
-    fn dense_matmul(&self, x: &T, w: &Tensor, transpose: bool) -> Result<T> {
-        let w = ndarray::ArrayView2::from_shape((w.shape[0], w.shape[1]), &w.data).map_err(|e| err(e.to_string()))?;
-        let shape = x.shape().to_vec();
-        let k = *shape.last().ok_or_else(|| err("dense input has no axes"))?;
-        let rows = x.len() / k.max(1);
-        // A broadcast or permuted view (e.g. a row tensor scaled over a batch) cannot be reshaped in place.
+    /// A dense layer's product with its substituted weights: `x · M(W)` or, with `transpose`, `s · M(W)ᵀ`,
+    /// over the last axis. Small batches stream the original weights through the modifier (no copy);
+    /// large ones multiply a cached substituted copy.
+    fn dense(&self, node: usize, wm: WeightMod, x: &T, transpose: bool) -> Result<T> {
+        let orig = self.weights.get(&self.graph, node, WeightMod::Plain)?;
+        let (k, n) = (orig.shape[0], orig.shape[1]);
+        let (inner, outer) = if transpose { (n, k) } else { (k, n) };
+        let mut shape = x.shape().to_vec();
+        if shape.last() != Some(&inner) {
+            return Err(err(format!("dense input {shape:?} does not end in {inner}")));
+        }
+        let rows = x.len() / inner.max(1);
+        let (w, wm) = if rows > kernels::STREAM_MAX_ROWS && wm != WeightMod::Plain {
+            (self.weights.get(&self.graph, node, wm)?, WeightMod::Plain)
+        } else {
+            (orig, wm)
+        };
         let xs = x.as_standard_layout();
-        let x2 = xs.view().into_shape_with_order((rows, k)).map_err(|e| err(e.to_string()))?;
-        let y = if transpose { x2.dot(&w.t()) } else { x2.dot(&w) };
-        let mut out_shape = shape;
-        *out_shape.last_mut().unwrap() = y.shape()[1];
-        // `dot` may return a column-major product (e.g. against `w.t()`), which a row-major reshape refuses.
-        let y = if y.is_standard_layout() { y } else { y.as_standard_layout().into_owned() };
-        Ok(arc(y.into_shape_with_order(IxDyn(&out_shape)).map_err(|e| err(e.to_string()))?))
+        let xs = xs.as_slice().expect("standard layout");
+        let y = if transpose {
+            kernels::dense_transpose(xs, rows, n, &w.data, k, wm)
+        } else {
+            kernels::dense_forward(xs, rows, k, &w.data, n, wm)
+        };
+        *shape.last_mut().expect("checked") = outer;
+        Ok(arc(ArrayD::from_shape_vec(IxDyn(&shape), y).map_err(|e| err(e.to_string()))?))
     }
 }
 
@@ -128,11 +156,8 @@ impl Numerics for NdModel {
             return Ok(arc(ArrayD::zeros(IxDyn(&Self::batched(n, &self.graph.nodes[node].shape)))));
         }
         match self.node_op(node) {
-            Op::Dense(_) => self.dense_matmul(x, &*self.weights.get(&self.graph, node, w)?, false),
-            Op::Conv(c) => {
-                let wt = self.weights.get(&self.graph, node, w)?;
-                Ok(arc(kernels::conv_forward(c, &wt.data, x.view())))
-            }
+            Op::Dense(_) => self.dense(node, w, x, false),
+            Op::Conv(c) => Ok(arc(kernels::conv_forward(c, &conv_weights(c, w), x.view()))),
             op => Err(err(format!("{} has no kernel", op.kind()))),
         }
     }
@@ -140,11 +165,10 @@ impl Numerics for NdModel {
     fn linear_t(&self, node: usize, w: WeightMod, s: &T) -> Result<T> {
         let n = &self.graph.nodes[node];
         match &n.op {
-            Op::Dense(_) => self.dense_matmul(s, &*self.weights.get(&self.graph, node, w)?, true),
+            Op::Dense(_) => self.dense(node, w, s, true),
             Op::Conv(c) => {
-                let wt = self.weights.get(&self.graph, node, w)?;
                 let in_shape = &self.graph.nodes[n.inputs[0]].shape;
-                Ok(arc(kernels::conv_transpose(c, &wt.data, s.view(), in_shape)))
+                Ok(arc(kernels::conv_transpose(c, &conv_weights(c, w), s.view(), in_shape)))
             }
             op => Err(err(format!("{} has no kernel", op.kind()))),
         }
@@ -162,7 +186,7 @@ impl Numerics for NdModel {
             .iter()
             .map(|&v| b.apply(v))
             .collect();
-        Ok(arc(add_along(z, &v, channel_axis)?))
+        Ok(arc(add_along(z, &v, channel_axis, |s| s)?))
     }
 
     fn activation(&self, a: &Activation, z: &T) -> Result<T> {
@@ -280,12 +304,15 @@ impl Numerics for NdModel {
     }
 
     fn add_channel(&self, t: &T, v: &[f32]) -> Result<T> {
-        Ok(arc(add_along(t, v, 1)?))
+        Ok(arc(add_along(t, v, 1, |s| s)?))
     }
 
     fn xmod(&self, x: &T, m: XMod) -> Result<T> {
         Ok(match m {
             XMod::X => x.clone(),
+            // Post-ReLU inputs are their own x⁺ (and x⁻ is zero): share instead of copying. `-0.0` passes the
+            // test and stays `-0.0`, which is equal to the `0.0` the map would give.
+            XMod::Pos if x.iter().all(|&v| v >= 0.0) => x.clone(),
             XMod::Pos => map1(x, |v| if v > 0.0 { v } else { 0.0 }),
             XMod::Neg => map1(x, |v| if v < 0.0 { v } else { 0.0 }),
             XMod::Sign => map1(x, sgn1),
@@ -346,6 +373,57 @@ impl Numerics for NdModel {
     fn is_zero(&self, t: &T) -> bool {
         t.iter().all(|&v| v == 0.0)
     }
+
+    fn bias_activation(&self, node: usize, b: BiasMod, z: &T, act: Option<&Activation>) -> Result<T> {
+        let (bias, channel_axis) = match self.node_op(node) {
+            Op::Dense(d) => (d.bias.as_deref(), z.ndim() - 1),
+            Op::Conv(c) => (c.bias.as_deref(), 1),
+            op => return Err(err(format!("{} has no bias", op.kind()))),
+        };
+        let v: Vec<f32> = match bias {
+            Some(bias) if b != BiasMod::None => bias.data.iter().map(|&v| b.apply(v)).collect(),
+            _ => vec![0.0; z.shape().get(channel_axis).copied().unwrap_or(0)],
+        };
+        // One pass: `act(z + b)`, the same two operations per element as add_bias then activation.
+        Ok(arc(match act {
+            None => add_along(z, &v, channel_axis, |s| s)?,
+            Some(Activation::Relu) => add_along(z, &v, channel_axis, |s| s.max(0.0))?,
+            Some(a) => add_along(z, &v, channel_axis, |s| a.apply(s))?,
+        }))
+    }
+
+    fn batch_norm_rule(&self, x: &T, y: &T, r: &T, beta: &[f32], mean: &[f32]) -> Result<T> {
+        let c = beta.len();
+        let (Some(xs), Some(ys), Some(rs)) = (x.as_slice(), y.as_slice(), r.as_slice()) else {
+            return Err(err("batch norm rule: non-contiguous tensors"));
+        };
+        if x.shape() != y.shape() || x.shape() != r.shape() || x.shape().get(1) != Some(&c) || mean.len() != c {
+            return Err(err(format!("batch norm rule: shapes {:?} {:?} {:?} for {c} channels", x.shape(), y.shape(), r.shape())));
+        }
+        let inner: usize = x.shape()[2..].iter().product();
+        let mut out = vec![0f32; xs.len()];
+        if inner == 0 {
+            return Ok(arc(ArrayD::from_shape_vec(x.raw_dim(), out).map_err(|e| err(e.to_string()))?));
+        }
+        // The default's operations, element by element: (x·(y + (−β)))·r / stab((x + (−μ))·y), SafeDivide.
+        let body = |k: usize, o: &mut [f32]| {
+            let (nb, nm) = (-beta[k % c], -mean[k % c]);
+            let base = k * inner;
+            for (j, o) in o.iter_mut().enumerate() {
+                let (xv, yv, rv) = (xs[base + j], ys[base + j], rs[base + j]);
+                let num = (xv * (yv + nb)) * rv;
+                let d = (xv + nm) * yv;
+                let den = d + BN_EPSILON * sgn1(d);
+                *o = num / (if den == 0.0 { KERAS_EPSILON } else { den });
+            }
+        };
+        if out.len() > PAR_LEN {
+            out.par_chunks_mut(inner).enumerate().for_each(|(k, o)| body(k, o));
+        } else {
+            out.chunks_mut(inner).enumerate().for_each(|(k, o)| body(k, o));
+        }
+        Ok(arc(ArrayD::from_shape_vec(x.raw_dim(), out).map_err(|e| err(e.to_string()))?))
+    }
 }
 
 impl NdModel {
@@ -369,8 +447,8 @@ impl NdModel {
     }
 }
 
-/// `t + v` broadcast along `axis` (of the batched tensor).
-fn add_along(t: &T, v: &[f32], axis: usize) -> Result<ArrayD<f32>> {
+/// `f(t + v)` with `v` broadcast along `axis` (of the batched tensor).
+fn add_along(t: &T, v: &[f32], axis: usize, f: impl Fn(f32) -> f32 + Sync + Send) -> Result<ArrayD<f32>> {
     if t.shape().get(axis) != Some(&v.len()) {
         return Err(err(format!("{} values along axis {axis} of {:?}", v.len(), t.shape())));
     }
@@ -385,14 +463,15 @@ fn add_along(t: &T, v: &[f32], axis: usize) -> Result<ArrayD<f32>> {
             out.par_chunks_mut(inner).zip(x.par_chunks(inner)).enumerate().for_each(|(k, (o, xs))| {
                 let b = v[k % c];
                 for (o, &xv) in o.iter_mut().zip(xs) {
-                    *o = xv + b;
+                    *o = f(xv + b);
                 }
             });
             out
         } else {
             x.chunks(inner).enumerate().flat_map(|(k, xs)| {
                 let b = v[k % c];
-                xs.iter().map(move |&xv| xv + b)
+                let f = &f;
+                xs.iter().map(move |&xv| f(xv + b))
             }).collect()
         };
         return ArrayD::from_shape_vec(t.raw_dim(), out).map_err(|e| err(e.to_string()));
@@ -400,5 +479,5 @@ fn add_along(t: &T, v: &[f32], axis: usize) -> Result<ArrayD<f32>> {
     let mut shape = vec![1; t.ndim()];
     shape[axis] = v.len();
     let b = ndarray::ArrayView::from_shape(IxDyn(&shape), v).map_err(|e| err(e.to_string()))?;
-    Ok(&**t + &b)
+    Ok((&**t + &b).mapv_into(f))
 }

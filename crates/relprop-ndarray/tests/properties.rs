@@ -325,3 +325,41 @@ fn conv1d_and_dense_on_rank3_and_channels_last_run() {
     assert_eq!(r.shape, vec![3, 16, 2]);
     assert!(r.data.iter().all(|v| v.is_finite()) && r.max_abs() > 0.0);
 }
+
+/// The ndarray backend fuses `bias_activation` and the BatchNorm rule into single passes; they must give the
+/// composed definitions' values bit for bit (same float operations, same order), including at exact zeros and
+/// where the stabiliser meets `(x − μ)·y = 0`.
+#[test]
+fn fused_primitives_equal_their_composed_definitions_bit_for_bit() {
+    use relprop_core::engine::{composed, Numerics};
+    use relprop_core::program::BiasMod;
+    let mut rng = Lcg(5);
+    let mut g = Graph::new("x", vec![4, 5, 6]);
+    g.push("c", conv(&mut rng, 4, 3, &[3, 3], 1, (1, 1), true), &[0]).unwrap();
+    let m = NdModel::new(Arc::new(g)).unwrap();
+    let batch = |rng: &mut Lcg, c: usize| {
+        let mut t = rng.tensor(&[2, c, 5, 6]).as_ref().clone();
+        t.data[0] = 0.0;
+        t.data[7] = 0.0;
+        m.input(&t).unwrap()
+    };
+    let bits = |t: &<NdModel as Numerics>::T| m.output(t).unwrap().data.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    let z = batch(&mut rng, 3);
+    for b in [BiasMod::None, BiasMod::Plain, BiasMod::Pos] {
+        for act in [None, Some(Activation::Relu)] {
+            let fused = m.bias_activation(1, b, &z, act.as_ref()).unwrap();
+            let plain = composed::bias_activation(&m, 1, b, &z, act.as_ref()).unwrap();
+            assert_eq!(bits(&fused), bits(&plain), "bias_activation {b:?} {act:?}");
+        }
+    }
+    let (x, r) = (batch(&mut rng, 4), batch(&mut rng, 4));
+    let y = batch(&mut rng, 4);
+    let (beta, mean) = (vec![0.5, -0.25, 0.0, 1.0], vec![0.25, 0.0, -1.0, 2.0]);
+    let mut xm = x.as_ref().clone();
+    xm[[0, 0, 3, 3]] = 0.25; // x = μ: the stabiliser sees an exact zero
+    let xm = Arc::new(xm);
+    let fused = m.batch_norm_rule(&xm, &y, &r, &beta, &mean).unwrap();
+    let plain = composed::batch_norm_rule(&m, &xm, &y, &r, &beta, &mean).unwrap();
+    assert_eq!(bits(&fused), bits(&plain), "batch_norm_rule");
+    assert!(fused.iter().any(|v| *v != 0.0));
+}

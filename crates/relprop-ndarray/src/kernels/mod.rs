@@ -2,10 +2,12 @@
 //! `(N, C, spatial...)`, parallel with rayon.
 
 pub mod conv;
+pub mod dense;
 mod gemm;
 pub mod pool;
 
 pub use conv::{conv_forward, conv_transpose};
+pub use dense::{dense_forward, dense_transpose, STREAM_MAX_ROWS};
 pub use gemm::{engine as gemm_engine, set_engine as set_gemm_engine, Engine as GemmEngine};
 pub use pool::{
     avgpool_forward, avgpool_transpose, global_avgpool_forward, global_avgpool_transpose,

@@ -1,0 +1,105 @@
+//! Where an explanation's time goes, per backend primitive (ndarray backend):
+//! `cargo run --release -p relprop-bench --example profile -- MODEL ANALYZER [BATCH] [REPEAT]`.
+//! Wraps the ndarray [`Numerics`] in a decorator that times every call (kernel calls per WeightMod).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use relprop_bench::{load_model, workspace, zoo, Spec};
+use relprop_core::engine::{self, ExplainOptions, Numerics};
+use relprop_core::graph::Activation;
+use relprop_core::program::{BiasMod, WeightMod, XMod};
+use relprop_core::{Result, Target, Tensor};
+use relprop_ndarray::NdModel;
+
+struct Timed<'a> {
+    inner: &'a NdModel,
+    times: RefCell<BTreeMap<String, (f64, usize)>>,
+}
+
+impl Timed<'_> {
+    fn t<R>(&self, what: impl Into<String>, f: impl FnOnce() -> R) -> R {
+        let t = Instant::now();
+        let r = f();
+        let mut m = self.times.borrow_mut();
+        let e = m.entry(what.into()).or_default();
+        e.0 += t.elapsed().as_secs_f64();
+        e.1 += 1;
+        r
+    }
+}
+
+type T = <NdModel as Numerics>::T;
+
+impl Numerics for Timed<'_> {
+    type T = T;
+    fn input(&self, x: &Tensor) -> Result<T> { self.t("input", || self.inner.input(x)) }
+    fn output(&self, t: &T) -> Result<Tensor> { self.t("output", || self.inner.output(t)) }
+    fn linear(&self, node: usize, w: WeightMod, x: &T) -> Result<T> {
+        let k = format!("linear {} {w:?}", self.inner.graph().nodes[node].op.kind());
+        self.t(k, || self.inner.linear(node, w, x))
+    }
+    fn linear_t(&self, node: usize, w: WeightMod, s: &T) -> Result<T> {
+        let k = format!("linear_t {} {w:?}", self.inner.graph().nodes[node].op.kind());
+        self.t(k, || self.inner.linear_t(node, w, s))
+    }
+    fn add_bias(&self, node: usize, b: BiasMod, z: &T) -> Result<T> { self.t("add_bias", || self.inner.add_bias(node, b, z)) }
+    fn activation(&self, a: &Activation, z: &T) -> Result<T> { self.t("activation", || self.inner.activation(a, z)) }
+    fn forward(&self, node: usize, inputs: &[&T]) -> Result<T> {
+        let k = format!("forward {}", self.inner.graph().nodes[node].op.kind());
+        self.t(k, || self.inner.forward(node, inputs))
+    }
+    fn pool_t(&self, node: usize, s: &T) -> Result<T> { self.t("pool_t", || self.inner.pool_t(node, s)) }
+    fn route(&self, node: usize, inputs: &[&T], r: &T) -> Result<Vec<T>> {
+        let k = format!("route {}", self.inner.graph().nodes[node].op.kind());
+        self.t(k, || self.inner.route(node, inputs, r))
+    }
+    fn add_channel(&self, t: &T, v: &[f32]) -> Result<T> { self.t("add_channel", || self.inner.add_channel(t, v)) }
+    fn xmod(&self, x: &T, m: XMod) -> Result<T> { self.t(format!("xmod {m:?}"), || self.inner.xmod(x, m)) }
+    fn add(&self, a: &T, b: &T) -> Result<T> { self.t("add", || self.inner.add(a, b)) }
+    fn sub(&self, a: &T, b: &T) -> Result<T> { self.t("sub", || self.inner.sub(a, b)) }
+    fn mul(&self, a: &T, b: &T) -> Result<T> { self.t("mul", || self.inner.mul(a, b)) }
+    fn scale(&self, a: &T, c: f32) -> Result<T> { self.t("scale", || self.inner.scale(a, c)) }
+    fn safe_div(&self, a: &T, b: &T) -> Result<T> { self.t("safe_div", || self.inner.safe_div(a, b)) }
+    fn stabilize(&self, z: &T, eps: f32) -> Result<T> { self.t("stabilize", || self.inner.stabilize(z, eps)) }
+    fn stabilize_rows(&self, z: &T, eps: &T) -> Result<T> { self.t("stabilize_rows", || self.inner.stabilize_rows(z, eps)) }
+    fn std_rows(&self, x: &T, over_batch: bool) -> Result<T> { self.t("std_rows", || self.inner.std_rows(x, over_batch)) }
+    fn scale_rows(&self, a: &T, v: &T) -> Result<T> { self.t("scale_rows", || self.inner.scale_rows(a, v)) }
+    fn row_max(&self, t: &T) -> Result<(T, T)> { self.t("row_max", || self.inner.row_max(t)) }
+    fn row_pick(&self, t: &T, k: usize) -> Result<(T, T)> { self.t("row_pick", || self.inner.row_pick(t, k)) }
+    fn is_zero(&self, t: &T) -> bool { self.t("is_zero", || self.inner.is_zero(t)) }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (model, label) = (args.first().map(String::as_str).unwrap_or("vgg16"), args.get(1).map(String::as_str).unwrap_or("LRPEpsilon"));
+    let batch: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(1);
+    let repeat: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(3);
+    let g = Arc::new(load_model(&workspace().join("zoo"), model).expect("model"));
+    let spec = Spec::by_label(label).expect("analyzer label");
+    let nd = NdModel::new(g.clone()).expect("compile");
+    let x = zoo::input(&g, batch, zoo::SEED);
+    let timed = Timed { inner: &nd, times: RefCell::new(BTreeMap::new()) };
+    let mut total = 0.0;
+    for i in 0..=repeat {
+        if i == 1 {
+            timed.times.borrow_mut().clear(); // the first run warms caches and thread-local buffers
+            total = 0.0;
+        }
+        let t = Instant::now();
+        match spec.plan(&g).expect("plan") {
+            None => drop(engine::forward(&timed, &g, &x).expect("forward")),
+            Some(p) => drop(engine::explain(&timed, &g, &p, &x, &Target::Max, &ExplainOptions::default()).expect("explain")),
+        }
+        total += t.elapsed().as_secs_f64();
+    }
+    let r = repeat as f64;
+    let mut rows: Vec<_> = timed.times.borrow().iter().map(|(k, &(s, c))| (k.clone(), s / r, c / repeat)).collect();
+    rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("{model} {label} batch {batch}: {:.1} ms per run", total / r * 1e3);
+    for (k, s, c) in rows {
+        println!("{:>8.1} ms {:>5.1}%  {c:>4}×  {k}", s * 1e3, 100.0 * s / (total / r));
+    }
+}

@@ -403,22 +403,23 @@ impl<N: Numerics> Layer<'_, N> {
         }
     }
 
-    /// A group's denominator `Σ sign_t z_t` before stabilisation. A term without bias on an all-zero input
-    /// (x⁻ of a post-ReLU input) contributes exactly zero and is skipped, unless every term is.
+    /// A group's denominator `Σ sign_t z_t` before stabilisation. A term on an all-zero input (x⁻ of a
+    /// post-ReLU input) is `0 + b`: without bias it is skipped, with bias its bias is added to the sum so far
+    /// (the same value, without the product); unless every term is on a zero input.
     fn group_z(&self, terms: &[Term]) -> Result<N::T> {
         let nx = self.nx;
         let mut acc: Option<N::T> = None;
-        let skip = |t: &Term| -> Result<bool> { Ok(t.bias == BiasMod::None && self.xmod(t.input)?.1) };
-        let mut live = Vec::with_capacity(terms.len());
         for t in terms {
-            if !skip(t)? {
-                live.push(*t);
+            if self.xmod(t.input)?.1 {
+                match (&acc, t.bias, t.sign > 0.0) {
+                    (_, BiasMod::None, _) => continue,
+                    (Some(a), b, true) => {
+                        acc = Some(nx.add_bias(self.node, b, a)?);
+                        continue;
+                    }
+                    _ => {}
+                }
             }
-        }
-        if live.is_empty() {
-            live.push(terms[0]);
-        }
-        for t in &live {
             let z = self.term_z(t, t.input)?;
             acc = Some(match (acc, t.sign < 0.0) {
                 (None, false) => z,
@@ -427,7 +428,14 @@ impl<N: Numerics> Layer<'_, N> {
                 (Some(a), true) => nx.sub(&a, &z)?,
             });
         }
-        acc.ok_or_else(|| Error::Backend { backend: "core".into(), msg: "empty rule group".into() })
+        match acc {
+            Some(z) => Ok(z),
+            // Every term on a zero input without bias: the zero tensor, computed like any term.
+            None => match terms.first() {
+                Some(t) => self.term_z(t, t.input),
+                None => Err(Error::Backend { backend: "core".into(), msg: "empty rule group".into() }),
+            },
+        }
     }
 
     fn stabilize(&self, z: &N::T, stab: Stabilizer) -> Result<N::T> {

@@ -1,6 +1,7 @@
 //! Where an explanation's time goes, per backend primitive (ndarray backend):
 //! `cargo run --release -p relprop-bench --example profile -- MODEL ANALYZER [BATCH] [REPEAT]`.
-//! Wraps the ndarray [`Numerics`] in a decorator that times every call (kernel calls per WeightMod).
+//! Wraps the ndarray [`Numerics`] in a decorator that times every call (kernel calls per WeightMod; with
+//! `PROFILE_NODES=1` per layer geometry).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -20,6 +21,19 @@ struct Timed<'a> {
 }
 
 impl Timed<'_> {
+    /// With `PROFILE_NODES=1`: kernel calls are told apart by the node's geometry.
+    fn detail(&self, node: usize) -> String {
+        if std::env::var("PROFILE_NODES").is_err() {
+            return String::new();
+        }
+        let g = self.inner.graph();
+        let n = &g.nodes[node];
+        match &n.op {
+            relprop_core::graph::Op::Conv(c) => format!(" k{:?} s{:?} in{:?} out{:?}", c.kernel(), c.strides, g.nodes[n.inputs[0]].shape, n.shape),
+            _ => format!(" {}", n.name),
+        }
+    }
+
     fn t<R>(&self, what: impl Into<String>, f: impl FnOnce() -> R) -> R {
         let t = Instant::now();
         let r = f();
@@ -38,11 +52,11 @@ impl Numerics for Timed<'_> {
     fn input(&self, x: &Tensor) -> Result<T> { self.t("input", || self.inner.input(x)) }
     fn output(&self, t: &T) -> Result<Tensor> { self.t("output", || self.inner.output(t)) }
     fn linear(&self, node: usize, w: WeightMod, x: &T) -> Result<T> {
-        let k = format!("linear {} {w:?}", self.inner.graph().nodes[node].op.kind());
+        let k = format!("linear {} {w:?}{}", self.inner.graph().nodes[node].op.kind(), self.detail(node));
         self.t(k, || self.inner.linear(node, w, x))
     }
     fn linear_t(&self, node: usize, w: WeightMod, s: &T) -> Result<T> {
-        let k = format!("linear_t {} {w:?}", self.inner.graph().nodes[node].op.kind());
+        let k = format!("linear_t {} {w:?}{}", self.inner.graph().nodes[node].op.kind(), self.detail(node));
         self.t(k, || self.inner.linear_t(node, w, s))
     }
     fn add_bias(&self, node: usize, b: BiasMod, z: &T) -> Result<T> { self.t("add_bias", || self.inner.add_bias(node, b, z)) }
@@ -70,6 +84,12 @@ impl Numerics for Timed<'_> {
     fn row_max(&self, t: &T) -> Result<(T, T)> { self.t("row_max", || self.inner.row_max(t)) }
     fn row_pick(&self, t: &T, k: usize) -> Result<(T, T)> { self.t("row_pick", || self.inner.row_pick(t, k)) }
     fn is_zero(&self, t: &T) -> bool { self.t("is_zero", || self.inner.is_zero(t)) }
+    fn bias_activation(&self, node: usize, b: BiasMod, z: &T, act: Option<&Activation>) -> Result<T> {
+        self.t("bias_activation", || self.inner.bias_activation(node, b, z, act))
+    }
+    fn batch_norm_rule(&self, x: &T, y: &T, r: &T, beta: &[f32], mean: &[f32]) -> Result<T> {
+        self.t("batch_norm_rule", || self.inner.batch_norm_rule(x, y, r, beta, mean))
+    }
 }
 
 fn main() {

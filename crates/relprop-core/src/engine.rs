@@ -189,7 +189,7 @@ pub fn check_target(g: &Graph, target: &Target) -> Result<()> {
 /// Plain forward pass: the model output.
 pub fn forward<N: Numerics>(nx: &N, g: &Graph, x: &Tensor) -> Result<Tensor> {
     check_input(g, x)?;
-    let acts = run_forward(nx, g, nx.input(x)?)?;
+    let acts = run_forward(nx, g, nx.input(x)?, &vec![false; g.nodes.len()])?;
     nx.output(acts.out[g.output].as_ref().expect("output is live"))
 }
 
@@ -207,7 +207,8 @@ impl<T> Activations<T> {
     }
 }
 
-fn run_forward<N: Numerics>(nx: &N, g: &Graph, x: N::T) -> Result<Activations<N::T>> {
+/// The forward pass; `keep_lin[i]`: keep node i's `W x` for the backward pass.
+fn run_forward<N: Numerics>(nx: &N, g: &Graph, x: N::T, keep_lin: &[bool]) -> Result<Activations<N::T>> {
     let live = g.live();
     let n = g.nodes.len();
     let mut out: Vec<Option<N::T>> = vec![None; n];
@@ -232,7 +233,9 @@ fn run_forward<N: Numerics>(nx: &N, g: &Graph, x: N::T) -> Result<Activations<N:
                 } else {
                     l.clone()
                 };
-                lin[i] = Some(l);
+                if keep_lin[i] {
+                    lin[i] = Some(l);
+                }
                 y
             }
             Op::Activation(a) => nx.activation(a, ins[0])?,
@@ -257,7 +260,19 @@ pub fn explain<N: Numerics>(
     if plan.layers.len() != g.nodes.len() {
         return Err(Error::Backend { backend: "core".into(), msg: "rule plan does not belong to this graph".into() });
     }
-    let mut acts = run_forward(nx, g, nx.input(x)?)?;
+    // `W x` is kept only where the layer's rule has a plain-weight term on x itself (ε, z, SIGN...): alpha-beta
+    // and the other modified-weight rules never read it, and it is one more activation-sized tensor per layer.
+    let keep_lin: Vec<bool> = plan
+        .layers
+        .iter()
+        .map(|l| match l {
+            LayerRule::Kernel(rule) => {
+                Program::of(rule).groups.iter().flat_map(|g| &g.terms).any(|t| t.weight == WeightMod::Plain && t.input == XMod::X)
+            }
+            _ => false,
+        })
+        .collect();
+    let mut acts = run_forward(nx, g, nx.input(x)?, &keep_lin)?;
     let output = acts.out[g.output].clone().expect("output is live");
     let n = g.nodes.len();
     let mut rel: Vec<Option<N::T>> = vec![None; n];

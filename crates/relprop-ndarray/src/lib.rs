@@ -3,6 +3,7 @@
 //! Convolutions run as im2col + GEMM ([`kernels`]); the LRP logic itself is the shared engine of
 //! `relprop-core`, reached through this crate's [`relprop_core::engine::Numerics`] implementation.
 
+mod alloc;
 pub mod kernels;
 mod model;
 mod numerics;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use relprop_core::{Backend, CompiledModel, Graph, Result};
 
+pub use alloc::tune_allocator;
 pub use model::NdModel;
 
 /// The ndarray backend.

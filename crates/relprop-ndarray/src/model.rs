@@ -46,6 +46,7 @@ impl NdModel {
     /// Prepare `graph`.
     pub fn new(graph: Arc<Graph>) -> Result<NdModel> {
         graph.validate()?;
+        crate::tune_allocator();
         Ok(NdModel { graph, weights: WeightCache::default() })
     }
 

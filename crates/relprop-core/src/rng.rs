@@ -1,5 +1,6 @@
 //! A tiny deterministic generator (64-bit LCG) for seeded test models and inputs: the same seed gives the same
-//! numbers on every machine, with no dependency.
+//! numbers on every machine, with no dependency. Also the rounding nudge and agreement bound shared by the
+//! backend test suites.
 
 use std::sync::Arc;
 
@@ -26,4 +27,25 @@ impl Lcg {
         let n = shape.iter().product();
         Tensor { shape: shape.to_vec(), data: (0..n).map(|i| if i % 5 == 2 { 0.0 } else { self.next() }).collect() }
     }
+}
+
+/// `x` with every value multiplied by `1 + 4u·2⁻²³`, `u` uniform in (-1, 1) (fixed seed): a perturbation of the
+/// size of the rounding a few float operations accumulate, to measure how much a map amplifies rounding.
+pub fn ulp_nudge(x: &Tensor) -> Tensor {
+    let mut r = Lcg(0x5eed);
+    Tensor { shape: x.shape.clone(), data: x.data.iter().map(|&v| v * (1.0 + 4.0 * r.next() * f32::EPSILON)).collect() }
+}
+
+/// How two backends' maps `a` and `b` are compared in the backend test suites: the relative difference must stay
+/// within 1e-5, or, where the map amplifies float rounding, within 10× the reference map's own change under a
+/// rounding-sized nudge of the input (`b_nudged`, from [`ulp_nudge`]). Maps that are zero up to 1e-6 (signxai's
+/// Bounded) are compared absolutely, like the goldens. Returns (the difference, its bound, whether the
+/// conditioning allowance was needed).
+pub fn agreement(a: &Tensor, b: &Tensor, b_nudged: &Tensor) -> (f32, f32, bool) {
+    if b.max_abs() < 1e-6 {
+        return (a.max_abs_diff(b), 1e-6, false);
+    }
+    let rel = a.max_rel_diff(b);
+    let bound = 1e-5f32.max(10.0 * b_nudged.max_rel_diff(b));
+    (rel, bound, rel > 1e-5)
 }

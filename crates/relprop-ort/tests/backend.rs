@@ -10,6 +10,7 @@ use std::sync::Arc;
 use relprop_core::analyzers::ANALYZER_CLASSES;
 use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, Op, Pool};
 use relprop_core::methods::method_names;
+use relprop_core::rng::{agreement, ulp_nudge};
 use relprop_core::rules::RULE_NAMES;
 use relprop_core::{analyzer_from, Analyzer, CompiledModel, Error, ExplainOptions, Params, RulePlan, Target, Tensor};
 use relprop_ndarray::NdModel;
@@ -147,6 +148,8 @@ fn pair(g: Graph) -> Pair {
 struct Stats {
     worst: f32,
     nontrivial: usize,
+    /// Maps beyond 1e-5 accepted as ill-conditioned.
+    ill: usize,
 }
 
 fn compare(p: &Pair, label: &str, a: &Analyzer, x: &Tensor, t: Target, keep: bool, st: &mut Stats) -> Option<String> {
@@ -182,7 +185,21 @@ fn compare(p: &Pair, label: &str, a: &Analyzer, x: &Tensor, t: Target, keep: boo
         let (d, s) = (o.max_abs_diff(&n), n.max_abs());
         let rel = if s < 1e-6 { 0.0 } else { d / s };
         st.worst = st.worst.max(rel);
-        if (s < 1e-6 && d > 1e-6) || rel > 1e-5 || o.data.iter().any(|v| !v.is_finite()) {
+        let mut ok = !((s < 1e-6 && d > 1e-6) || rel > 1e-5 || o.data.iter().any(|v| !v.is_finite()));
+        if !ok && what != "logits" && o.data.iter().all(|v| v.is_finite()) {
+            // An ill-conditioned map (signxai's Gamma, SIGN without stabiliser): the bound the tch suite uses,
+            // 10× ndarray's own change under a rounding-sized nudge of the input.
+            let nudged = p.nd.explain(&plan, &ulp_nudge(x), &t, &opts).ok().and_then(|e| match what.strip_prefix("layer ") {
+                None => Some(e.relevance),
+                Some(i) => e.layers?.into_iter().nth(i.parse().ok()?)?,
+            });
+            if let Some(nudged) = nudged {
+                let (r, bound, _) = agreement(&o, &n, &nudged);
+                ok = r <= bound;
+                st.ill += usize::from(ok);
+            }
+        }
+        if !ok {
             return Some(format!("{label} {t} {what}: max|diff| {d:.3e}, max|nd| {s:.3e}"));
         }
     }
@@ -238,7 +255,11 @@ fn every_rule_class_and_target_matches_ndarray_on_every_op() {
             failures.extend(compare(&p, &format!("{name} {class}"), &a, &x, Target::Max, false, &mut st));
         }
     }
-    println!("{n} configurations ({} with non-zero relevance), worst relative difference to ndarray {:.2e}", st.nontrivial, st.worst);
+    println!(
+        "{n} configurations ({} with non-zero relevance), worst relative difference to ndarray {:.2e} ({} beyond 1e-5 \
+         within 10x ndarray's own rounding sensitivity)",
+        st.nontrivial, st.worst, st.ill
+    );
     assert!(failures.is_empty(), "{} of {n} differ:\n{}", failures.len(), failures.join("\n"));
     assert!(st.nontrivial * 10 >= n * 8, "only {} of {n} maps are non-trivial", st.nontrivial);
 }

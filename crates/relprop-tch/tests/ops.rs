@@ -2,13 +2,14 @@
 //! neuron selection: the tch backend (CPU) against the ndarray reference, max|R_tch - R_nd| <= 1e-5 · max|R_nd|
 //! for every layer's relevance. Random weights make some maps ill-conditioned (a near-zero denominator of the Z
 //! rule or of the AvgPool/Add rules turns a last-bit difference into ~1e-4 of the map); there the bound is 10× the
-//! ndarray map's own change when the input moves by a few ulp (`common::compare`), and the count is printed.
+//! ndarray map's own change when the input moves by a few ulp (`relprop_core::rng::agreement`), and the count is printed.
 #![cfg(feature = "libtorch")]
 
 mod common;
 
 use std::sync::Arc;
 
+use relprop_core::rng::{agreement, ulp_nudge};
 use relprop_core::{CompiledModel, ExplainOptions, RulePlan, Target};
 use relprop_ndarray::NdModel;
 use relprop_tch::TchBackend;
@@ -23,7 +24,7 @@ fn every_op_and_rule_matches_ndarray() {
         let nd = NdModel::new(g.clone()).unwrap();
         let shape: Vec<usize> = std::iter::once(2).chain(g.input_shape().iter().copied()).collect();
         let x = common::Lcg(77).input(&shape, ties);
-        let x_nudged = common::ulp_nudge(&x);
+        let x_nudged = ulp_nudge(&x);
         let (yt, yn) = (tch.forward(&x).unwrap(), nd.forward(&x).unwrap_or_else(|e| panic!("{name}: ndarray forward: {e}")));
         assert!(yt.max_rel_diff(&yn) <= 1e-6, "{name}: forward differs by {:.2e}", yt.max_rel_diff(&yn));
         for (aname, a) in common::analyzers() {
@@ -45,7 +46,7 @@ fn every_op_and_rule_matches_ndarray() {
                 let ep = nd.explain(&plan, &x_nudged, &target, &opts).unwrap();
                 runs += 1;
                 assert_eq!(et.relevance.shape, en.relevance.shape);
-                let (rel, bound, ill) = common::compare(&et.relevance, &en.relevance, &ep.relevance);
+                let (rel, bound, ill) = agreement(&et.relevance, &en.relevance, &ep.relevance);
                 let map_bound = bound;
                 if ill {
                     ill_conditioned += 1;
@@ -63,7 +64,7 @@ fn every_op_and_rule_matches_ndarray() {
                         (Some(a), Some(b), Some(p)) => {
                             // A layer's own nudge may miss the near-zero denominator the input map shows; the
                             // map's bound covers the whole backward chain.
-                            let (r, lbound, _) = common::compare(&a, &b, &p);
+                            let (r, lbound, _) = agreement(&a, &b, &p);
                             let bound = lbound.max(map_bound);
                             if r > bound || a.shape != b.shape {
                                 failures.push(format!("{name} {aname} {target}: node {} differs by {r:.2e} > {bound:.2e}", g.nodes[i].name));

@@ -167,26 +167,3 @@ pub fn analyzers() -> Vec<(String, Analyzer)> {
     specs.iter().map(|s| (s.join(" "), Analyzer::from_class("LRP", &Params::parse(s).unwrap()).unwrap())).collect()
 }
 
-/// `x` with every value multiplied by `1 + 4u·2⁻²³`, `u` uniform in (-1, 1) (fixed seed): a perturbation of the
-/// size of the rounding a few float operations accumulate, to measure how much a map amplifies rounding.
-pub fn ulp_nudge(x: &Tensor) -> Tensor {
-    let mut r = Lcg(0x5eed);
-    let data = x.data.iter().map(|&v| v * (1.0 + 4.0 * r.next() * f32::EPSILON)).collect();
-    Tensor::new(x.shape.clone(), data).unwrap()
-}
-
-/// The allowed relative difference between the tch and ndarray maps `a` and `b`: 1e-5, or, where the map
-/// amplifies float rounding, 10× the ndarray map's own change under a rounding-sized nudge of the input
-/// (`b_nudged`, from [`ulp_nudge`]).
-/// Maps that are zero up to 1e-6 (signxai's Bounded) are compared absolutely, like the goldens.
-/// Returns (the difference, its bound, whether the conditioning allowance was needed).
-pub fn compare(a: &Tensor, b: &Tensor, b_nudged: &Tensor) -> (f32, f32, bool) {
-    let scale = b.max_abs();
-    if scale < 1e-6 {
-        return (a.max_abs_diff(b), 1e-6, false);
-    }
-    let rel = a.max_rel_diff(b);
-    let sens = b_nudged.max_rel_diff(b);
-    let bound = 1e-5f32.max(10.0 * sens);
-    (rel, bound, rel > 1e-5)
-}

@@ -3,7 +3,8 @@
 //! relprop computes no relevance here. A (graph, rule plan, target, options) is compiled into ONE standard
 //! ONNX graph — the shared engine of `relprop-core` run once on a symbolic [`builder::OnnxBuilder`] — whose outputs
 //! are the logits and the input relevance (optionally every layer's relevance); ONNX Runtime runs it. Sessions
-//! are cached per (plan, target, options) inside the compiled model.
+//! are cached per (plan, target, options) inside the compiled model, least recently used first out beyond a
+//! memory budget.
 //!
 //! Building the graph needs no runtime: [`export_explanation`] writes it for any ONNX consumer. Running it needs
 //! `libonnxruntime.so.1.31.1` (`cargo xtask setup ort`, found through `ORT_DYLIB_PATH`).
@@ -98,32 +99,81 @@ impl Backend for OrtBackend {
 struct Cached {
     session: Mutex<Session>,
     layer_outputs: Vec<(usize, String)>,
+    /// Size of its encoded graph (weights and substituted weights are initializers of the graph).
+    bytes: usize,
+}
+
+/// Total encoded size of the cached explanation graphs above which the least recently used sessions are
+/// dropped (`RELPROP_ORT_SESSION_BYTES` overrides it). A session holds its graph's initializers (the weights and
+/// every substituted copy) and an arena sized by its largest run: VGG16's sessions are 0.5–1.6 GB each before
+/// the arena, and caching one per analyzer ran a 24 GB machine out of memory at batch 8. Small models keep
+/// every session.
+const SESSION_BYTES: usize = 1 << 31;
+
+fn session_budget() -> usize {
+    std::env::var("RELPROP_ORT_SESSION_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(SESSION_BYTES)
+}
+
+/// Sessions by key, with the tick of their last use.
+#[derive(Default)]
+struct Sessions {
+    map: HashMap<String, (Arc<Cached>, u64)>,
+    tick: u64,
+}
+
+impl Sessions {
+    fn get(&mut self, key: &str) -> Option<Arc<Cached>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(key).map(|(c, t)| {
+            *t = tick;
+            c.clone()
+        })
+    }
+
+    /// Insert, first dropping least recently used sessions until the new one fits the budget (the new one is
+    /// kept even when it alone exceeds it).
+    fn insert(&mut self, key: String, c: Arc<Cached>, budget: usize) {
+        while !self.map.is_empty() && self.map.values().map(|(c, _)| c.bytes).sum::<usize>() + c.bytes > budget {
+            let oldest = self.map.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()).expect("non-empty");
+            self.map.remove(&oldest);
+        }
+        self.tick += 1;
+        self.map.insert(key, (c, self.tick));
+    }
 }
 
 /// A model compiled for ONNX Runtime: explanation graphs are built and sessions created on first use of each
-/// (plan, target, options), then reused.
+/// (plan, target, options), then reused (least recently used ones are dropped beyond [`SESSION_BYTES`]).
 pub struct OrtModel {
     graph: Arc<Graph>,
     env: ort::environment::Environment,
-    sessions: Mutex<HashMap<String, Arc<Cached>>>,
+    sessions: Mutex<Sessions>,
+    session_budget: std::sync::atomic::AtomicUsize,
 }
 
 impl OrtModel {
     /// Prepare `graph`.
     pub fn new(backend: &OrtBackend, graph: Arc<Graph>) -> Result<OrtModel> {
         graph.validate()?;
-        Ok(OrtModel { graph, env: backend.env.clone(), sessions: Mutex::new(HashMap::new()) })
+        Ok(OrtModel { graph, env: backend.env.clone(), sessions: Mutex::new(Sessions::default()), session_budget: session_budget().into() })
     }
 
-    /// Number of sessions created so far (one per distinct plan/target/options).
+    /// Set the session cache's budget in encoded graph bytes (default [`SESSION_BYTES`] or
+    /// `RELPROP_ORT_SESSION_BYTES`).
+    pub fn set_session_budget(&self, bytes: usize) {
+        self.session_budget.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Number of sessions held (one per distinct plan/target/options, within the memory budget).
     pub fn session_count(&self) -> usize {
-        self.sessions.lock().map(|m| m.len()).unwrap_or(0)
+        self.sessions.lock().map(|m| m.map.len()).unwrap_or(0)
     }
 
     fn session(&self, key: String, build: impl FnOnce() -> Result<Built>) -> Result<Arc<Cached>> {
         let mut map = self.sessions.lock().map_err(|_| err("session cache poisoned"))?;
         if let Some(c) = map.get(&key) {
-            return Ok(c.clone());
+            return Ok(c);
         }
         let built = build()?;
         let len = built.model.encoded_len();
@@ -139,8 +189,8 @@ impl OrtModel {
             .and_then(|b| Ok(b.with_intra_threads(1)?))
             .and_then(|mut b| b.commit_from_memory(&bytes))
             .map_err(|e| err(format!("creating the session: {e}")))?;
-        let c = Arc::new(Cached { session: Mutex::new(session), layer_outputs: built.layer_outputs });
-        map.insert(key, c.clone());
+        let c = Arc::new(Cached { session: Mutex::new(session), layer_outputs: built.layer_outputs, bytes: bytes.len() });
+        map.insert(key, c.clone(), self.session_budget.load(std::sync::atomic::Ordering::Relaxed));
         Ok(c)
     }
 

@@ -299,6 +299,16 @@ fn batch_of_three_equals_each_sample_alone_and_sessions_are_cached() {
     }
     // One session per (plan, target, options), whatever the batch size.
     assert_eq!(p.ort.session_count(), configs);
+    // Beyond the memory budget the least recently used sessions go; results stay the same.
+    let plan = RulePlan::resolve(&p.g, &Analyzer::from_class("LRPEpsilon", &Params::default()).unwrap()).unwrap();
+    let before = p.ort.explain(&plan, &x, &Target::Max, &ExplainOptions::default()).unwrap().relevance;
+    p.ort.set_session_budget(1);
+    let flat = RulePlan::resolve(&p.g, &Analyzer::from_class("LRPFlat", &Params::default()).unwrap()).unwrap();
+    p.ort.explain(&flat, &x, &Target::Max, &ExplainOptions::default()).unwrap();
+    assert_eq!(p.ort.session_count(), 1);
+    let again = p.ort.explain(&plan, &x, &Target::Max, &ExplainOptions::default()).unwrap().relevance;
+    assert_eq!(p.ort.session_count(), 1);
+    assert_eq!(before.data, again.data);
     // Forward pass.
     let y = p.ort.forward(&x).unwrap();
     assert!(y.max_rel_diff(&p.nd.forward(&x).unwrap()) <= 1e-5);

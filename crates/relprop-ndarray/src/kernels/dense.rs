@@ -4,11 +4,13 @@
 //! Why not a GEMM: at the batch sizes LRP runs at (a few rows), a dense layer is bound by reading its weights
 //! (VGG16's first dense layer is 411 MB); a packing GEMM reads and writes them once more before multiplying.
 //! These kernels read the weights once, front to back, parallel over chunks of weight rows (the forward skips
-//! rows whose inputs are all zero); the transpose handles [`ROW_BLOCK`] samples per pass. Batches above [`STREAM_MAX_ROWS`] rows are compute-bound: the caller passes a
-//! substituted copy with `WeightMod::Plain` and they go to the GEMM.
+//! rows whose inputs are all zero); the transpose handles [`ROW_BLOCK`] samples per pass. Batches above
+//! [`STREAM_MAX_ROWS`] rows are compute-bound: the caller passes a substituted copy with `WeightMod::Plain` and
+//! they go to the GEMM.
 //!
-//! Every output element is summed in a fixed order that depends neither on the thread count nor on the
-//! other rows of the batch, so a sample's result is the same alone or in any batch.
+//! On the streaming path every output element is summed in a fixed order that depends neither on the thread
+//! count nor on the other rows of the batch, so a sample's result is the same alone or in any batch of up to
+//! [`STREAM_MAX_ROWS`].
 
 use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;

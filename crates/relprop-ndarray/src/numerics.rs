@@ -108,6 +108,17 @@ impl NdModel {
         std::iter::once(n).chain(per.iter().copied()).collect()
     }
 
+    /// The bias of kernel node `node` substituted per `b`, with the axis of `z` it runs along (the last for
+    /// Dense, the channel axis 1 for Conv); None when the node has no bias.
+    fn bias(&self, node: usize, b: BiasMod, z: &T) -> Result<Option<(Vec<f32>, usize)>> {
+        let (bias, axis) = match self.node_op(node) {
+            Op::Dense(d) => (d.bias.as_deref(), z.ndim() - 1),
+            Op::Conv(c) => (c.bias.as_deref(), 1),
+            op => return Err(err(format!("{} has no bias", op.kind()))),
+        };
+        Ok(bias.map(|t| (t.data.iter().map(|&v| b.apply(v)).collect(), axis)))
+    }
+
     /// A dense layer's product with its substituted weights: `x · M(W)` or, with `transpose`, `s · M(W)ᵀ`,
     /// over the last axis. Small batches stream the original weights through the modifier (no copy);
     /// large ones multiply a cached substituted copy.
@@ -175,18 +186,10 @@ impl Numerics for NdModel {
     }
 
     fn add_bias(&self, node: usize, b: BiasMod, z: &T) -> Result<T> {
-        let (bias, channel_axis) = match self.node_op(node) {
-            Op::Dense(d) => (d.bias.as_deref(), z.ndim() - 1),
-            Op::Conv(c) => (c.bias.as_deref(), 1),
-            op => return Err(err(format!("{} has no bias", op.kind()))),
-        };
-        let Some(bias) = bias else { return Ok(z.clone()) };
-        let v: Vec<f32> = bias
-            .data
-            .iter()
-            .map(|&v| b.apply(v))
-            .collect();
-        Ok(arc(add_along(z, &v, channel_axis, |s| s)?))
+        match self.bias(node, b, z)? {
+            Some((v, axis)) => Ok(arc(add_along(z, &v, axis, |s| s)?)),
+            None => Ok(z.clone()),
+        }
     }
 
     fn activation(&self, a: &Activation, z: &T) -> Result<T> {
@@ -375,14 +378,12 @@ impl Numerics for NdModel {
     }
 
     fn bias_activation(&self, node: usize, b: BiasMod, z: &T, act: Option<&Activation>) -> Result<T> {
-        let (bias, channel_axis) = match self.node_op(node) {
-            Op::Dense(d) => (d.bias.as_deref(), z.ndim() - 1),
-            Op::Conv(c) => (c.bias.as_deref(), 1),
-            op => return Err(err(format!("{} has no bias", op.kind()))),
-        };
-        let v: Vec<f32> = match bias {
-            Some(bias) if b != BiasMod::None => bias.data.iter().map(|&v| b.apply(v)).collect(),
-            _ => vec![0.0; z.shape().get(channel_axis).copied().unwrap_or(0)],
+        let (v, channel_axis) = match self.bias(node, b, z)? {
+            Some(vb) if b != BiasMod::None => vb,
+            _ => {
+                let axis = if matches!(self.node_op(node), Op::Dense(_)) { z.ndim() - 1 } else { 1 };
+                (vec![0.0; z.shape().get(axis).copied().unwrap_or(0)], axis)
+            }
         };
         // One pass: `act(z + b)`, the same two operations per element as add_bias then activation.
         Ok(arc(match act {

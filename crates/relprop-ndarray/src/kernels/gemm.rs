@@ -42,22 +42,29 @@ fn matmul_with(engine: Engine, dst: ArrayViewMut2<f32>, a: ArrayView2<f32>, b: A
     let threads = rayon::current_num_threads();
     if parallel && threads > 1 && n >= 2 * 64 {
         let width = n.div_ceil(threads).next_multiple_of(32);
-        let mut pieces = Vec::with_capacity(threads);
-        let (mut rest, mut j0) = (dst, 0);
-        while j0 < n {
-            let len = width.min(n - j0);
-            let (head, tail) = rest.split_at(Axis(1), len);
-            pieces.push((j0, head));
-            rest = tail;
-            j0 += len;
-        }
-        pieces.into_par_iter().for_each(|(j0, piece)| {
+        split_axis(dst, Axis(1), width).into_par_iter().for_each(|(j0, piece)| {
             let len = piece.ncols();
             matmul_serial(engine, piece, a, b.slice(ndarray::s![.., j0..j0 + len]));
         });
     } else {
         matmul_serial(engine, dst, a, b);
     }
+}
+
+/// Split a 2-D view along `axis` into pieces of at most `width`, each with its start index (the pieces keep the
+/// view's lifetime, so they can go to different threads).
+pub(crate) fn split_axis(v: ArrayViewMut2<'_, f32>, axis: Axis, width: usize) -> Vec<(usize, ArrayViewMut2<'_, f32>)> {
+    let n = v.len_of(axis);
+    let mut pieces = Vec::with_capacity(n.div_ceil(width.max(1)));
+    let (mut rest, mut start) = (v, 0);
+    while start < n {
+        let len = width.min(n - start);
+        let (head, tail) = rest.split_at(axis, len);
+        pieces.push((start, head));
+        rest = tail;
+        start += len;
+    }
+    pieces
 }
 
 fn matmul_serial(engine: Engine, mut dst: ArrayViewMut2<f32>, a: ArrayView2<f32>, b: ArrayView2<f32>) {

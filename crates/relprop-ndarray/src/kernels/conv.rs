@@ -280,17 +280,18 @@ fn kernel_rows(g: &Geom, tile: &Tile, kofs: usize, rowoff: &mut Vec<usize>) -> K
     KRow { lo, hi, shift }
 }
 
-/// im2col for the channels held by `x` (`nc` planes): `cols` is `(nc · kprod) × tpi`, row `ci·kprod + kofs`.
-fn im2col(g: &Geom, tile: &Tile, x: &[f32], cols: &mut [f32], tpi: usize) {
+/// im2col for the channels held by `x` (`nc` planes): `cols` holds `nc · kprod` rows of `tpi` values at row
+/// stride `ld` (row `ci·kprod + kofs`; `ld > tpi` when several samples' columns sit side by side).
+fn im2col(g: &Geom, tile: &Tile, x: &[f32], cols: &mut [f32], tpi: usize, ld: usize) {
     let (kp, inp, last) = (g.kprod(), g.in_plane(), g.rank() - 1);
     let (sl, pbl) = (g.strides[last], g.pb[last]);
     let nc = x.len() / inp;
-    debug_assert_eq!(cols.len(), nc * kp * tpi);
+    debug_assert!(nc == 0 || cols.len() >= (nc * kp - 1) * ld + tpi);
     let mut rowoff = Vec::with_capacity(tile.segs.len());
     for kofs in 0..kp {
         let kr = kernel_rows(g, tile, kofs, &mut rowoff);
         for ci in 0..nc {
-            let row = &mut cols[(ci * kp + kofs) * tpi..][..tpi];
+            let row = &mut cols[(ci * kp + kofs) * ld..][..tpi];
             let plane = &x[ci * inp..(ci + 1) * inp];
             for (seg, &ro) in tile.segs.iter().zip(&rowoff) {
                 let dst = &mut row[seg.col..seg.col + (seg.ow1 - seg.ow0)];
@@ -382,7 +383,7 @@ fn gemm_split(o: ArrayViewMut2<f32>, a: ArrayView2<f32>, b: ArrayView2<f32>, par
 /// GFLOP/s measured, while the 64–256-channel layers keep their cache-sized tiles.
 fn tile_cols(kk: usize, og: usize, p: usize, base: usize) -> usize {
     let threads = rayon::current_num_threads();
-    let tp = (TILE_FLOATS.max(og * kk) / kk.max(1)).max(MIN_TILE_COLS).min(p);
+    let tp = (TILE_FLOATS.max(og * kk) / kk.max(1)).min(TILE_FLOATS / og.max(1)).max(MIN_TILE_COLS).min(p);
     let max_nt = p.div_ceil(MIN_TILE_COLS);
     let mut nt = p.div_ceil(tp).max(threads.div_ceil(base).min(max_nt));
     if base * nt < 8 * threads {
@@ -513,6 +514,10 @@ fn forward_gemm(g: &Geom, w2: ArrayView2<f32>, x: &[f32], n: usize) -> Vec<f32> 
     if out.is_empty() {
         return out;
     }
+    let nb = samples_per_tile(kk, og, p, n);
+    if nb > 1 {
+        return forward_gemm_batched(g, w2, x, n, nb, out);
+    }
     let base = n * g.groups;
     let tp = tile_cols(kk, og, p, base);
     let threads = rayon::current_num_threads();
@@ -543,9 +548,9 @@ fn forward_gemm(g: &Geom, w2: ArrayView2<f32>, x: &[f32], n: usize) -> Vec<f32> 
                 let cc = cg.div_ceil(inner);
                 cols.par_chunks_mut(cc * kp * tpi)
                     .zip(xg.par_chunks(cc * inp))
-                    .for_each(|(cols, xc)| im2col(g, &tile, xc, cols, tpi));
+                    .for_each(|(cols, xc)| im2col(g, &tile, xc, cols, tpi, tpi));
             } else {
-                im2col(g, &tile, xg, cols, tpi);
+                im2col(g, &tile, xg, cols, tpi, tpi);
             }
             gemm_split(
                 o,
@@ -554,6 +559,89 @@ fn forward_gemm(g: &Geom, w2: ArrayView2<f32>, x: &[f32], n: usize) -> Vec<f32> 
                 inner,
             );
         });
+    });
+    out
+}
+
+/// How many samples one GEMM of [`forward_gemm`] covers: 1 when a sample's plane fills a cache-sized column
+/// tile ([`tile_cols`]), else enough samples side by side to fill one. Each GEMM packs the whole `og × kk`
+/// weight matrix, so on small planes (ResNet50's 7×7 and 14×14, 49 and 196 columns) a per-sample GEMM spends
+/// a large share of its time packing weights and on narrow edge blocks.
+fn samples_per_tile(kk: usize, og: usize, p: usize, n: usize) -> usize {
+    let target = (TILE_FLOATS.max(og * kk) / kk.max(1)).max(MIN_TILE_COLS);
+    if p == 0 || 2 * p > target {
+        1
+    } else {
+        target.div_ceil(p).min(n)
+    }
+}
+
+/// [`forward_gemm`] with the columns of `nb` samples (same group) side by side in one im2col buffer: one GEMM
+/// into a `(og, nb·p)` buffer, whose row pieces are then copied to each sample's output.
+fn forward_gemm_batched(
+    g: &Geom,
+    w2: ArrayView2<f32>,
+    x: &[f32],
+    n: usize,
+    nb: usize,
+    mut out: Vec<f32>,
+) -> Vec<f32> {
+    let (cg, og, kp, p, inp) = (g.cg(), g.og(), g.kprod(), g.out_plane(), g.in_plane());
+    let kk = cg * kp;
+    let threads = rayon::current_num_threads();
+    // Output chunk of (sample b, group grp) is chunk b·groups + grp; a job takes nb samples of one group.
+    let mut chunks: Vec<Option<&mut [f32]>> = out.chunks_mut(og * p).map(Some).collect();
+    let mut jobs = Vec::new();
+    for grp in 0..g.groups {
+        for b0 in (0..n).step_by(nb) {
+            let bs: Vec<usize> = (b0..n.min(b0 + nb)).collect();
+            let outs: Vec<&mut [f32]> = bs
+                .iter()
+                .map(|&b| chunks[b * g.groups + grp].take().expect("each chunk once"))
+                .collect();
+            jobs.push((grp, bs, outs));
+        }
+    }
+    let inner = if jobs.len() < threads { threads } else { 1 };
+    let pointwise = g.pointwise();
+    let tile = Tile::new(g, 0, p);
+    jobs.into_par_iter().for_each(|(grp, bs, outs)| {
+        let ld = bs.len() * p;
+        let xs: Vec<&[f32]> = bs
+            .iter()
+            .map(|&b| &x[(b * g.groups + grp) * cg * inp..][..cg * inp])
+            .collect();
+        let wg = w2.slice(s![grp * og..(grp + 1) * og, ..]);
+        let mut tmp = vec![0f32; og * ld];
+        with_scratch(&COLS_SCRATCH, kk * ld, |cols| {
+            // Row chunks of `cc` channels (all samples' columns of those rows) go to different threads.
+            let cc = if inner > 1 { cg.div_ceil(inner) } else { cg };
+            cols.par_chunks_mut(cc * kp * ld)
+                .enumerate()
+                .for_each(|(ci, rows)| {
+                    for (j, xb) in xs.iter().enumerate() {
+                        let xc = &xb[ci * cc * inp..((ci + 1) * cc).min(cg) * inp];
+                        if pointwise {
+                            for (r, plane) in xc.chunks(inp).enumerate() {
+                                rows[r * ld + j * p..][..p].copy_from_slice(plane);
+                            }
+                        } else {
+                            im2col(g, &tile, xc, &mut rows[j * p..], p, ld);
+                        }
+                    }
+                });
+            gemm_split(
+                ArrayViewMut2::from_shape((og, ld), &mut tmp[..]).expect("tmp"),
+                wg,
+                ArrayView2::from_shape((kk, ld), &*cols).expect("cols"),
+                inner,
+            );
+        });
+        for (j, o) in outs.into_iter().enumerate() {
+            for (r, row) in o.chunks_mut(p).enumerate() {
+                row.copy_from_slice(&tmp[r * ld + j * p..][..p]);
+            }
+        }
     });
     out
 }
@@ -637,6 +725,24 @@ fn flip_kernel(w: &[f32], wf: &mut [f32], cg: usize, og: usize, kp: usize) {
 /// Below this many input channels per group the flipped convolution's GEMM has too few rows to be efficient
 /// and the scatter path wins (measured on a 3-channel first layer: 3.0 ms vs 4.0 ms).
 const FLIP_MIN_CHANNELS: usize = 16;
+
+/// Below this many columns in all (samples × input positions), a spatial kernel's flipped convolution loses to
+/// the scatter path: the flip copies the whole weight tensor on every call, and the narrow GEMM splits its
+/// rows over the threads, each packing the whole im2col buffer. Measured (2 threads, batch 1): ResNet50's
+/// 3×3 layers at 14×14, 256 channels 159 → 184 GFLOP/s and at 7×7, 512 channels 106 → 123 with scatter; at
+/// 28×28 and above, or 8 samples of 7×7 (392 columns), the flipped path is as fast or faster (160 vs 100).
+const FLIP_MIN_COLUMNS: usize = 256;
+/// Above this many weights the scatter path's GEMM (which packs the strided Wᵀ) raised VGG16's peak memory by
+/// 45 MiB (its 512-channel 14×14 layers), for a gain within the noise, so large kernels keep the flip.
+const SCATTER_MAX_WEIGHTS: usize = 1 << 20;
+
+/// Whether the flipped convolution costs more than the scatter path (see [`FLIP_MIN_COLUMNS`]); 1×1 kernels
+/// need no flip copy (they read Wᵀ as a view).
+fn flip_too_costly(g: &Geom, n: usize) -> bool {
+    g.kprod() > 1
+        && n * g.in_plane() < FLIP_MIN_COLUMNS
+        && g.cout * g.cg() * g.kprod() <= SCATTER_MAX_WEIGHTS
+}
 
 /// Whether the VJP is a stride-1 convolution with the flipped kernel: unit strides, pads below the dilated
 /// kernel extent.
@@ -723,7 +829,7 @@ pub fn conv_transpose(
     let s = s.as_slice().expect("standard layout");
     let dx = if g.cg() == 1 {
         transpose_direct(&g, weight, s, n)
-    } else if flip_applies(&g) && g.cg() >= FLIP_MIN_CHANNELS {
+    } else if flip_applies(&g) && g.cg() >= FLIP_MIN_CHANNELS && !flip_too_costly(&g, n) {
         transpose_as_conv(&g, weight, s, n)
     } else {
         transpose_scatter(&g, weight, s, n)
@@ -1219,6 +1325,46 @@ mod tests {
         );
     }
     #[test]
+    fn batched_small_planes() {
+        // Several samples per GEMM (forward_gemm_batched): two jobs of 5 and 2 samples, groups, pointwise.
+        check(
+            "batched jobs",
+            vec![8, 64, 3, 3],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            1,
+            vec![64, 10, 20],
+            7,
+        );
+        check(
+            "batched g2 s2",
+            vec![8, 32, 3, 3],
+            vec![2, 2],
+            vec![1, 1],
+            vec![1, 0],
+            vec![0, 1],
+            2,
+            vec![64, 10, 20],
+            7,
+        );
+        check(
+            "batched 1x1",
+            vec![16, 64, 1, 1],
+            vec![1, 1],
+            vec![1, 1],
+            vec![0, 0],
+            vec![0, 0],
+            1,
+            vec![64, 10, 20],
+            7,
+        );
+        assert_eq!(samples_per_tile(576, 8, 200, 7), 5);
+        assert_eq!(samples_per_tile(576, 8, 3136, 7), 1);
+    }
+
+    #[test]
     fn thread_pool_shapes() {
         // Few (sample, group, tile) items against more threads: exercises the split-inside-a-tile paths
         // (parallel im2col/col2im over channels, GEMM split over rows or inside gemm) whatever the host has.
@@ -1366,6 +1512,7 @@ mod tests {
         n: usize,
     ) {
         use std::time::Instant;
+        crate::alloc::tune_allocator(); // as inside a model: freed tensors are reused, not page-faulted in again
         let mut rng = Rng::new(1);
         let r = in_shape.len() - 1;
         let c = conv(
@@ -1453,6 +1600,36 @@ mod tests {
                 vec![cin, hw, hw],
                 n,
             );
+        }
+    }
+
+    /// `cargo test -p relprop-ndarray --release bench_resnet -- --ignored --nocapture`: ResNet50's bottleneck
+    /// shapes on the small planes (3×3 and 1×1, batch 1).
+    #[test]
+    #[ignore]
+    fn bench_resnet_layers() {
+        for (k, cin, cout, hw) in [
+            (3, 64, 64, 56),
+            (1, 64, 256, 56),
+            (3, 128, 128, 28),
+            (3, 256, 256, 14),
+            (3, 512, 512, 7),
+            (1, 256, 1024, 14),
+            (1, 1024, 256, 14),
+            (1, 512, 2048, 7),
+            (1, 2048, 512, 7),
+        ] {
+            for n in [1, 8] {
+                bench_layer(
+                    &format!("conv{k}x{k} {cin}->{cout} {hw}x{hw}"),
+                    vec![cout, cin, k, k],
+                    1,
+                    k / 2,
+                    1,
+                    vec![cin, hw, hw],
+                    n,
+                );
+            }
         }
     }
 

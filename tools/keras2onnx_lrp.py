@@ -57,9 +57,11 @@ def _keep_bn_optimizers():
     return opts
 
 
-def export_tf2onnx(model, opset=13):
+def export_tf2onnx(model, opset=13, plain=False):
+    """tf2onnx with BN kept, or with plain=True exactly what a user running tf2onnx gets (default optimizers)."""
     import tf2onnx
-    proto, _ = tf2onnx.convert.from_keras(model, opset=opset, optimizers=_keep_bn_optimizers())
+    opts = {} if plain else {"optimizers": _keep_bn_optimizers()}
+    proto, _ = tf2onnx.convert.from_keras(model, opset=opset, **opts)
     return proto
 
 
@@ -281,11 +283,12 @@ def count_keras_bn(model):
     return sum(1 for l in model.layers if l.__class__.__name__ == KERAS_BN)
 
 
-def check_export(model, proto, tol=1e-5, inputs=(), seed=0):
-    """ONNX Runtime vs Keras; returns the worst absolute difference. Raises if above tol or a BN was lost."""
+def check_export(model, proto, tol=1e-5, inputs=(), seed=0, keep_bn=True):
+    """ONNX Runtime vs Keras; returns the worst absolute difference. Raises if above tol or (keep_bn) a BN was
+    lost."""
     import onnxruntime as ort
     n_bn = sum(1 for n in proto.graph.node if n.op_type == "BatchNormalization")
-    if n_bn != count_keras_bn(model):
+    if keep_bn and n_bn != count_keras_bn(model):
         raise RuntimeError(f"ONNX has {n_bn} BatchNormalization nodes, Keras {count_keras_bn(model)} BN layers")
     sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     iname = sess.get_inputs()[0].name
@@ -304,8 +307,16 @@ def check_export(model, proto, tol=1e-5, inputs=(), seed=0):
     return worst
 
 
-def export(model, out_path=None, opset=13, tol=1e-5, check_inputs=()):
-    """Export a loaded Keras model; returns (onnx ModelProto, method, worst |ORT - Keras|)."""
+def export(model, out_path=None, opset=13, tol=1e-5, check_inputs=(), plain=False):
+    """Export a loaded Keras model; returns (onnx ModelProto, method, worst |ORT - Keras|). plain=True: plain
+    tf2onnx, which may fold BN into a conv or lower it to Mul + Add (what relprop must also import)."""
+    if plain:
+        proto = export_tf2onnx(model, opset, plain=True)
+        worst = check_export(model, proto, tol=tol, inputs=check_inputs, keep_bn=False)
+        if out_path:
+            import onnx
+            onnx.save(proto, out_path)
+        return proto, "plain tf2onnx", worst
     method = "direct" if needs_direct(model) else "tf2onnx"
     proto = export_direct(model, opset) if method == "direct" else export_tf2onnx(model, opset)
     if method == "tf2onnx":
@@ -328,11 +339,12 @@ def main(argv=None):
     ap.add_argument("--opset", type=int, default=13)
     ap.add_argument("--tol", type=float, default=1e-5, help="max |ONNX Runtime - Keras| allowed (default 1e-5)")
     ap.add_argument("--check-input", action="append", default=[], help=".npy input batch to check as well")
+    ap.add_argument("--plain", action="store_true", help="plain tf2onnx (default optimizers; BN may be folded or lowered)")
     a = ap.parse_args(argv)
     from tensorflow import keras
     model = keras.models.load_model(a.model, compile=False)
     inputs = [np.load(p) for p in a.check_input]
-    proto, method, worst = export(model, a.out, opset=a.opset, tol=a.tol, check_inputs=inputs)
+    proto, method, worst = export(model, a.out, opset=a.opset, tol=a.tol, check_inputs=inputs, plain=a.plain)
     ops = {}
     for n in proto.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1

@@ -55,9 +55,11 @@ def models():
     """(model name, onnx files, input files) for every golden model."""
     out = []
     for name, m in man["models"].items():
-        # every export of the model: the generator's file and, for the shipped models, both opsets
-        opsets = sorted(f"onnx/{f}" for f in os.listdir(os.path.join(ROOT, "golden", "onnx")) if f.startswith(name + "_opset") and f.endswith(".onnx"))
-        onnx = opsets or [m["onnx"]]
+        # every export of the model: the generator's file and, for the shipped models, both opsets; plus a plain
+        # tf2onnx export where one is committed (`<name>_tf2onnx.onnx`: BN lowered to Mul + Add, see golden/README.md)
+        files = os.listdir(os.path.join(ROOT, "golden", "onnx"))
+        opsets = sorted(f"onnx/{f}" for f in files if f.startswith(name + "_opset") and f.endswith(".onnx"))
+        onnx = (opsets or [m["onnx"]]) + sorted(f"onnx/{f}" for f in files if f == name + "_tf2onnx.onnx")
         inputs = m.get("inputs", ["input_x.npy"])
         out.append((name, onnx, inputs))
     return out
@@ -107,8 +109,14 @@ def reference_suites():
                     c["name"] += " (signxai crashed: " + r.get("error", "")[:40] + ")"
                     c["checks"] = FINITE
                 cases.append(c)
-            write(f"reference_{tag}.yaml", f"reference {tag}", {"model": "golden/" + onnx}, cases,
-                  f"Every signxai map of {name}, reproduced from {onnx}.")
+            defaults, comment = {"model": "golden/" + onnx}, f"Every signxai map of {name}, reproduced from {onnx}."
+            if onnx.endswith("_tf2onnx.onnx"):
+                # tf2onnx lowers the BN to x·a + b, which loses the moving mean μ: the BN rule's stabiliser then
+                # sees x·y instead of (x − μ)·y, and differs where the conv output x is near 0 (measured: 1.0e-3
+                # of the map's maximum at worst, on 30 of 396 maps; docs/importing.md).
+                defaults["tolerance"] = 2e-3
+                comment += " BN lowered to Mul + Add by plain tf2onnx (tolerance: see make_specs.py)."
+            write(f"reference_{tag}.yaml", f"reference {tag}", defaults, cases, comment)
 
 
 RULES = ["Z", "ZIgnoreBias", "Epsilon", "EpsilonIgnoreBias", "StdxEpsilon", "SIGN", "SIGNmu", "WSquare", "Flat",

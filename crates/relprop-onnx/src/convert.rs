@@ -17,7 +17,8 @@ use crate::tensors::Const;
 
 const SUPPORTED: &str = "Conv, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, Selu, Gelu, \
     HardSigmoid, Clip, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, BatchNormalization, Reshape, Flatten, \
-    Squeeze, Unsqueeze, Transpose, Pad, Concat, Dropout, Identity, Constant, and a final Softmax/LogSoftmax";
+    Squeeze, Unsqueeze, Transpose, Pad, Concat, Dropout, Identity, Constant, a final Softmax/LogSoftmax, and integer \
+    shape arithmetic for reshape targets (Shape, Gather, Concat, Slice, Cast, Unsqueeze, Squeeze, Mul, Div, Add, Sub)";
 
 /// Most inputs an n-ary Add recovered from a chain of binary Adds gets (Keras `Add` layers have a handful).
 const MAX_MERGED_ADD: usize = 64;
@@ -58,11 +59,15 @@ impl Importer<'_> {
         if !(domain.is_empty() || domain == "ai.onnx") {
             return Err(ctx.err(format!("unsupported op '{}' from domain '{domain}' (only standard ONNX ops are supported)", ctx.op)));
         }
+        if self.is_shape_op(&ctx) {
+            return self.shape_op(&ctx);
+        }
         match ctx.op {
             "Conv" => self.conv(&ctx),
             "MatMul" => self.matmul(&ctx),
             "Gemm" => self.gemm(&ctx),
             "Add" | "Sum" => self.add(&ctx),
+            "Mul" | "Div" | "Sub" => self.affine(&ctx),
             "MaxPool" | "AveragePool" => self.pool(&ctx),
             "GlobalAveragePool" | "GlobalMaxPool" => self.global_pool(&ctx),
             "BatchNormalization" => self.batchnorm(&ctx),
@@ -92,7 +97,7 @@ impl Importer<'_> {
     // ---- helpers -------------------------------------------------------------------------------------------
 
     /// The IR node computing input `i` (which must not be a constant).
-    fn value(&self, ctx: &NodeCtx, i: usize) -> Result<usize> {
+    pub(crate) fn value(&self, ctx: &NodeCtx, i: usize) -> Result<usize> {
         let name = ctx.required_input(i)?;
         if let Some(&id) = self.values.get(name) {
             return Ok(id);
@@ -113,7 +118,7 @@ impl Importer<'_> {
     }
 
     /// Constant int64 input `i` as a list.
-    fn const_ints(&self, ctx: &NodeCtx, i: usize, what: &str) -> Result<Vec<i64>> {
+    pub(crate) fn const_ints(&self, ctx: &NodeCtx, i: usize, what: &str) -> Result<Vec<i64>> {
         let c = self.konst(ctx, i, what)?;
         if c.dims.len() > 1 {
             return Err(ctx.err(format!("{what} must be a 1-D list, has shape {:?}", c.dims)));
@@ -141,7 +146,7 @@ impl Importer<'_> {
     }
 
     /// Per-sample shape of IR node `id`.
-    fn shape(&self, id: usize) -> Vec<usize> {
+    pub(crate) fn shape(&self, id: usize) -> Vec<usize> {
         self.graph.nodes.get(id).map(|n| n.shape.clone()).unwrap_or_default()
     }
 
@@ -411,11 +416,15 @@ impl Importer<'_> {
             return Err(ctx.err("needs at least one input, none of them empty"));
         }
         let mut ins = Vec::new();
+        if names.len() == 2 && names.iter().any(|n| self.consts.contains_key(*n)) {
+            // x + c outside a Conv/Dense bias: a per-channel shift.
+            return self.affine(ctx);
+        }
         for (i, name) in names.iter().enumerate() {
             if self.consts.contains_key(*name) {
                 return Err(ctx.err(format!(
-                    "adding a constant ('{name}') is only supported as the bias right after a Conv, MatMul or Gemm \
-                     whose output nothing else reads"
+                    "adding a constant ('{name}') is only supported as the bias right after a Conv, MatMul or Gemm, \
+                     or as a per-channel shift of one tensor"
                 )));
             }
             let id = self.value(ctx, i)?;
@@ -433,6 +442,133 @@ impl Importer<'_> {
         let id = self.push(ctx, Op::Add, &ins)?;
         self.mergeable_adds.insert(id, ctx.layer.clone());
         self.bind(ctx.main_output()?, id)
+    }
+
+    /// `x·c`, `x/c`, `x+c`, `x−c` or `c−x` with a per-channel (or scalar) constant `c`, outside a Conv/Dense:
+    /// tf2onnx's lowering of a Keras BatchNormalization that is not fused (inputs of rank 2 or 3, i.e. after
+    /// Dense or Conv1D: `x·a + b`), PyTorch's in-model normalisation (`(x − mean) / std`) and scalar scalings.
+    /// A Mul/Div whose only consumer is an Add/Sub of a constant in the same layer absorbs it. Imported as a
+    /// BatchNorm with γ = a, β = b, mean 0, variance 1 and epsilon 0, which computes the same function and gets
+    /// signxai's BN rule. For a lowered Keras BN that rule differs from the one on the original layer only in
+    /// its stabiliser's argument (`x·y` instead of `(x − μ)·y`; docs/importing.md).
+    fn affine(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let names: Vec<&str> = ctx.proto.input.iter().map(String::as_str).collect();
+        let [a, b] = names.as_slice() else { return Err(ctx.err("needs exactly two inputs")) };
+        let (x_first, cname) = match (self.consts.contains_key(*a), self.consts.contains_key(*b)) {
+            (false, true) => (true, *b),
+            (true, false) => (false, *a),
+            (true, true) => return Err(ctx.err("both inputs are constants (nothing to compute)")),
+            (false, false) => {
+                return Err(ctx.err(format!(
+                    "{} of two computed tensors is not supported (only by a per-channel or scalar constant)",
+                    ctx.op
+                )))
+            }
+        };
+        let x = self.value(ctx, if x_first { 0 } else { 1 })?;
+        let shape = self.shape(x);
+        let full_rank = shape.len() + 1;
+        let c = self.consts.get(cname).cloned().ok_or_else(|| ctx.err("constant vanished"))?;
+        // The channel axis: ONNX axis 1 (channels-first, and the only axis of a Dense output) or the last one
+        // (channels-last, Keras); a scalar takes axis 1.
+        let found = [1, full_rank - 1].into_iter().find_map(|axis| {
+            let n = *shape.get(axis.checked_sub(1)?)?;
+            channel_bias(&c, full_rank, axis, n).map(|v| (axis, v))
+        });
+        let Some((axis, v)) = found else {
+            return Err(ctx.err(format!(
+                "constant '{cname}' of shape {:?} is not per-channel for input shape {shape:?} (channels on axis 1 \
+                 or the last axis)",
+                c.dims
+            )));
+        };
+        let n = v.len();
+        if ctx.op == "Add" && axis == 1 && self.fold_bias_through_reshape(x, &v) {
+            return self.bind(ctx.main_output()?, x);
+        }
+        let (mut gamma, mut beta) = (vec![1.0f32; n], vec![0.0f32; n]);
+        match (ctx.op, x_first) {
+            ("Mul", _) => gamma = v,
+            ("Div", true) => {
+                if v.contains(&0.0) {
+                    return Err(ctx.err(format!("divides by zero (constant '{cname}')")));
+                }
+                gamma = v.iter().map(|d| 1.0 / d).collect();
+            }
+            ("Div", false) => return Err(ctx.err("dividing a constant by a tensor is not supported")),
+            ("Add", _) => beta = v,
+            ("Sub", true) => beta = v.iter().map(|d| -d).collect(),
+            ("Sub", false) => {
+                gamma = vec![-1.0; n];
+                beta = v;
+            }
+            (op, _) => return Err(ctx.err(format!("unexpected op {op}"))),
+        }
+        let mut out = ctx.main_output()?.to_string();
+        if matches!(ctx.op, "Mul" | "Div") {
+            if let Some(k) = self.sole_consumer(&out) {
+                let next = self.ctx(k);
+                let ins: Vec<&str> = next.proto.input.iter().map(String::as_str).collect();
+                let shift = match (next.op, ins.as_slice()) {
+                    ("Add", [p, q]) if *p == out => Some((*q, 1.0)),
+                    ("Add", [q, p]) if *p == out => Some((*q, 1.0)),
+                    ("Sub", [p, q]) if *p == out => Some((*q, -1.0)),
+                    _ => None,
+                };
+                let shift = shift.filter(|_| next.layer == ctx.layer).and_then(|(q, sign)| {
+                    channel_bias(self.consts.get(q)?, full_rank, axis, n).map(|b| b.iter().map(|v| sign * v).collect::<Vec<f32>>())
+                });
+                if let (Some(b), Some(o)) = (shift, next.output(0)) {
+                    beta = b;
+                    out = o.to_string();
+                    self.done[k] = true;
+                }
+            }
+        }
+        let ones = |v: f32| Arc::new(Tensor { shape: vec![n], data: vec![v; n] });
+        let bn = BatchNorm {
+            gamma: Arc::new(Tensor { shape: vec![n], data: gamma }),
+            beta: Arc::new(Tensor { shape: vec![n], data: beta }),
+            mean: ones(0.0),
+            var: ones(1.0),
+            epsilon: 0.0,
+        };
+        // The IR's BatchNorm works on per-sample axis 0: a channels-last tensor is transposed around it.
+        let id = if axis == 1 {
+            self.push(ctx, Op::BatchNorm(bn), &[x])?
+        } else {
+            let to_first: Vec<usize> = [0, axis].into_iter().chain(1..axis).collect();
+            let back: Vec<usize> = [0].into_iter().chain(2..=axis).chain([1]).collect();
+            let t1 = self.unique_name(&format!("{}__channels_first", ctx.name));
+            let t2 = self.unique_name(&format!("{}__channels_last", ctx.name));
+            let pre = self.push_as(&t1, &ctx.layer, Op::Transpose { perm: to_first }, &[x])?;
+            let mid = self.push(ctx, Op::BatchNorm(bn), &[pre])?;
+            self.push_as(&t2, &ctx.layer, Op::Transpose { perm: back }, &[mid])?
+        };
+        self.bind(&out, id)
+    }
+
+    /// tf2onnx writes a Keras Conv1D as `Unsqueeze → Conv → Squeeze → Add(bias)`: when IR node `x` is a
+    /// reshape that keeps the channel axis, of a bias-free Conv whose output nothing else reads, and only the
+    /// Add reads the reshape, the per-channel `bias` becomes the conv's own (so the conv's rule sees it).
+    fn fold_bias_through_reshape(&mut self, x: usize, bias: &[f32]) -> bool {
+        let Some(r) = self.graph.nodes.get(x).filter(|r| r.op == Op::Reshape) else { return false };
+        let Some(&k) = r.inputs.first() else { return false };
+        let conv = &self.graph.nodes[k];
+        let ok = matches!(&conv.op, Op::Conv(c) if c.bias.is_none() && c.activation.is_none())
+            && conv.shape.first() == r.shape.first()
+            && conv.shape.first() == Some(&bias.len());
+        // Sole consumers, at the ONNX level (later nodes are not converted yet).
+        let sole = |id: usize| {
+            self.values.iter().filter(|(_, &v)| v == id).all(|(name, _)| self.consumers.get(name).is_some_and(|c| c.len() == 1))
+        };
+        if !ok || !sole(k) || !sole(x) {
+            return false;
+        }
+        if let Op::Conv(c) = &mut self.graph.nodes[k].op {
+            c.bias = Some(Arc::new(Tensor { shape: vec![bias.len()], data: bias.to_vec() }));
+        }
+        true
     }
 
     fn pool(&mut self, ctx: &NodeCtx) -> Result<()> {
@@ -517,8 +653,11 @@ impl Importer<'_> {
         let x = self.value(ctx, 0)?;
         let in_shape = self.shape(x);
         let numel: usize = in_shape.iter().product();
-        let t = self.const_ints(ctx, 1, "shape")?;
-        let allow_zero = ctx.int("allowzero", 0)? != 0;
+        // A target computed from shapes (`x.view(x.size(0), -1)`) or a constant list.
+        let (t, allow_zero) = match ctx.input(1).and_then(|i| self.shape_values.get(i)) {
+            Some(v) => (self.reshape_target(ctx, v)?, false),
+            None => (self.const_ints(ctx, 1, "shape")?, ctx.int("allowzero", 0)? != 0),
+        };
         let Some((&first, rest)) = t.split_first() else {
             return Err(ctx.err("target shape is empty: the batch axis must stay"));
         };

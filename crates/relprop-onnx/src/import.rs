@@ -13,6 +13,8 @@ use prost::Message;
 use relprop_core::{Error, Graph, Layout, Limits, Op, Result};
 
 use crate::attrs::NodeCtx;
+use crate::external;
+use crate::shapes::ShapeValue;
 use crate::proto::tensor_shape_proto::dimension::Value as DimValue;
 use crate::proto::type_proto::Value as TypeValue;
 use crate::proto::{GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
@@ -59,7 +61,17 @@ pub fn load_with(path: &Path, opts: &ImportOptions) -> Result<Graph> {
         return Err(merr(format!("file is {} bytes, more than the {max_file} allowed by max_initializer_bytes", meta.len())));
     }
     let bytes = std::fs::read(path).map_err(|e| merr(format!("cannot read: {e}")))?;
-    decode_with(&bytes, &label, opts)
+    let mut model = parse(&bytes, &merr)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    external::inline_external(&mut model, dir, opts.max_initializer_bytes).map_err(merr)?;
+    import_model(&model, &label, opts)
+}
+
+fn parse(bytes: &[u8], merr: &dyn Fn(String) -> Error) -> Result<ModelProto> {
+    if bytes.is_empty() {
+        return Err(merr("file is empty".into()));
+    }
+    ModelProto::decode(bytes).map_err(|e| merr(format!("not a valid ONNX protobuf (truncated or not ONNX?): {e}")))
 }
 
 /// Decode ONNX bytes with default options; `file_label` names the source in errors.
@@ -70,11 +82,7 @@ pub fn decode(bytes: &[u8], file_label: &str) -> Result<Graph> {
 /// Decode ONNX bytes; `file_label` names the source in errors.
 pub fn decode_with(bytes: &[u8], file_label: &str, opts: &ImportOptions) -> Result<Graph> {
     let merr = |msg: String| Error::Model { file: file_label.into(), msg };
-    if bytes.is_empty() {
-        return Err(merr("file is empty".into()));
-    }
-    let model = ModelProto::decode(bytes).map_err(|e| merr(format!("not a valid ONNX protobuf (truncated or not ONNX?): {e}")))?;
-    import_model(&model, file_label, opts)
+    import_model(&parse(bytes, &merr)?, file_label, opts)
 }
 
 /// Convert a decoded ONNX model into a validated IR graph.
@@ -107,6 +115,7 @@ pub fn import_model(model: &ModelProto, file_label: &str, opts: &ImportOptions) 
         used_names: HashSet::new(),
         mergeable_adds: HashMap::new(),
         batch,
+        shape_values: HashMap::new(),
     };
     imp.used_names = imp.names.iter().cloned().chain([input_name.clone()]).collect();
 
@@ -168,6 +177,8 @@ pub(crate) struct Importer<'a> {
     pub mergeable_adds: HashMap<usize, String>,
     /// The file's batch size when it is a fixed number rather than symbolic.
     pub batch: Option<usize>,
+    /// Integer values computed from shapes that involve the batch size (see `shapes.rs`).
+    pub shape_values: HashMap<String, ShapeValue>,
 }
 
 /// Whether `n` is the standard-domain op `op`.

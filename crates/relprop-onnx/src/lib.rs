@@ -15,7 +15,9 @@ mod attrs;
 pub mod builder;
 mod convert;
 mod export;
+mod external;
 mod import;
+mod shapes;
 mod tensors;
 
 pub use export::{encode_model, graph_to_onnx};

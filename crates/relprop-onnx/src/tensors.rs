@@ -3,7 +3,7 @@
 //! Sizes are computed with checked arithmetic and compared with the bytes actually present before anything is
 //! allocated, so a tensor that claims to be huge fails with a message instead of exhausting memory.
 
-use crate::proto::tensor_proto::{DataLocation, DataType};
+use crate::proto::tensor_proto::DataType;
 use crate::proto::TensorProto;
 
 /// Values of a constant, in the two element types the importer works with.
@@ -68,8 +68,8 @@ pub(crate) fn declared_bytes(t: &TensorProto) -> Result<u64, String> {
 
 /// Decode a tensor's values. Errors are plain text; the caller names the tensor.
 pub(crate) fn decode_tensor(t: &TensorProto) -> Result<Const, String> {
-    if t.data_location == Some(DataLocation::External as i32) || !t.external_data.is_empty() {
-        return Err("external data files are not supported (save the model with weights embedded)".into());
+    if crate::external::is_external(t) {
+        return Err("its weights are in an external data file, which only loading the model from its path reads".into());
     }
     let (dims, count) = dims_and_count(t)?;
     let dtype = t.data_type.unwrap_or(0);

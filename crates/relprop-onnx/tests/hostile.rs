@@ -307,9 +307,9 @@ fn unsupported_node_configurations() {
     assert_contains(&err(&lrelu), &["l/LeakyRelu", "alpha"]);
     let selu = model_bytes(vec![make_node("Selu", "s/Selu", &["x"], &["y"], vec![attr_float("alpha", 2.0)])], vec![], &[3], "y", 17);
     assert_contains(&err(&selu), &["s/Selu", "alpha"]);
-    // Adding a constant that is not a layer bias.
-    let add = model_bytes(vec![make_node("Add", "a/Add", &["x", "c"], &["y"], vec![])], vec![make_tensor_f32("c", &[3], &[1.0; 3])], &[3], "y", 17);
-    assert_contains(&err(&add), &["a/Add", "constant"]);
+    // Adding a constant that is neither a layer bias nor a per-channel shift.
+    let add = model_bytes(vec![make_node("Add", "a/Add", &["x", "c"], &["y"], vec![])], vec![make_tensor_f32("c", &[2, 3], &[1.0; 6])], &[3], "y", 17);
+    assert_contains(&err(&add), &["a/Add", "constant", "not per-channel"]);
     // A constant where a computed tensor is needed.
     let mm = model_bytes(vec![make_node("MatMul", "m/MatMul", &["W", "x"], &["y"], vec![])], vec![make_tensor_f32("W", &[3, 3], &[1.0; 9])], &[3], "y", 17);
     assert_contains(&err(&mm), &["m/MatMul", "constant"]);

@@ -116,14 +116,16 @@ fn bias_adds_fold_into_kernels() {
     let nodes = vec![make_node("Conv", "c/Conv", &["x", "W"], &["h"], vec![]), make_node("Add", "c/Add", &["h", "B"], &["y"], vec![])];
     let inits = vec![make_tensor_f32("W", &[2, 3, 1, 1], &vals(6, 1)), make_tensor_f32("B", &[2], &[0.5, -0.5])];
     assert!(err(&model_bytes(nodes, inits, &[3, 4, 4], "y", 17)).contains("constant"));
-    // A MatMul output read twice keeps its Add separate (and a constant Add alone is unsupported).
+    // A MatMul output read twice keeps its Add separate: a per-channel shift of its own.
     let nodes = vec![
         make_node("MatMul", "d/MatMul", &["x", "W"], &["h"], vec![]),
         make_node("Add", "d/BiasAdd", &["h", "B"], &["b"], vec![]),
         make_node("Add", "res/add", &["h", "b"], &["y"], vec![]),
     ];
     let inits = vec![make_tensor_f32("W", &[4, 3], &vals(12, 1)), make_tensor_f32("B", &[3], &[1.0, 2.0, 3.0])];
-    assert!(err(&model_bytes(nodes, inits, &[4], "y", 17)).contains("d/BiasAdd"));
+    let g = ok(&model_bytes(nodes, inits, &[4], "y", 17));
+    assert_eq!(kinds(&g), ["Input", "Dense", "BatchNorm", "Add"]);
+    assert!(dense_of(&g, 1).bias.is_none());
 }
 
 #[test]
@@ -344,4 +346,82 @@ fn forward_of_imported_conv_matches_by_hand() {
     let y = forward(&g, &Tensor::new(vec![1, 3], vec![1.0, 2.0, 3.0]).unwrap());
     // Pads (0, 1): windows [1,2], [2,3], [3,0].
     assert_eq!(y.data, [21.5, 32.5, 3.5]);
+}
+
+#[test]
+fn per_channel_affine_ops_become_batchnorm() {
+    // tf2onnx's lowering of a Keras BN on channels-last data (N, L, C): Mul then Add of (C,) constants, one layer.
+    let nodes = vec![
+        make_node("Mul", "m/bn/batchnorm/mul_1", &["x", "a"], &["t"], vec![]),
+        make_node("Add", "m/bn/batchnorm/add_1", &["t", "b"], &["y"], vec![]),
+    ];
+    let inits = vec![make_tensor_f32("a", &[3], &[2.0, -1.0, 0.5]), make_tensor_f32("b", &[3], &[1.0, 0.0, -3.0])];
+    let g = ok(&model_bytes(nodes, inits, &[2, 3], "y", 13));
+    assert_eq!(kinds(&g), ["Input", "Transpose", "BatchNorm", "Transpose"], "channels-last: transposed around the BN");
+    let Op::BatchNorm(bn) = &g.nodes[2].op else { unreachable!() };
+    assert_eq!((bn.gamma.data.as_slice(), bn.beta.data.as_slice()), ([2.0, -1.0, 0.5].as_slice(), [1.0, 0.0, -3.0].as_slice()));
+    assert_eq!((bn.mean.data[0], bn.var.data[0], bn.epsilon), (0.0, 1.0, 0.0));
+    let y = forward(&g, &Tensor::new(vec![2, 3], vec![1.0, 2.0, 4.0, -1.0, 0.0, 2.0]).unwrap());
+    assert_eq!(y.data, [3.0, -2.0, -1.0, -1.0, 0.0, -2.0]);
+
+    // PyTorch-style in-model normalisation on NCHW: (x - mean) / std with (C,1,1) constants: two BNs.
+    let nodes = vec![
+        make_node("Sub", "/norm/Sub", &["x", "mu"], &["c"], vec![]),
+        make_node("Div", "/norm/Div", &["c", "sd"], &["y"], vec![]),
+    ];
+    let inits = vec![make_tensor_f32("mu", &[2, 1, 1], &[1.0, -1.0]), make_tensor_f32("sd", &[2, 1, 1], &[2.0, 4.0])];
+    let g = ok(&model_bytes(nodes, inits, &[2, 1, 2], "y", 17));
+    assert_eq!(kinds(&g), ["Input", "BatchNorm", "BatchNorm"]);
+    let y = forward(&g, &Tensor::new(vec![2, 1, 2], vec![3.0, 5.0, 3.0, -1.0]).unwrap());
+    assert_eq!(y.data, [1.0, 2.0, 1.0, 0.0]);
+    // c - x and a scalar factor.
+    let nodes = vec![
+        make_node("Sub", "s", &["one", "x"], &["c"], vec![]),
+        make_node("Mul", "k", &["c", "half"], &["y"], vec![]),
+    ];
+    let inits = vec![make_tensor_f32("one", &[], &[1.0]), make_tensor_f32("half", &[], &[0.5])];
+    let g = ok(&model_bytes(nodes, inits, &[3], "y", 17));
+    let y = forward(&g, &Tensor::new(vec![3], vec![1.0, 3.0, -1.0]).unwrap());
+    assert_eq!(y.data, [0.0, -1.0, 1.0]);
+}
+
+#[test]
+fn affine_ops_refuse_what_is_not_per_channel() {
+    let one = |op: &str, inputs: &[&str], c: TensorProto| {
+        err(&model_bytes(vec![make_node(op, "n", inputs, &["y"], vec![])], vec![c], &[2, 3], "y", 17))
+    };
+    let e = one("Mul", &["x", "x"], make_tensor_f32("unused", &[1], &[1.0]));
+    assert!(e.contains("'n'") && e.contains("two computed tensors"), "{e}");
+    let e = one("Div", &["x", "z"], make_tensor_f32("z", &[3], &[1.0, 0.0, 2.0]));
+    assert!(e.contains("divides by zero"), "{e}");
+    let e = one("Mul", &["x", "full"], make_tensor_f32("full", &[2, 3], &[1.0; 6]));
+    assert!(e.contains("'full'") && e.contains("not per-channel"), "{e}");
+    let e = one("Div", &["k", "x"], make_tensor_f32("k", &[], &[1.0]));
+    assert!(e.contains("dividing a constant by a tensor"), "{e}");
+}
+
+#[test]
+fn conv_bias_after_squeeze_folds_into_the_conv() {
+    // tf2onnx's Conv1D: Unsqueeze → Conv (1×k) → Squeeze → Add(bias): the bias is the conv's, not a shift layer.
+    let w = vals(4 * 2 * 3, 5);
+    let nodes = vec![
+        make_node("Unsqueeze", "m/c/Conv1D/ExpandDims", &["x", "ax"], &["u"], vec![]),
+        make_node("Conv", "m/c/Conv1D", &["u", "w"], &["cv"], vec![attr_ints("kernel_shape", &[1, 3])]),
+        make_node("Squeeze", "m/c/Conv1D/Squeeze", &["cv", "ax"], &["sq"], vec![]),
+        make_node("Add", "m/c/BiasAdd", &["sq", "b"], &["y"], vec![]),
+    ];
+    let inits = vec![
+        make_tensor_i64("ax", &[1], &[2]),
+        make_tensor_f32("w", &[4, 2, 1, 3], &w),
+        make_tensor_f32("b", &[4, 1], &[0.5, -0.5, 1.0, 2.0]),
+    ];
+    let g = ok(&model_bytes(nodes.clone(), inits.clone(), &[2, 5], "y", 13));
+    assert_eq!(kinds(&g), ["Input", "Reshape", "Conv2D", "Reshape"]);
+    assert_eq!(conv_of(&g, 2).bias.as_ref().unwrap().data, [0.5, -0.5, 1.0, 2.0]);
+    // When the conv output is read elsewhere too, the Add stays a separate shift.
+    let mut two = nodes;
+    two.push(make_node("Add", "m/other", &["cv", "cv"], &["z"], vec![]));
+    let g = ok(&model_bytes(two, inits, &[2, 5], "y", 13));
+    assert!(conv_of(&g, 2).bias.is_none());
+    assert_eq!(g.nodes[g.output].op.kind(), "BatchNorm");
 }

@@ -15,9 +15,15 @@ pub fn onnx_path(stem: &str) -> PathBuf {
     golden(&format!("onnx/{stem}.onnx"))
 }
 
-/// Read a little-endian float32 C-order .npy file (format 1.0/2.0).
+/// Read a little-endian float32 C-order .npy file (format 1.0/2.0) under `golden/`.
 pub fn read_npy(name: &str) -> Tensor {
-    let bytes = std::fs::read(golden(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    read_npy_at(&golden(name))
+}
+
+/// [`read_npy`] of any path.
+pub fn read_npy_at(path: &std::path::Path) -> Tensor {
+    let name = path.display();
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(&bytes[..6], b"\x93NUMPY", "{name}: not an npy file");
     let (header_len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),

@@ -1,0 +1,62 @@
+"""Import fixtures exported by PyTorch itself (not relprop), for crates/relprop-onnx/tests/torch_exports.rs.
+
+One small CNN (Conv, BN2d, ReLU, MaxPool, `x.view(x.size(0), -1)`, BN1d, Linear) with random weights and BN
+statistics, exported twice with a dynamic batch axis:
+  * torch_view_legacy.onnx: the TorchScript exporter (`dynamo=False`), which writes the view as
+    Shape -> Gather -> Unsqueeze -> Concat -> Reshape;
+  * torch_view_dynamo.onnx + torch_view_dynamo.onnx.data: the default exporter since torch 2.9 (`dynamo=True`),
+    which keeps the weights in an external data file (and folds BN2d into the conv).
+torch_view_input.npy holds a batch of 3 inputs and torch_view_logits.npy torch's logits for it.
+
+Run with the peers venv (`cargo xtask bench --vs-zennit` creates it) plus onnx and onnxscript:
+  pip install --target /tmp/onnxpkg onnx onnxscript onnx_ir protobuf ml_dtypes typing_extensions
+  PYTHONPATH=/tmp/onnxpkg .deps/venv-peers/bin/python tools/torch_fixtures.py
+Versions used for the committed files: torch 2.13.0, onnx 1.23.2, onnxscript 0.7.2.
+"""
+import os
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "crates", "relprop-onnx", "tests", "data")
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.bn1 = nn.BatchNorm1d(64)
+        self.fc = nn.Linear(64, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.bn2(self.conv(x)))
+        x = nn.functional.max_pool2d(x, 2)
+        x = x.view(x.size(0), -1)
+        return self.fc(self.bn1(x))
+
+
+def main():
+    torch.manual_seed(7)
+    net = Net().eval()
+    with torch.no_grad():
+        for bn in (net.bn1, net.bn2):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_(0, 0.2)
+            bn.running_mean.normal_(0, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(3, 3, 8, 8)
+    with torch.no_grad():
+        y = net(x)
+    os.makedirs(OUT, exist_ok=True)
+    np.save(os.path.join(OUT, "torch_view_input.npy"), x.numpy().astype(np.float32))
+    np.save(os.path.join(OUT, "torch_view_logits.npy"), y.numpy().astype(np.float32))
+    torch.onnx.export(net, (x,), os.path.join(OUT, "torch_view_legacy.onnx"), input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}}, opset_version=17, dynamo=False)
+    torch.onnx.export(net, (x,), os.path.join(OUT, "torch_view_dynamo.onnx"), input_names=["x"], output_names=["logits"],
+                      dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True, external_data=True)
+
+
+if __name__ == "__main__":
+    main()

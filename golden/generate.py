@@ -46,7 +46,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 SHIPPED = ["model_a", "model_b"]
-NEW = ["conv1d_bn", "bn_residual", "strided", "maxpool_overlap", "mlp", "digits_cnn"]
+NEW = ["conv1d_bn", "bn_residual", "strided", "maxpool_overlap", "mlp", "digits_cnn", "keras_stem", "dense_branches",
+       "depthwise", "merges"]
 OPSET = 13
 ONNX_TOL = 1e-5  # |ONNX Runtime - Keras| on the logits
 
@@ -98,6 +99,22 @@ CLASS_CONFIGS = [
     ("LRP_rule_ZPlus", "LRP", {"rule": "ZPlus"}),
     ("LRP_rule_ZPlusFast", "LRP", {"rule": "ZPlusFast"}),
 ]
+
+
+def until_configs(indices):
+    """LRPRuleUntilIndex with Flat up to each index on top of composite B, for models whose layer indices are subtle."""
+    return [(f"LRPRuleUntilIndex_idx{k}", "LRPRuleUntilIndex", {"until_layer_idx": k}) for k in indices]
+
+
+# Extra class-API configurations per model (after CLASS_CONFIGS): layer indices where ZeroPadding counts
+# (keras_stem), where residual branches of unequal depth must reach an input layer together (dense_branches),
+# where tf2onnx's node names hide a layer (depthwise), and where Dropout counts and branches merge (merges).
+EXTRA_CONFIGS = {
+    "keras_stem": until_configs(range(1, 9)),
+    "dense_branches": until_configs(range(1, 6)),
+    "depthwise": until_configs(range(1, 4)),
+    "merges": until_configs(range(1, 6)),
+}
 WRAPPER_PREFIXES = ("lrp_", "lrpsign_", "lrpz_", "w2lrp_", "flatlrp_", "zblrp_")
 WRAPPER_API = "signxai.methods.wrappers"
 
@@ -153,8 +170,9 @@ def randomize(model, rng):
         for w in layer.weights:
             n = w.name.split("/")[-1].split(":")[0]
             shape = tuple(w.shape)
-            if n == "kernel":
-                fan_in = int(np.prod(shape[:-1]))
+            if n in ("kernel", "depthwise_kernel"):
+                # a depthwise kernel (kh, kw, C, multiplier) sees one channel: fan-in kh*kw
+                fan_in = int(np.prod(shape[:-2] if n == "depthwise_kernel" else shape[:-1]))
                 lim = np.sqrt(6.0 / fan_in)
                 v = rng.uniform(-lim, lim, shape)
             elif n == "bias":
@@ -319,6 +337,83 @@ def build_digits_cnn():
                    "input_labels": [int(y[j]) for j in picks], "input_dataset_index": picks}
 
 
+def build_keras_stem():
+    rng = np.random.default_rng(107)
+    i = keras.Input((16, 16, 3), name="input")
+    h = L.ZeroPadding2D(3, name="pad1")(i)
+    h = L.Conv2D(4, 7, strides=2, name="c1")(h)                                                # 8x8
+    h = L.BatchNormalization(epsilon=1e-3, name="bn1")(h)
+    h = L.ReLU(name="relu1")(h)
+    h = L.ZeroPadding2D(1, name="pad2")(h)
+    s = L.MaxPooling2D(3, strides=2, name="pool")(h)                                            # 4x4
+    h = L.Conv2D(4, 3, padding="same", name="c2")(s)
+    h = L.BatchNormalization(epsilon=1e-3, name="bn2")(h)
+    h = L.ReLU(name="relu2")(h)
+    h = L.Conv2D(4, 3, padding="same", name="c3")(h)
+    h = L.BatchNormalization(epsilon=1e-3, name="bn3")(h)
+    h = L.Add(name="add")([h, s])
+    h = L.ReLU(name="relu3")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    o = L.Dense(5, name="logits")(h)
+    m = keras.Model(i, o, name="keras_stem")
+    randomize(m, rng)
+    return m, uniform_inputs((16, 16, 3), rng), {
+        "description": "Keras ResNet50's stem and first block, small: ZeroPadding(3) -> Conv 7x7 stride 2 -> BN -> ReLU "
+                       "-> ZeroPadding(1) -> MaxPool 3x3 stride 2 -> [Conv-BN-ReLU-Conv-BN] + identity -> ReLU -> GAP "
+                       "-> Dense. ZeroPadding is a layer of its own for until_layer_idx and for the input layer's "
+                       "W2/Flat/StdxEpsilon rules"}
+
+
+def build_dense_branches():
+    rng = np.random.default_rng(108)
+    i = keras.Input((10,), name="input")
+    h = L.Dense(8, activation="relu", name="d1")(i)
+    b = L.Dense(8, name="d2")(h)
+    h = L.Add(name="add")([b, h])
+    h = L.ReLU(name="relu")(h)
+    h = L.Dense(6, activation="relu", name="d3")(h)
+    o = L.Dense(4, name="logits")(h)
+    m = keras.Model(i, o, name="dense_branches")
+    randomize(m, rng)
+    return m, uniform_inputs((10,), rng), {
+        "description": "Dense(relu) d1 -> Add(Dense d2, identity) -> ReLU -> Dense(relu) -> Dense: a residual branch "
+                       "of unequal depth, where signxai's until_layer_idx walk needs both paths to reach an input "
+                       "layer together"}
+
+
+def build_depthwise():
+    rng = np.random.default_rng(109)
+    i = keras.Input((8, 8, 3), name="input")
+    h = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu", name="dw")(i)
+    h = L.Conv2D(4, 1, name="pw")(h)
+    h = L.ReLU(name="relu")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    o = L.Dense(3, name="logits")(h)
+    m = keras.Model(i, o, name="depthwise")
+    randomize(m, rng)
+    return m, uniform_inputs((8, 8, 3), rng), {
+        "description": "DepthwiseConv2D 3x3 (multiplier 2, relu) -> Conv 1x1 -> ReLU -> GAP -> Dense (tf2onnx names "
+                       "the depthwise conv node Conv__N, without its layer)"}
+
+
+def build_merges():
+    rng = np.random.default_rng(110)
+    i = keras.Input((10,), name="input")
+    h = L.Dense(8, activation="relu", name="d1")(i)
+    h = L.Dropout(0.3, name="drop")(h)
+    a = L.Average(name="avg")([L.Dense(6, name="da")(h), L.Dense(6, name="db")(h)])
+    a = L.ReLU(name="relu")(a)
+    c = L.Dense(4, activation="tanh", name="dc")(h)
+    h = L.Concatenate(name="cat")([a, c])
+    o = L.Dense(4, name="logits")(h)
+    m = keras.Model(i, o, name="merges")
+    randomize(m, rng)
+    return m, uniform_inputs((10,), rng), {
+        "description": "Dense(relu) -> Dropout -> Average(Dense, Dense) -> ReLU, Concatenate with Dense(tanh) -> Dense: "
+                       "Average routes relevance by the gradient (not the Add rule), Concatenate splits it, Dropout "
+                       "counts as a layer for until_layer_idx (tf2onnx drops it; keras2onnx_lrp writes an Identity)"}
+
+
 BUILDERS = {
     "conv1d_bn": build_conv1d_bn,
     "bn_residual": build_bn_residual,
@@ -326,6 +421,10 @@ BUILDERS = {
     "maxpool_overlap": build_maxpool_overlap,
     "mlp": build_mlp,
     "digits_cnn": build_digits_cnn,
+    "keras_stem": build_keras_stem,
+    "dense_branches": build_dense_branches,
+    "depthwise": build_depthwise,
+    "merges": build_merges,
 }
 
 LAYER_KEYS = ["activation", "padding", "strides", "kernel_size", "pool_size", "use_bias", "data_format",
@@ -380,7 +479,7 @@ def _run_model(model, mname, inputs, input_files, out, shipped):
         lg = logits[k][0]
         idx = int(np.argmax(lg))
         prefix = mname if shipped else f"{mname}__in{k}"
-        for name, cls, params in CLASS_CONFIGS:
+        for name, cls, params in CLASS_CONFIGS + EXTRA_CONFIGS.get(mname, []):
             for sel, tag in (("max_activation", "max"), (idx, "idx")):
                 rec = {"model": mname, "analyzer": name, "class": cls, "params": params, "neuron_selection": sel,
                        "api": "class"}

@@ -58,10 +58,21 @@ def _keep_bn_optimizers():
 
 
 def export_tf2onnx(model, opset=13, plain=False):
-    """tf2onnx with BN kept, or with plain=True exactly what a user running tf2onnx gets (default optimizers)."""
+    """tf2onnx with BN and ZeroPadding kept, or with plain=True exactly what a user running tf2onnx gets."""
     import tf2onnx
-    opts = {} if plain else {"optimizers": _keep_bn_optimizers()}
-    proto, _ = tf2onnx.convert.from_keras(model, opset=opset, **opts)
+    from tf2onnx import tfonnx
+    if plain:
+        proto, _ = tf2onnx.convert.from_keras(model, opset=opset)
+        return proto
+    # tf2onnx merges a Pad (Keras ZeroPadding) into the following conv's pads. The function is the same, but
+    # LRP's is not: in signxai the conv sees the padded tensor, so the padding positions count in the W²/Flat
+    # denominators and in StdxEpsilon's std of the layer input. Keep the Pad a node of its own.
+    merge_pad = tfonnx.rewrite_conv2d_with_pad
+    tfonnx.rewrite_conv2d_with_pad = lambda g, ops: ops
+    try:
+        proto, _ = tf2onnx.convert.from_keras(model, opset=opset, optimizers=_keep_bn_optimizers())
+    finally:
+        tfonnx.rewrite_conv2d_with_pad = merge_pad
     return proto
 
 
@@ -122,8 +133,11 @@ class _Writer:
     def activation(self, layer, t, act):
         if act in (None, "linear"):
             return t
-        if act == "relu":
-            return self.node(layer, "Relu", [t])
+        ops = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "softplus": "Softplus"}
+        if act in ops:
+            return self.node(layer, ops[act], [t])
+        if act == "elu":
+            return self.node(layer, "Elu", [t], alpha=1.0)
         raise NotImplementedError(f"{layer.name}: activation {act!r}")
 
     def write(self):
@@ -252,15 +266,24 @@ class _Writer:
             return (self.node(layer, "Relu", [t]), layout, shape)
         if cls == "Activation":
             return (self.activation(layer, t, cfg["activation"]), layout, shape)
-        if cls == "Dropout":
-            return (t, layout, shape)
-        if cls == "Add":
+        if cls == "LeakyReLU":
+            return (self.node(layer, "LeakyRelu", [t], alpha=float(cfg["alpha"])), layout, shape)
+        if cls in NO_OP_LAYERS:
+            # an Identity node of the layer's own: signxai counts the layer for until_layer_idx
+            return (self.node(layer, "Identity", [t]), layout, shape)
+        if cls in ("Add", "Average"):
             lay = "cf" if any(s[1] == "cf" and len(s[2]) > 1 for s in srcs) else "keras"
             names = [self.to_cf(layer, s[0], s[1], rank) if lay == "cf" else s[0] for s in srcs]
             y = names[0]
             for other in names[1:]:
                 y = self.node(layer, "Add", [y, other])
+            if cls == "Average":  # Keras: the sum, then one division
+                y = self.node(layer, "Div", [y, self.const(layer, "count", np.array(len(names), np.float32))])
             return (y, lay, _cf_shape(srcs[0][1], srcs[0][2]) if lay == "cf" else shape)
+        if cls == "Concatenate":
+            names = [self.to_keras(layer, s[0], s[1], rank) for s in srcs]
+            axis = cfg["axis"] if cfg["axis"] >= 0 else rank + cfg["axis"]
+            return (self.node(layer, "Concat", names, axis=axis), "keras", [int(d) for d in layer.output_shape[1:]])
         raise NotImplementedError(f"{layer.name}: layer class {cls} is not supported by the direct writer")
 
 
@@ -269,6 +292,11 @@ def export_direct(model, opset=13):
 
 
 # ------------------------------------------------------------------------------------------------ checks
+# Layers that do nothing at inference. tf2onnx drops them, but signxai counts them as layers for until_layer_idx.
+NO_OP_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "AlphaDropout", "GaussianDropout",
+                "GaussianNoise", "ActivityRegularization")
+
+
 def needs_direct(model):
     for layer in model.layers:
         cls = layer.__class__.__name__
@@ -276,6 +304,8 @@ def needs_direct(model):
             return True
         if cls == KERAS_BN and len(layer.input_shape) != 4:
             return True  # Keras uses the unfused kernel: tf2onnx lowers it to Mul + Add
+        if cls in NO_OP_LAYERS:
+            return True  # tf2onnx would drop it
     return False
 
 
@@ -318,7 +348,15 @@ def export(model, out_path=None, opset=13, tol=1e-5, check_inputs=(), plain=Fals
             onnx.save(proto, out_path)
         return proto, "plain tf2onnx", worst
     method = "direct" if needs_direct(model) else "tf2onnx"
-    proto = export_direct(model, opset) if method == "direct" else export_tf2onnx(model, opset)
+    try:
+        proto = export_direct(model, opset) if method == "direct" else export_tf2onnx(model, opset)
+    except NotImplementedError as e:
+        if any(l.__class__.__name__.endswith("1D") for l in model.layers):
+            raise
+        # only a no-op layer asked for the direct writer, which lacks another layer: tf2onnx drops the no-op layers
+        print(f"warning: {e}; falling back to tf2onnx, which drops {', '.join(NO_OP_LAYERS[:1])}-like layers "
+              "(until_layer_idx above them then counts one layer less than signxai)", file=sys.stderr)
+        method, proto = "tf2onnx", export_tf2onnx(model, opset)
     if method == "tf2onnx":
         n_bn = sum(1 for n in proto.graph.node if n.op_type == "BatchNormalization")
         if n_bn != count_keras_bn(model):  # e.g. BN after Dense: tf2onnx lowered it; try the direct writer

@@ -59,6 +59,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     }
 }
 
+/// `cargo xtask diffcheck`: build the CLI (release) and run `tools/signxai_diffcheck.py` in the golden venv.
+pub fn diffcheck(root: &Path, args: &[String]) -> Result<(), String> {
+    let python = ensure_venv(root)?;
+    util::run(Command::new(util::cargo()).current_dir(root).args(["build", "--release", "--quiet", "-p", "relprop-cli"]))?;
+    util::run(Command::new(&python).current_dir(root).arg(root.join("tools/signxai_diffcheck.py")).args(args))
+}
+
 /// Create or update `.deps/venv-golden`; returns its python.
 pub fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
     let reqs_path = root.join("golden/requirements.txt");

@@ -19,6 +19,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   setup ort|tch|all      install ONNX Runtime / libtorch from PyPI wheels into .deps/
   conform [--backend ndarray|ort|tch|all] [--filter GLOB]   run the conformance suite, write reports/conformance/
   golden [--check]       rebuild the goldens from signxai in a project-local venv
+  diffcheck [--seed N] [--models a,b] [--methods m,...] [--plain]   relprop's CLI against live signxai on
+                         Keras architectures the goldens lack (tools/signxai_diffcheck.py, golden venv)
   bench [--backend ...] [--model ...] [--quick] [--vs-signxai] [--vs-zennit]   run the benchmarks, write reports/bench/";
 
 fn main() -> ExitCode {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         Some("test") => test(&root),
         Some("setup") => setup::run(&root, &args[1..]),
         Some("golden") => golden::run(&root, &args[1..]),
+        Some("diffcheck") => golden::diffcheck(&root, &args[1..]),
         Some("conform") => conform::run(&root, &args[1..]),
         Some("bench") => bench::run(&root, &args[1..]),
         Some(other) => Err(format!("unknown or not yet available command '{other}'\n{USAGE}")),

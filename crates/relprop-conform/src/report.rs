@@ -143,7 +143,7 @@ pub fn html(run: &Run) -> String {
         let over: Vec<_> = run.agreement.iter().filter(|a| a.diff > AGREEMENT).collect();
         if !over.is_empty() {
             s += "<p>Cases over the limit, with the measured conditioning (how much moving every input value by one float32 ulp moves the map; \
-                  float32 implementations cannot agree better, so within twice that passes as ill-conditioned):</p>\
+                  float32 implementations cannot agree better, so within ten times that passes as ill-conditioned):</p>\
                   <table><tr><th>case</th><th>backends</th><th>difference</th><th>conditioning</th><th>verdict</th></tr>";
             for a in over {
                 let c = &run.cases[a.case];

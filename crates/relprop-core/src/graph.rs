@@ -143,6 +143,9 @@ pub enum Op {
     BatchNorm(BatchNorm),
     /// Elementwise sum of any number of same-shaped inputs (residual connections).
     Add,
+    /// Elementwise mean of same-shaped inputs (Keras `Average`, ONNX `Mean`): their sum divided by their count.
+    /// signxai routes relevance through it by the gradient (`R/n` to each input), not by the Add rule.
+    Mean,
     /// Any row-major reshape to `Node::shape` (Flatten, Reshape, Squeeze, Unsqueeze).
     Reshape,
     /// Axis permutation of the batched tensor; `perm[0] == 0` (the batch axis stays first).
@@ -174,6 +177,7 @@ impl Op {
             Op::GlobalMaxPool => "GlobalMaxPool",
             Op::BatchNorm(_) => "BatchNorm",
             Op::Add => "Add",
+            Op::Mean => "Mean",
             Op::Reshape => "Reshape",
             Op::Transpose { .. } => "Transpose",
             Op::Pad { .. } => "Pad",
@@ -190,6 +194,14 @@ impl Op {
     /// Flatten, Permute, Reshape, ZeroPadding; tf2onnx adds layout Transposes and Squeeze/Unsqueeze).
     pub fn is_layout(&self) -> bool {
         matches!(self, Op::Reshape | Op::Transpose { .. } | Op::Pad { .. })
+    }
+
+    /// Whether signxai's layer index (`until_layer_idx`) steps over this op without counting it: its
+    /// `is_layer_at_idx` skips Flatten, Permute and Reshape, but not ZeroPadding (SPEC 7; verified against
+    /// signxai on a ZeroPadding2D → Conv2D model), so a Pad counts as a layer there while `is_input_layer`
+    /// skips it.
+    pub fn skipped_by_layer_index(&self) -> bool {
+        matches!(self, Op::Reshape | Op::Transpose { .. })
     }
 }
 
@@ -471,9 +483,9 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
             }
             Ok(x.to_vec())
         }
-        Op::Add => {
+        Op::Add | Op::Mean => {
             if ins.is_empty() {
-                return Err("Add needs at least one input".into());
+                return Err(format!("{} needs at least one input", op.kind()));
             }
             if ins.iter().any(|s| *s != ins[0]) {
                 return Err(format!("inputs must have equal shapes (no broadcasting), got {ins:?}"));

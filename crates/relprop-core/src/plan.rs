@@ -67,20 +67,153 @@ pub fn is_input_layer(g: &Graph, node: usize) -> bool {
         })
 }
 
-/// signxai's layer index as used by `until_layer_idx` (SPEC 7): the number of Keras layers between the input
-/// and this node along first inputs, skipping layout ops; the first layer after the input has depth 0. Nodes
-/// sharing a layer name (tf2onnx splits one Keras layer into several nodes) count once.
-pub fn layer_depth(g: &Graph, node: usize) -> usize {
-    let mut names: Vec<&str> = Vec::new();
-    let mut j = node;
-    while g.nodes[j].op != Op::Input {
-        let n = &g.nodes[j];
-        if !n.op.is_layout() && names.last() != Some(&n.layer.as_str()) {
-            names.push(&n.layer);
+/// Whether two nodes' layer names belong to one Keras layer: equal, or one a path prefix of the other
+/// (tf2onnx names the nodes it adds inside a layer `model/conv/Conv1D/Squeeze` next to `model/conv/BiasAdd`).
+fn same_layer(a: &str, b: &str) -> bool {
+    let nested = |long: &str, short: &str| long.len() > short.len() && long.starts_with(short) && long.as_bytes()[short.len()] == b'/';
+    a == b || nested(a, b) || nested(b, a)
+}
+
+/// What signxai's layer walks see a Keras layer as (SPEC 7).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LayerKind {
+    /// Flatten, Permute, Reshape: `is_layer_at_idx` and `is_input_layer` look through them.
+    Reshaping,
+    /// ZeroPadding: only `is_input_layer` looks through it.
+    Padding,
+    Other,
+}
+
+/// The Keras layers right below the layer of node `t` (found walking back from `t` through the nodes of its own
+/// layer): the first node of each (`Some`) or the model input (`None`), sorted, no repeats; and the kind of
+/// `t`'s layer (from the ops of its nodes).
+fn layer_below(g: &Graph, t: usize) -> (Vec<Option<usize>>, LayerKind) {
+    let layer = &g.nodes[t].layer;
+    let (mut below, mut kind) = (Vec::new(), LayerKind::Reshaping);
+    let (mut stack, mut seen) = (vec![t], std::collections::HashSet::new());
+    while let Some(i) = stack.pop() {
+        if !seen.insert(i) {
+            continue;
         }
-        j = n.inputs[0];
+        let m = &g.nodes[i];
+        if m.op == Op::Input {
+            below.push(None);
+        } else if i == t || same_layer(&m.layer, layer) {
+            kind = match (&m.op, kind) {
+                (op, k) if op.skipped_by_layer_index() => k,
+                (Op::Pad { .. }, LayerKind::Reshaping) => LayerKind::Padding,
+                (Op::Pad { .. }, k) => k,
+                _ => LayerKind::Other,
+            };
+            stack.extend(m.inputs.iter().copied());
+        } else {
+            below.push(Some(i));
+        }
     }
-    names.len().saturating_sub(1)
+    below.sort_unstable();
+    below.dedup();
+    (below, kind)
+}
+
+/// For every node, the layer indices `i <= max` at which signxai's `is_layer_at_idx(layer, i)` holds for its
+/// Keras layer (SPEC 7; `until_layer_idx = k` gives `until_index_rule` to the kernel layers with an index
+/// `<= k`). signxai keeps a set of layers, starting with the layer itself. Each of the `i` steps first replaces
+/// the Flatten/Permute/Reshape layers in the set by their inputs, then every layer by its inputs, and fails
+/// once the set holds the model input; at the end every layer in the set must be an input layer
+/// ([`is_input_layer`], which also looks through ZeroPadding). On a chain that counts the layers below,
+/// ZeroPadding included and reshapes in between not; a conv right after a ZeroPadding has two indices (input
+/// layer: 0; one step to the pad: 1). On branches every path must reach an input layer in the same number of
+/// steps. Linear on chains (a layer with one layer below takes that layer's indices plus one); branches
+/// follow the set.
+pub fn layer_indices(g: &Graph, max: usize) -> Vec<LayerIndices> {
+    let n = g.nodes.len();
+    let (below, kind): (Vec<Vec<Option<usize>>>, Vec<LayerKind>) =
+        (0..n).map(|t| if g.nodes[t].op == Op::Input { (Vec::new(), LayerKind::Other) } else { layer_below(g, t) }).unzip();
+    // signxai's is_input_layer: the layers below, through reshaping and padding layers, are all the input.
+    let mut input_layer = vec![false; n];
+    for t in 0..n {
+        input_layer[t] = g.nodes[t].op != Op::Input
+            && below[t].iter().all(|b| b.is_none_or(|i| i < t && kind[i] != LayerKind::Other && input_layer[i]));
+    }
+    let step = |set: &[Option<usize>]| -> Vec<Option<usize>> {
+        // Replace reshaping layers by what is below them (repeatedly), then every layer by its inputs.
+        let mut set = set.to_vec();
+        while set.iter().any(|s| s.is_some_and(|i| kind[i] == LayerKind::Reshaping)) {
+            set = set
+                .iter()
+                .flat_map(|s| match s {
+                    Some(i) if kind[*i] == LayerKind::Reshaping => below[*i].clone(),
+                    s => vec![*s],
+                })
+                .collect();
+        }
+        let mut next: Vec<Option<usize>> = set.iter().flatten().flat_map(|&i| below[i].iter().copied()).collect();
+        next.sort_unstable();
+        next.dedup();
+        next
+    };
+    let mut idx: Vec<LayerIndices> = vec![LayerIndices::default(); n];
+    for t in (0..n).filter(|&t| g.nodes[t].op != Op::Input) {
+        let mut a = LayerIndices::default();
+        if input_layer[t] {
+            a.at.push(0);
+        }
+        let first = step(&[Some(t)]);
+        match first.as_slice() {
+            // One layer below (a chain): its indices, one step further.
+            [Some(p)] if *p < t => {
+                a.at.extend(idx[*p].at.iter().map(|i| i + 1).filter(|&i| i <= max));
+                a.from = idx[*p].from.map(|f| f + 1).filter(|&f| f <= max);
+            }
+            f if f.contains(&None) => {}
+            _ => {
+                let mut set = first;
+                for i in 1..=max {
+                    if set.is_empty() {
+                        // signxai's all([]) is true: every further index holds.
+                        a.from = Some(i);
+                        break;
+                    }
+                    if set.iter().all(|s| s.is_none_or(|j| input_layer[j])) {
+                        a.at.push(i);
+                    }
+                    set = step(&set);
+                    if set.contains(&None) {
+                        break;
+                    }
+                }
+            }
+        }
+        idx[t] = a;
+    }
+    idx
+}
+
+/// The layer indices of one layer ([`layer_indices`]): `at`, and every index from `from` on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerIndices {
+    pub at: Vec<usize>,
+    pub from: Option<usize>,
+}
+
+impl LayerIndices {
+    /// Whether `is_layer_at_idx(layer, i)` holds for some `i <= k` (what `until_layer_idx = k` asks).
+    pub fn any_up_to(&self, k: usize) -> bool {
+        self.at.iter().any(|&i| i <= k) || self.from.is_some_and(|f| f <= k)
+    }
+
+    /// Whether `is_layer_at_idx(layer, i)` holds.
+    pub fn contains(&self, i: usize) -> bool {
+        self.at.contains(&i) || self.from.is_some_and(|f| f <= i)
+    }
+}
+
+impl std::fmt::Display for LayerIndices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = self.at.iter().map(usize::to_string).collect();
+        parts.extend(self.from.map(|k| format!("{k}…")));
+        write!(f, "{}", parts.join("/"))
+    }
 }
 
 /// [`is_input_layer`] for every node at once, in linear time (deep graphs would make per-node walks quadratic).
@@ -97,34 +230,12 @@ pub fn input_layers(g: &Graph) -> Vec<bool> {
     g.nodes.iter().enumerate().map(|(j, n)| !n.inputs.is_empty() && n.inputs.iter().all(|&i| i < j && reach[i])).collect()
 }
 
-/// [`layer_depth`] for every node at once, in linear time.
-pub fn layer_depths(g: &Graph) -> Vec<usize> {
-    let n = g.nodes.len();
-    // top[j]: the nearest non-layout node at or below j along first inputs (None: the walk reaches the input);
-    // runs[j]: the number of distinct consecutive layer names from top[j] down to the input.
-    let mut top: Vec<Option<usize>> = vec![None; n];
-    let mut runs = vec![0usize; n];
-    for (j, m) in g.nodes.iter().enumerate() {
-        let below = m.inputs.first().copied().filter(|&p| p < j);
-        if m.op == Op::Input {
-            continue;
-        }
-        let (t, r) = below.map(|p| (top[p], runs[p])).unwrap_or((None, 0));
-        if m.op.is_layout() {
-            (top[j], runs[j]) = (t, r);
-        } else {
-            let same = t.is_some_and(|q| g.nodes[q].layer == m.layer);
-            (top[j], runs[j]) = (Some(j), r + usize::from(!same));
-        }
-    }
-    runs.into_iter().map(|r| r.saturating_sub(1)).collect()
-}
-
 impl RulePlan {
     /// Resolve `a` on `g`. Priority as in signxai: input_layer_rule, then the until-index rules, then the
     /// preset's rule (dense/conv split for the composites).
     pub fn resolve(g: &Graph, a: &Analyzer) -> Result<RulePlan> {
-        let (inputs, depths) = (input_layers(g), if a.until.is_some() { layer_depths(g) } else { Vec::new() });
+        let inputs = input_layers(g);
+        let until_at = a.until.as_ref().map(|(idx, _)| layer_indices(g, (*idx).min(g.nodes.len())));
         let layers = g
             .nodes
             .iter()
@@ -134,8 +245,8 @@ impl RulePlan {
                 Op::Dense(_) | Op::Conv(_) => {
                     let rule = if let (Some(r), true) = (&a.input_layer_rule, inputs[i]) {
                         r.clone()
-                    } else if let Some((idx, r)) = a.until.as_ref().filter(|(idx, _)| depths[i] <= *idx) {
-                        let _ = idx;
+                    } else if let Some((k, r)) = a.until.as_ref().filter(|(k, _)| until_at.as_ref().is_some_and(|at| at[i].any_up_to(*k))) {
+                        let _ = k;
                         r.clone()
                     } else {
                         match &a.kernel {
@@ -151,7 +262,13 @@ impl RulePlan {
                 Op::AvgPool(_) | Op::GlobalAvgPool => LayerRule::AvgPoolZ,
                 Op::Add => LayerRule::AddZ,
                 Op::Activation(_) | Op::Identity => LayerRule::Identity,
-                Op::MaxPool(_) | Op::GlobalMaxPool | Op::Reshape | Op::Transpose { .. } | Op::Pad { .. } | Op::Concat { .. } => {
+                Op::MaxPool(_)
+                | Op::GlobalMaxPool
+                | Op::Reshape
+                | Op::Transpose { .. }
+                | Op::Pad { .. }
+                | Op::Concat { .. }
+                | Op::Mean => {
                     LayerRule::Gradient
                 }
             })
@@ -162,12 +279,13 @@ impl RulePlan {
     /// A table of the graph's layers with the rule each gets, for `relprop plan`.
     pub fn describe(&self, g: &Graph) -> String {
         let mut s = format!("plan for {} ({} nodes)\n", self.analyzer, g.nodes.len());
-        let (live, depths) = (g.live(), layer_depths(g));
+        let (live, indices) = (g.live(), layer_indices(g, g.nodes.len()));
         for (i, n) in g.nodes.iter().enumerate() {
             if !live[i] {
                 continue;
             }
-            let depth = if n.op.has_kernel() { format!("   [layer index {}]", depths[i]) } else { String::new() };
+            let at = &indices[i];
+            let depth = if n.op.has_kernel() && at != &LayerIndices::default() { format!("   [layer index {at}]") } else { String::new() };
             let _ = writeln!(s, "{i:>4}  {:<14} {:<32} {:<14} {}{depth}", n.op.kind(), trunc(&n.name, 32), format!("{:?}", n.shape), self.layers[i]);
         }
         s

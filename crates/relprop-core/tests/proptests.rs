@@ -10,7 +10,7 @@ use relprop_core::analyzers::ANALYZER_CLASSES;
 use relprop_core::engine::check_input_with;
 use relprop_core::graph::{infer_shape, window_out, Activation, Conv, Dense, Graph, Op, Pool};
 use relprop_core::methods::{method_names, parse_method};
-use relprop_core::plan::{input_layers, is_input_layer, layer_depth, layer_depths};
+use relprop_core::plan::{input_layers, is_input_layer, layer_indices};
 use relprop_core::rules::RULE_NAMES;
 use relprop_core::{npy, Analyzer, Limits, Params, RulePlan, Tensor};
 
@@ -48,6 +48,61 @@ fn params() -> impl Strategy<Value = Params> {
         }
         p
     })
+}
+
+/// signxai's `is_layer_at_idx` and `is_input_layer` (innvestigate `checks.py`) transcribed step by step onto
+/// the IR. A Keras layer is the run of nodes reached walking back from a node through nodes of a related layer
+/// name (equal or path-nested); it is a Flatten/Permute/Reshape layer when all its nodes are reshapes or
+/// transposes, a ZeroPadding layer when pads are among them.
+fn signxai_is_layer_at_idx(g: &Graph, node: usize, index: usize) -> bool {
+    use std::collections::BTreeSet;
+    let related = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"));
+    // (layers below, all reshaping, all reshaping-or-pad) of the layer at node t; None = the input layer.
+    let layer = |t: usize| -> (BTreeSet<Option<usize>>, bool, bool) {
+        let (mut below, mut reshaping, mut padding, mut stack, mut seen) = (BTreeSet::new(), true, true, vec![t], BTreeSet::new());
+        while let Some(i) = stack.pop() {
+            if !seen.insert(i) {
+                continue;
+            }
+            let m = &g.nodes[i];
+            if m.op == Op::Input {
+                below.insert(None);
+            } else if i == t || related(&m.layer, &g.nodes[t].layer) {
+                let skip = m.op.skipped_by_layer_index();
+                reshaping &= skip;
+                padding &= skip || matches!(m.op, Op::Pad { .. });
+                stack.extend(m.inputs.iter().copied());
+            } else {
+                below.insert(Some(i));
+            }
+        }
+        (below, reshaping, padding)
+    };
+    let is_input_layer = |l: Option<usize>| -> bool {
+        let Some(t) = l else { return true }; // an InputLayer has no inputs: all([]) is true
+        let mut ins = layer(t).0;
+        while ins.iter().any(|x| x.is_some_and(|i| layer(i).2)) {
+            ins = ins.iter().flat_map(|x| match x {
+                Some(i) if layer(*i).2 => layer(*i).0.into_iter().collect::<Vec<_>>(),
+                x => vec![*x],
+            }).collect();
+        }
+        ins.iter().all(Option::is_none)
+    };
+    let mut set: BTreeSet<Option<usize>> = [Some(node)].into();
+    for _ in 0..index {
+        while set.iter().any(|x| x.is_some_and(|i| layer(i).1)) {
+            set = set.iter().flat_map(|x| match x {
+                Some(i) if layer(*i).1 => layer(*i).0.into_iter().collect::<Vec<_>>(),
+                x => vec![*x],
+            }).collect();
+        }
+        set = set.iter().flat_map(|x| x.map(|i| layer(i).0).unwrap_or_default()).collect();
+        if set.contains(&None) {
+            return false;
+        }
+    }
+    set.iter().all(|&l| is_input_layer(l))
 }
 
 /// A small random graph: chains and branches of Dense, layout ops, activations and Adds, with layer names drawn
@@ -106,11 +161,13 @@ proptest! {
 
     #[test]
     fn plan_helpers_agree_with_per_node_definitions(g in graph()) {
-        let (inputs, depths) = (input_layers(&g), layer_depths(&g));
+        let (inputs, indices) = (input_layers(&g), layer_indices(&g, 30));
         for i in 0..g.nodes.len() {
             prop_assert_eq!(inputs[i], is_input_layer(&g, i), "is_input_layer of node {}", i);
             if i > 0 {
-                prop_assert_eq!(depths[i], layer_depth(&g, i), "layer_depth of node {}", i);
+                for k in 0..=30 {
+                    prop_assert_eq!(indices[i].contains(k), signxai_is_layer_at_idx(&g, i, k), "is_layer_at_idx of node {} at {}", i, k);
+                }
             }
         }
         g.validate().unwrap();

@@ -222,10 +222,15 @@ impl Numerics for NdModel {
                 }
                 arc(y)
             }
-            Op::Add => {
+            Op::Add | Op::Mean => {
                 let mut acc = (***x).clone();
                 for other in &inputs[1..] {
                     acc += &***other;
+                }
+                if nd.op == Op::Mean {
+                    // Keras Average: the sum, then one division (not a multiplication by 1/n)
+                    let count = inputs.len() as f32;
+                    acc.mapv_inplace(|v| v / count);
                 }
                 arc(acc)
             }
@@ -289,6 +294,10 @@ impl Numerics for NdModel {
                     v.slice_axis_inplace(Axis(a + 1), Slice::from(b..len - e));
                 }
                 vec![arc(v.to_owned())]
+            }
+            Op::Mean => {
+                let count = inputs.len() as f32;
+                vec![map1(r, |v| v / count); inputs.len()]
             }
             Op::Concat { axis } => {
                 let mut start = 0;

@@ -68,6 +68,7 @@ impl Importer<'_> {
             "Gemm" => self.gemm(&ctx),
             "Add" | "Sum" => self.add(&ctx),
             "Mul" | "Div" | "Sub" => self.affine(&ctx),
+            "Mean" => self.mean(&ctx),
             "MaxPool" | "AveragePool" => self.pool(&ctx),
             "GlobalAveragePool" | "GlobalMaxPool" => self.global_pool(&ctx),
             "BatchNormalization" => self.batchnorm(&ctx),
@@ -486,6 +487,9 @@ impl Importer<'_> {
         if ctx.op == "Add" && axis == 1 && self.fold_bias_through_reshape(x, &v) {
             return self.bind(ctx.main_output()?, x);
         }
+        if (x_first || ctx.op == "Mul") && self.average_of_add(ctx, x, &c) {
+            return self.bind(ctx.main_output()?, x);
+        }
         let (mut gamma, mut beta) = (vec![1.0f32; n], vec![0.0f32; n]);
         match (ctx.op, x_first) {
             ("Mul", _) => gamma = v,
@@ -546,6 +550,33 @@ impl Importer<'_> {
             self.push_as(&t2, &ctx.layer, Op::Transpose { perm: back }, &[mid])?
         };
         self.bind(&out, id)
+    }
+
+    /// Keras `Average` through tf2onnx: an Add of `k` tensors, then (in the same layer, its only reader) a Mul by
+    /// `1/k` or a Div by `k`. The Add node becomes a [`Op::Mean`], which computes the sum and one division like
+    /// Keras and routes relevance like signxai (by the gradient); a plain Add + scale would get the Add rule.
+    fn average_of_add(&mut self, ctx: &NodeCtx, x: usize, c: &Const) -> bool {
+        let Some(node) = self.graph.nodes.get(x).filter(|n| n.op == Op::Add) else { return false };
+        let k = node.inputs.len() as f32;
+        let factor = match (ctx.op, c.f32s()) {
+            ("Mul", Some(&[v])) => v * k,
+            ("Div", Some(&[v])) => k / v,
+            _ => return false,
+        };
+        let same_layer = self.mergeable_adds.get(&x) == Some(&ctx.layer);
+        let sole = ctx.input(0).is_some_and(|i| self.sole_consumer(i) == Some(ctx.index));
+        if !(same_layer && sole && (factor - 1.0).abs() <= 4.0 * f32::EPSILON) {
+            return false;
+        }
+        self.graph.nodes[x].op = Op::Mean;
+        self.mergeable_adds.remove(&x);
+        true
+    }
+
+    fn mean(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let ins = (0..ctx.proto.input.len()).map(|i| self.value(ctx, i)).collect::<Result<Vec<_>>>()?;
+        let id = self.push(ctx, Op::Mean, &ins)?;
+        self.bind(ctx.main_output()?, id)
     }
 
     /// tf2onnx writes a Keras Conv1D as `Unsqueeze → Conv → Squeeze → Add(bias)`: when IR node `x` is a

@@ -160,6 +160,7 @@ impl Writer {
                 self.emit("BatchNormalization", &name, &refs, vec![attr_float("epsilon", b.epsilon)])
             }
             Op::Add => self.simple(if ins.len() == 2 { "Add" } else { "Sum" }, layer, &in_refs, vec![]),
+            Op::Mean => self.simple("Mean", layer, &in_refs, vec![]),
             Op::Reshape => self.reshape(layer, x, &n.shape),
             Op::Transpose { perm } => self.simple("Transpose", layer, &[x], vec![attr_ints("perm", &ints(perm))]),
             Op::Pad { begin, end, value } => {

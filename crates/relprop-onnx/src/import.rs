@@ -191,8 +191,24 @@ impl<'a> Importer<'a> {
         let nodes = self.nodes;
         let proto = &nodes[k];
         let name = self.names.get(k).cloned().unwrap_or_default();
-        let layer = crate::layer_of(&name).to_string();
+        let layer = self.generated_node_layer(&name, proto).unwrap_or_else(|| crate::layer_of(&name).to_string());
         NodeCtx { proto, index: k, name, op: proto.op_type.as_deref().unwrap_or(""), layer }
+    }
+
+    /// tf2onnx names the nodes its rewriters create `<Op>__<n>` (a DepthwiseConv2D becomes `Conv__195`), which
+    /// loses the Keras layer. Such a node takes the layer of its only reader when that one has a layer name
+    /// (`model/dw/Relu`): so the conv and its activation stay one layer, as in Keras, for fused activations and
+    /// for `until_layer_idx`.
+    fn generated_node_layer(&self, name: &str, proto: &NodeProto) -> Option<String> {
+        let (op, n) = name.split_once("__")?;
+        if op.is_empty() || !op.chars().all(|c| c.is_ascii_alphanumeric()) || n.is_empty() || !n.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        let out = proto.output.first()?;
+        let reader = self.sole_consumer(out)?;
+        let reader_name = self.names.get(reader)?;
+        let layer = crate::layer_of(reader_name);
+        (layer != reader_name.as_str()).then(|| layer.to_string())
     }
 
     /// The one node reading `value`, if exactly one does and `value` is not the graph output.

@@ -425,3 +425,31 @@ fn conv_bias_after_squeeze_folds_into_the_conv() {
     assert!(conv_of(&g, 2).bias.is_none());
     assert_eq!(g.nodes[g.output].op.kind(), "BatchNorm");
 }
+
+#[test]
+fn keras_average_and_onnx_mean_become_mean() {
+    // tf2onnx's Keras Average: Add, then a Mul by 1/k in the same layer.
+    let nodes = vec![
+        make_node("Relu", "m/a/Relu", &["x"], &["a"], vec![]),
+        make_node("Sigmoid", "m/b/Sigmoid", &["x"], &["b"], vec![]),
+        make_node("Add", "m/avg/add", &["a", "b"], &["s"], vec![]),
+        make_node("Mul", "m/avg/truediv", &["s", "half"], &["y"], vec![]),
+    ];
+    let g = ok(&model_bytes(nodes.clone(), vec![make_tensor_f32("half", &[], &[0.5])], &[3], "y", 13));
+    assert_eq!(kinds(&g), ["Input", "Activation", "Activation", "Mean"]);
+    let y = forward(&g, &Tensor::new(vec![3], vec![-1.0, 0.0, 2.0]).unwrap());
+    let want: Vec<f32> = [-1.0f32, 0.0, 2.0].iter().map(|&v| (v.max(0.0) + 1.0 / (1.0 + (-v).exp())) / 2.0).collect();
+    for (a, b) in y.data.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    // In another layer, or by another factor, it stays an Add and a scaling.
+    let mut other = nodes.clone();
+    other[3] = make_node("Mul", "m/scale/mul", &["s", "half"], &["y"], vec![]);
+    assert_eq!(kinds(&ok(&model_bytes(other, vec![make_tensor_f32("half", &[], &[0.5])], &[3], "y", 13))), ["Input", "Activation", "Activation", "Add", "BatchNorm"]);
+    assert_eq!(kinds(&ok(&model_bytes(nodes, vec![make_tensor_f32("half", &[], &[0.25])], &[3], "y", 13))), ["Input", "Activation", "Activation", "Add", "BatchNorm"]);
+    // ONNX's own Mean.
+    let nodes = vec![make_node("Relu", "r", &["x"], &["a"], vec![]), make_node("Mean", "mean", &["a", "x", "x"], &["y"], vec![])];
+    let g = ok(&model_bytes(nodes, vec![], &[2], "y", 13));
+    assert_eq!(kinds(&g), ["Input", "Activation", "Mean"]);
+    assert_eq!(forward(&g, &Tensor::new(vec![2], vec![-3.0, 3.0]).unwrap()).data, [-2.0, 3.0]);
+}

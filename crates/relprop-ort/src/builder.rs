@@ -448,11 +448,15 @@ impl Numerics for OnnxBuilder<'_> {
                 let m = self.node("Mul", &[&x.name, &self.const_f32(&dims, &scale)], vec![]);
                 self.node("Add", &[&m, &self.const_f32(&dims, &shift)], vec![])
             }
-            Op::Add => {
+            Op::Add | Op::Mean => {
                 let mut acc = x.name.clone();
                 for other in &inputs[1..] {
-                    self.same_shape(x, other, "Add")?;
+                    self.same_shape(x, other, nd.op.kind())?;
                     acc = self.node("Add", &[&acc, &other.name], vec![]);
+                }
+                if nd.op == Op::Mean {
+                    let count = self.scalar(inputs.len() as f32);
+                    acc = self.node("Div", &[&acc, &count], vec![]);
                 }
                 acc
             }
@@ -561,6 +565,11 @@ impl Numerics for OnnxBuilder<'_> {
                 let axes: Vec<i64> = (1..=begin.len() as i64).collect();
                 let (s, e, a) = (self.i64_vec(&starts), self.i64_vec(&ends), self.i64_vec(&axes));
                 vec![self.sym(self.node("Slice", &[&r.name, &s, &e, &a], vec![]), in_shape)]
+            }
+            Op::Mean => {
+                let count = self.scalar(inputs.len() as f32);
+                let share = self.sym(self.node("Div", &[&r.name, &count], vec![]), in_shape);
+                vec![share; inputs.len()]
             }
             Op::Concat { axis } => {
                 let mut start = 0;

@@ -435,11 +435,14 @@ impl Numerics for TchModel {
                 );
                 x.f_mul(&scale).ck()?.f_add(&shift).ck()?
             }
-            Op::Add => {
+            Op::Add | Op::Mean => {
                 let mut acc = x.shallow_clone();
                 for other in &inputs[1..] {
                     same_shape(inputs[0], other)?;
                     acc = acc.f_add(&other.0).ck()?;
+                }
+                if nd.op == Op::Mean {
+                    acc = acc.f_div_scalar(inputs.len() as f64).ck()?;
                 }
                 acc
             }
@@ -506,6 +509,10 @@ impl Numerics for TchModel {
                 vec![T(r.0.f_permute(inv.as_slice()).ck()?)]
             }
             Op::Pad { begin, .. } => vec![T(crop(&r.0, 1, begin, &usizes(&xs[1..]))?)],
+            Op::Mean => {
+                let share = r.0.f_div_scalar(inputs.len() as f64).ck()?;
+                (0..inputs.len()).map(|_| T(share.shallow_clone())).collect()
+            }
             Op::Concat { axis } => {
                 let mut start = 0;
                 inputs

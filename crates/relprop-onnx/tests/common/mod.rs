@@ -88,10 +88,13 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
             Op::Reshape => Tensor::new(n.shape.clone(), ins[0].data.clone()).unwrap(),
             Op::Identity => ins[0].clone(),
             Op::Activation(a) => map(ins[0], |v| a.apply(v)),
-            Op::Add => {
+            Op::Add | Op::Mean => {
                 let mut t = ins[0].clone();
                 for o in &ins[1..] {
                     t.data.iter_mut().zip(&o.data).for_each(|(a, b)| *a += b);
+                }
+                if n.op == Op::Mean {
+                    t.data.iter_mut().for_each(|v| *v /= ins.len() as f32);
                 }
                 t
             }

@@ -1,0 +1,215 @@
+#!/usr/bin/env python3
+"""Differential check: relprop's CLI against live signxai 1.1.9.2 on Keras architectures the goldens lack.
+
+    cargo xtask diffcheck [--seed N] [--models a,b] [--methods m1,c:LRPGamma,c:LRPStdxEpsilon:stdfactor=0.5]
+
+For every architecture below (ZeroPadding, BN first / after Dense / after Conv1D, strided 'same' convs, dilated
+Conv1D, overlapping pools, depthwise convs, residual Dense and conv blocks, a Keras-ResNet stem), with seeded
+random weights and BN statistics: export with tools/keras2onnx_lrp.py, run each method through signxai (the
+wrapper functions, or `c:Class[:k=v;k=v]` through the analyzer classes) and through `relprop explain`, and
+compare (max |relprop - signxai| / max |signxai|). A difference above 1e-4 is a MISMATCH unless relprop's own
+map moves by at least a tenth of it when the input is nudged by 1e-7 relative (one float32 ulp): then the map is
+ill-conditioned (near-zero denominators) and no float32 implementation can agree better; it is reported as
+such. Exit status 1 on any real mismatch. Nothing here writes goldens.
+
+Needs the golden venv (`cargo xtask golden` creates it) and a release build of the CLI; `cargo xtask diffcheck`
+does both. Found with it so far: tf2onnx merging ZeroPadding into the conv (fixed in keras2onnx_lrp.py),
+ZeroPadding not counted by until_layer_idx, signxai's set walk over residual branches, and tf2onnx's generated
+node names hiding a DepthwiseConv2D's layer.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+warnings.simplefilter("ignore")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")
+# signxai re-enables warnings itself (simplefilter("always")): silence their display instead, as golden/generate.py
+warnings.showwarning = lambda *a, **k: None
+from tensorflow.keras import layers as L  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import keras2onnx_lrp  # noqa: E402
+import signxai.methods.wrappers as W  # noqa: E402
+from signxai.methods.innvestigate.analyzer.relevance_based import relevance_analyzer as RA  # noqa: E402
+
+TOL = 1e-4
+
+
+def seq(*fs):
+    def f(x):
+        for g in fs:
+            x = g(x)
+        return x
+    return f
+
+
+def residual(branch, after=None):
+    def f(x):
+        y = L.Add(name="add")([branch(x), x])
+        return after(y) if after else y
+    return f
+
+
+ARCHS = {
+    "bn_first": ((8, 8, 3), seq(L.BatchNormalization(name="bn0"), L.Conv2D(4, 3, padding="same", activation="relu", name="c"),
+                               L.Flatten(name="fl"), L.Dense(5, name="out"))),
+    "dense_bn": ((12,), seq(L.Dense(10, name="d1"), L.BatchNormalization(name="bn1"), L.ReLU(name="r"), L.Dense(6, name="d2"),
+                            L.BatchNormalization(name="bn2"), L.Dense(3, name="out"))),
+    "strided_same": ((10, 10, 3), seq(L.Conv2D(4, 3, strides=2, padding="same", name="c1"), L.ReLU(name="r"),
+                                      L.Conv2D(5, (2, 3), strides=(1, 2), padding="same", name="c2"),
+                                      L.MaxPooling2D(3, strides=2, padding="same", name="mp"), L.Flatten(name="fl"), L.Dense(4, name="out"))),
+    "avgpool_overlap": ((9, 9, 2), seq(L.Conv2D(3, 3, activation="relu", name="c"), L.AveragePooling2D(3, strides=2, name="ap"),
+                                       L.GlobalMaxPooling2D(name="gmp"), L.Dense(4, name="out"))),
+    "conv1d_dilated": ((32, 3), seq(L.Conv1D(4, 3, dilation_rate=2, padding="same", activation="relu", name="c1"),
+                                    L.Conv1D(5, 4, strides=2, activation="relu", name="c2"), L.MaxPooling1D(2, name="mp"),
+                                    L.Flatten(name="fl"), L.Dense(3, name="out"))),
+    "conv1d_bn_stride": ((17, 2), seq(L.Conv1D(4, 4, strides=3, padding="same", name="c"), L.BatchNormalization(name="bn"),
+                                      L.GlobalAveragePooling1D(name="gap"), L.Dense(3, name="out"))),
+    "residual_dense": ((10,), seq(L.Dense(8, activation="relu", name="d1"), residual(L.Dense(8, name="d2"), L.ReLU(name="r")),
+                                  L.Dense(3, name="out"))),
+    "depthwise": ((8, 8, 3), seq(L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu", name="dw"),
+                                 L.Conv2D(4, 1, name="pw"), L.GlobalAveragePooling2D(name="gap"), L.Dense(3, name="out"))),
+    "activations": ((10,), seq(L.Dense(8, activation="tanh", name="d1"), L.Dense(8, activation="elu", name="d2"),
+                               L.Dense(8, activation="sigmoid", name="d3"), L.Dense(3, name="out"))),
+    "zeropad": ((7, 7, 3), seq(L.ZeroPadding2D(((1, 2), (0, 1)), name="zp"), L.Conv2D(4, 3, name="c"), L.Flatten(name="fl"),
+                               L.Dense(3, name="out"))),
+    "concat_branches": ((8, 8, 3), lambda x: seq(L.Conv2D(4, 1, name="mix"), L.GlobalAveragePooling2D(name="gap"), L.Dense(3, name="out"))(
+        L.Concatenate(name="cat")([L.Conv2D(3, 3, padding="same", activation="relu", name="ca")(x),
+                                   L.Conv2D(2, 1, activation="relu", name="cb")(x)]))),
+    "leaky_dropout": ((10,), seq(L.Dense(8, name="d1"), L.LeakyReLU(0.2, name="lr"), L.Dropout(0.5, name="do"),
+                                 L.Dense(6, activation="relu", name="d2"), L.Dense(3, name="out"))),
+    "average_merge": ((10,), lambda x: seq(L.ReLU(name="r"), L.Dense(3, name="out"))(
+        L.Average(name="avg")([L.Dense(8, name="d1")(x), L.Dense(8, name="d2")(x)]))),
+    "merges_dropout": ((10,), lambda x: (lambda h: seq(L.Dense(3, name="out"))(L.Concatenate(name="cat")([
+        L.ReLU(name="r")(L.Average(name="avg")([L.Dense(6, name="da")(h), L.Dense(6, name="db")(h)])),
+        L.Dense(4, activation="tanh", name="dc")(h)])))(L.Dropout(0.3, name="do")(L.Dense(8, activation="relu", name="d1")(x)))),
+    "resnet_stem": ((16, 16, 3), seq(L.ZeroPadding2D(3, name="pad1"), L.Conv2D(4, 7, strides=2, name="c1"),
+                                     L.BatchNormalization(name="bn1"), L.ReLU(name="r1"), L.ZeroPadding2D(1, name="pad2"),
+                                     L.MaxPooling2D(3, strides=2, name="mp"),
+                                     residual(seq(L.Conv2D(4, 3, padding="same", name="c2"), L.BatchNormalization(name="bn2"),
+                                                  L.ReLU(name="r2"), L.Conv2D(4, 3, padding="same", name="c3"),
+                                                  L.BatchNormalization(name="bn3")), L.ReLU(name="r3")),
+                                     L.GlobalAveragePooling2D(name="gap"), L.Dense(3, name="out"))),
+}
+
+METHODS = ["lrp_z", "lrpsign_z", "w2lrp_z", "flatlrp_z", "zblrp_z_VGG16ILSVRC", "lrp_epsilon_0_1", "lrpz_epsilon_0_1",
+           "lrp_epsilon_100", "lrpsign_epsilon_100_mu_0_5", "lrpsign_epsilon_0_25_std_x_mu_neg_0_5", "lrpz_epsilon_1_std_x",
+           "zblrp_epsilon_0_5_std_x_VGG16ILSVRC", "lrp_alpha_1_beta_0", "lrpsign_alpha_1_beta_0", "w2lrp_alpha_1_beta_0",
+           "lrp_sequential_composite_a", "lrp_sequential_composite_b", "flatlrp_sequential_composite_b",
+           "c:LRPAlpha2Beta1", "c:LRPGamma", "c:LRPZPlusFast", "c:LRPAlpha2Beta1IgnoreBias", "c:LRPStdxEpsilon:stdfactor=0.5",
+           "c:LRPRuleUntilIndex:until_layer_idx=1", "c:LRPRuleUntilIndex:until_layer_idx=2", "c:LRPRuleUntilIndex:until_layer_idx=4",
+           "c:LRPSequentialCompositeAFlat", "c:LRPZIgnoreBias", "c:LRPWSquare", "c:LRPFlat"]
+
+
+def randomize(model, rng):
+    """Random BN statistics and biases (Keras initialises them to constants, which would hide bias handling)."""
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            new = []
+            for w, v in zip(layer.weights, layer.get_weights()):
+                n = w.name
+                new.append(rng.uniform(0.5, 1.5, v.shape) if "gamma" in n else rng.normal(0, 0.3, v.shape) if ("beta" in n or "mean" in n)
+                           else rng.uniform(0.5, 2.0, v.shape))
+            layer.set_weights(new)
+        elif getattr(layer, "bias", None) is not None:
+            ws = layer.get_weights()
+            ws[-1] = rng.normal(0, 0.1, ws[-1].shape)
+            layer.set_weights(ws)
+
+
+def parse_value(v):
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return v
+
+
+def signxai_map(model, x, method):
+    """signxai's map (no batch axis) and the matching relprop CLI arguments."""
+    if method.startswith("c:"):
+        _, cls, params = (method.split(":", 2) + [""])[:3]
+        kw = {k: parse_value(v) for k, v in (kv.split("=") for kv in params.split(";") if kv)}
+        res = getattr(RA, cls)(model, **kw).analyze(x, neuron_selection="max_activation")
+        ref = np.asarray(list(res.values())[0])[0]
+        return ref, ["--analyzer", cls] + sum((["--param", f"{k}={v}"] for k, v in kw.items()), [])
+    return np.asarray(getattr(W, method)(model, x[0])), ["--method", method]
+
+
+def relprop_map(relprop, onnx, x, args, tmp):
+    xin, out = os.path.join(tmp, "x.npy"), os.path.join(tmp, "r.npy")
+    np.save(xin, x.astype(np.float32))
+    p = subprocess.run([relprop, "explain", "--model", onnx, "--input", xin, "--output", out] + args, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr.strip())
+    return np.load(out)[0]
+
+
+def rel(a, b):
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--relprop", default=os.path.join(ROOT, "target", "release", "relprop"))
+    ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--models", default=",".join(ARCHS))
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--plain", action="store_true", help="also check plain tf2onnx exports (BN may be folded or lowered)")
+    a = ap.parse_args()
+    rng = np.random.default_rng(a.seed)
+    counts = {"ok": 0, "ill-conditioned": 0, "MISMATCH": 0, "signxai error": 0, "relprop error": 0}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in a.models.split(","):
+            shape, body = ARCHS[name]
+            tf.random.set_seed(a.seed)
+            x_in = tf.keras.Input(shape, name="x")
+            model = tf.keras.Model(x_in, body(x_in), name=name)
+            randomize(model, rng)
+            exports = [("keras2onnx_lrp", os.path.join(tmp, f"{name}.onnx"), False)]
+            if a.plain:
+                exports.append(("plain tf2onnx", os.path.join(tmp, f"{name}_plain.onnx"), True))
+            for _, path, plain in exports:
+                keras2onnx_lrp.export(model, path, plain=plain)
+            x = rng.normal(size=(1,) + shape).astype(np.float32)
+            for method in a.methods.split(","):
+                try:
+                    ref, args = signxai_map(model, x, method)
+                except Exception as e:  # signxai's own failures (e.g. SIGN on a layer with two consumers)
+                    counts["signxai error"] += 1
+                    print(f"{name:18s} {method:42s} signxai error: {type(e).__name__}: {str(e)[:60]}")
+                    continue
+                for label, path, _ in exports:
+                    try:
+                        got = relprop_map(a.relprop, path, x, args, tmp).reshape(ref.shape)
+                    except RuntimeError as e:
+                        counts["relprop error"] += 1
+                        print(f"{name:18s} {method:42s} {label}: relprop error: {str(e)[:120]}")
+                        continue
+                    err = rel(got, ref)
+                    verdict = "ok"
+                    if err > TOL:
+                        # relprop's own sensitivity to a one-ulp input nudge
+                        sens = max(rel(relprop_map(a.relprop, path, x * (1 + 1e-7 * np.random.default_rng(k).choice([-1, 1], x.shape)),
+                                                   args, tmp).reshape(ref.shape), got) for k in (1, 2))
+                        verdict = "ill-conditioned" if err <= 10 * sens else "MISMATCH"
+                        verdict += f" (nudge moves it {sens:.1e})"
+                    counts[verdict.split(" (")[0]] += 1
+                    print(f"{name:18s} {method:42s} {label}: {err:.2e} {verdict}")
+    print("; ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 1 if counts["MISMATCH"] or counts["relprop error"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

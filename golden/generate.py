@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 SHIPPED = ["model_a", "model_b"]
 NEW = ["conv1d_bn", "bn_residual", "strided", "maxpool_overlap", "mlp", "digits_cnn", "keras_stem", "dense_branches",
-       "depthwise", "merges"]
+       "depthwise", "merges", "cropping"]
 OPSET = 13
 ONNX_TOL = 1e-5  # |ONNX Runtime - Keras| on the logits
 
@@ -108,12 +108,14 @@ def until_configs(indices):
 
 # Extra class-API configurations per model (after CLASS_CONFIGS): layer indices where ZeroPadding counts
 # (keras_stem), where residual branches of unequal depth must reach an input layer together (dense_branches),
-# where tf2onnx's node names hide a layer (depthwise), and where Dropout counts and branches merge (merges).
+# where tf2onnx's node names hide a layer (depthwise), where Dropout counts and branches merge (merges), and where
+# Cropping counts while Permute/Reshape do not (cropping).
 EXTRA_CONFIGS = {
     "keras_stem": until_configs(range(1, 9)),
     "dense_branches": until_configs(range(1, 6)),
     "depthwise": until_configs(range(1, 4)),
     "merges": until_configs(range(1, 6)),
+    "cropping": until_configs(range(1, 4)),
 }
 WRAPPER_PREFIXES = ("lrp_", "lrpsign_", "lrpz_", "w2lrp_", "flatlrp_", "zblrp_")
 WRAPPER_API = "signxai.methods.wrappers"
@@ -414,6 +416,22 @@ def build_merges():
                        "counts as a layer for until_layer_idx (tf2onnx drops it; keras2onnx_lrp writes an Identity)"}
 
 
+def build_cropping():
+    rng = np.random.default_rng(111)
+    i = keras.Input((8, 6, 2), name="input")
+    h = L.Cropping2D(((1, 0), (0, 1)), name="crop")(i)                                         # 7x5
+    h = L.Conv2D(3, 3, activation="relu", name="c")(h)                                          # 5x3
+    h = L.Permute((2, 1, 3), name="perm")(h)
+    h = L.Reshape((5, 9), name="reshape")(h)
+    h = L.Flatten(name="flatten")(h)
+    o = L.Dense(3, name="logits")(h)
+    m = keras.Model(i, o, name="cropping")
+    randomize(m, rng)
+    return m, uniform_inputs((8, 6, 2), rng), {
+        "description": "Cropping2D (asymmetric) -> Conv(relu) -> Permute -> Reshape -> Flatten -> Dense: ONNX Slice, "
+                       "and layers signxai's layer walks count (Cropping) or look through (Permute, Reshape)"}
+
+
 BUILDERS = {
     "conv1d_bn": build_conv1d_bn,
     "bn_residual": build_bn_residual,
@@ -425,6 +443,7 @@ BUILDERS = {
     "dense_branches": build_dense_branches,
     "depthwise": build_depthwise,
     "merges": build_merges,
+    "cropping": build_cropping,
 }
 
 LAYER_KEYS = ["activation", "padding", "strides", "kernel_size", "pool_size", "use_bias", "data_format",

@@ -152,6 +152,9 @@ pub enum Op {
     Transpose { perm: Vec<usize> },
     /// Constant padding of the per-sample axes (Keras ZeroPadding).
     Pad { begin: Vec<usize>, end: Vec<usize>, value: f32 },
+    /// The window `[begin, end)` of every per-sample axis (Keras Cropping, ONNX Slice with step 1). A layer of
+    /// its own for signxai's layer walks, which look through neither; relevance routes by the gradient.
+    Slice { begin: Vec<usize>, end: Vec<usize> },
     /// Concatenation along a per-sample axis (0 = first axis after the batch).
     Concat { axis: usize },
     /// A standalone activation layer.
@@ -181,6 +184,7 @@ impl Op {
             Op::Reshape => "Reshape",
             Op::Transpose { .. } => "Transpose",
             Op::Pad { .. } => "Pad",
+            Op::Slice { .. } => "Slice",
             Op::Concat { .. } => "Concat",
             Op::Activation(_) => "Activation",
             Op::Identity => "Identity",
@@ -500,6 +504,14 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
                 return Err(format!("perm {perm:?} must permute {} axes and keep the batch axis first", x.len() + 1));
             }
             Ok(perm[1..].iter().map(|&p| x[p - 1]).collect())
+        }
+        Op::Slice { begin, end } => {
+            let x = one()?;
+            check_geometry(x.len(), &[("slice begin", begin.len()), ("slice end", end.len())])?;
+            x.iter()
+                .zip(begin.iter().zip(end))
+                .map(|(&s, (&b, &e))| if b <= e && e <= s { Ok(e - b) } else { Err(format!("slice [{b}, {e}) does not fit an axis of {s}")) })
+                .collect()
         }
         Op::Pad { begin, end, .. } => {
             let x = one()?;

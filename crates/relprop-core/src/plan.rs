@@ -267,6 +267,7 @@ impl RulePlan {
                 | Op::Reshape
                 | Op::Transpose { .. }
                 | Op::Pad { .. }
+                | Op::Slice { .. }
                 | Op::Concat { .. }
                 | Op::Mean => {
                     LayerRule::Gradient

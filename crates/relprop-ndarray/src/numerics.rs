@@ -246,6 +246,13 @@ impl Numerics for NdModel {
                 view.assign(&***x);
                 arc(out)
             }
+            Op::Slice { begin, end } => {
+                let mut v = x.view();
+                for (a, (&b, &e)) in begin.iter().zip(end).enumerate() {
+                    v.slice_axis_inplace(Axis(a + 1), Slice::from(b..e));
+                }
+                arc(v.to_owned())
+            }
             Op::Concat { axis } => {
                 let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
                 arc(ndarray::concatenate(Axis(axis + 1), &views).map_err(|e| err(e.to_string()))?)
@@ -294,6 +301,16 @@ impl Numerics for NdModel {
                     v.slice_axis_inplace(Axis(a + 1), Slice::from(b..len - e));
                 }
                 vec![arc(v.to_owned())]
+            }
+            Op::Slice { begin, end } => {
+                // The gradient: r in the window, zeros around it.
+                let mut out = ArrayD::zeros(x.raw_dim());
+                let mut v = out.view_mut();
+                for (a, (&b, &e)) in begin.iter().zip(end).enumerate() {
+                    v.slice_axis_inplace(Axis(a + 1), Slice::from(b..e));
+                }
+                v.assign(&**r);
+                vec![arc(out)]
             }
             Op::Mean => {
                 let count = inputs.len() as f32;

@@ -17,8 +17,9 @@ use crate::tensors::Const;
 
 const SUPPORTED: &str = "Conv, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, Selu, Gelu, \
     HardSigmoid, Clip, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, BatchNormalization, Reshape, Flatten, \
-    Squeeze, Unsqueeze, Transpose, Pad, Concat, Dropout, Identity, Constant, a final Softmax/LogSoftmax, and integer \
-    shape arithmetic for reshape targets (Shape, Gather, Concat, Slice, Cast, Unsqueeze, Squeeze, Mul, Div, Add, Sub)";
+    Squeeze, Unsqueeze, Transpose, Pad, Slice (step 1), Concat, Mean, Mul/Div/Add/Sub by per-channel constants, Dropout, \
+    Identity, Constant, a final Softmax/LogSoftmax, and integer shape arithmetic for reshape targets (Shape, Gather, \
+    Concat, Slice, Cast, Unsqueeze, Squeeze, Mul, Div, Add, Sub)";
 
 /// Most inputs an n-ary Add recovered from a chain of binary Adds gets (Keras `Add` layers have a handful).
 const MAX_MERGED_ADD: usize = 64;
@@ -69,6 +70,7 @@ impl Importer<'_> {
             "Add" | "Sum" => self.add(&ctx),
             "Mul" | "Div" | "Sub" => self.affine(&ctx),
             "Mean" => self.mean(&ctx),
+            "Slice" => self.slice(&ctx),
             "MaxPool" | "AveragePool" => self.pool(&ctx),
             "GlobalAveragePool" | "GlobalMaxPool" => self.global_pool(&ctx),
             "BatchNormalization" => self.batchnorm(&ctx),
@@ -294,6 +296,7 @@ impl Importer<'_> {
 
     fn conv(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = self.value(ctx, 0)?;
+        self.refuse_separable(ctx, x)?;
         let w = self.weight(ctx, 1, "weight")?;
         let in_shape = self.shape(x);
         let r = w.shape.len().saturating_sub(2);
@@ -335,6 +338,29 @@ impl Importer<'_> {
         let conv = Conv { weight: Arc::new(w), bias, strides, dilations, pads_begin, pads_end, groups, activation };
         let id = self.push(ctx, Op::Conv(conv), &[x])?;
         self.bind(&out, id)
+    }
+
+    /// A Keras SeparableConv2D is one layer of two convolutions (tf2onnx: `…/sep/separable_conv2d/depthwise`
+    /// feeding `…/sep/separable_conv2d`). signxai applies each rule to the layer as a whole (z⁺ through both
+    /// convolutions with positive weights, ε on the composite output), which two kernel layers cannot
+    /// reproduce: refused instead of explained differently. A conv whose input comes (through reshapes) straight
+    /// from a conv of a layer nested in its own is taken as such a pair.
+    fn refuse_separable(&self, ctx: &NodeCtx, x: usize) -> Result<()> {
+        let mut j = x;
+        while matches!(self.graph.nodes[j].op, Op::Reshape | Op::Transpose { .. }) {
+            j = self.graph.nodes[j].inputs[0];
+        }
+        let prev = &self.graph.nodes[j];
+        let nested = prev.layer.len() > ctx.layer.len() + 1 && prev.layer.starts_with(&format!("{}/", ctx.layer));
+        if matches!(&prev.op, Op::Conv(c) if c.activation.is_none()) && nested {
+            return Err(ctx.err(format!(
+                "this convolution and '{}' form one Keras layer (a SeparableConv2D): signxai applies its rules to \
+                 both convolutions as one kernel, which relprop does not support; build the model from \
+                 DepthwiseConv2D and a 1x1 Conv2D instead",
+                prev.name
+            )));
+        }
+        Ok(())
     }
 
     /// Dense from a weight `(in, out)` and optional bias, folding a following bias Add and activation.
@@ -571,6 +597,58 @@ impl Importer<'_> {
         self.graph.nodes[x].op = Op::Mean;
         self.mergeable_adds.remove(&x);
         true
+    }
+
+    /// ONNX Slice with step 1 (Keras Cropping, PyTorch `x[:, :, 1:-1]`): a window of the per-sample axes; the
+    /// batch axis must stay whole. Opset 10+ takes starts/ends/axes/steps as constant inputs, older ones as
+    /// attributes. Indices follow ONNX: negative counts from the end, out-of-range clamps.
+    fn slice(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let shape = self.shape(x);
+        let list = |i: usize, attr: &str, what: &str| -> Result<Option<Vec<i64>>> {
+            match ctx.input(i) {
+                Some(_) => self.const_ints(ctx, i, what).map(Some),
+                None => ctx.ints(attr),
+            }
+        };
+        let starts = list(1, "starts", "starts")?.ok_or_else(|| ctx.err("needs starts"))?;
+        let ends = list(2, "ends", "ends")?.ok_or_else(|| ctx.err("needs ends"))?;
+        let axes = list(3, "axes", "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+        let steps = list(4, "steps", "steps")?.unwrap_or_else(|| vec![1; starts.len()]);
+        if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+            return Err(ctx.err(format!("starts {starts:?}, ends {ends:?}, axes {axes:?} and steps {steps:?} differ in length")));
+        }
+        let (mut begin, mut end): (Vec<usize>, Vec<usize>) = (vec![0; shape.len()], shape.clone());
+        let mut seen = vec![false; shape.len() + 1];
+        for k in 0..starts.len() {
+            let a = norm_axis(ctx, axes[k], shape.len() + 1)?;
+            if std::mem::replace(&mut seen[a], true) {
+                return Err(ctx.err(format!("axis {a} is sliced twice")));
+            }
+            if steps[k] != 1 {
+                return Err(ctx.err(format!("step {} on axis {a}: only step 1 is supported", steps[k])));
+            }
+            if a == 0 {
+                // The batch axis: only "everything" (start 0, end past any batch size) keeps it.
+                let whole = starts[k] == 0 && (ends[k] >= i32::MAX as i64 || self.batch.is_some_and(|b| ends[k] >= b as i64));
+                if !whole {
+                    return Err(ctx.err(format!("slices the batch axis ({}..{})", starts[k], ends[k])));
+                }
+                continue;
+            }
+            let dim = shape[a - 1] as i64;
+            let at = |v: i64| (if v < 0 { v + dim } else { v }).clamp(0, dim) as usize;
+            let (b, e) = (at(starts[k]), at(ends[k]));
+            if e <= b {
+                return Err(ctx.err(format!("the window {}..{} of axis {a} (size {dim}) is empty", starts[k], ends[k])));
+            }
+            (begin[a - 1], end[a - 1]) = (b, e);
+        }
+        if begin.iter().all(|&b| b == 0) && end == shape {
+            return self.bind(ctx.main_output()?, x);
+        }
+        let id = self.push(ctx, Op::Slice { begin, end }, &[x])?;
+        self.bind(ctx.main_output()?, id)
     }
 
     fn mean(&mut self, ctx: &NodeCtx) -> Result<()> {

@@ -163,6 +163,15 @@ impl Writer {
             Op::Mean => self.simple("Mean", layer, &in_refs, vec![]),
             Op::Reshape => self.reshape(layer, x, &n.shape),
             Op::Transpose { perm } => self.simple("Transpose", layer, &[x], vec![attr_ints("perm", &ints(perm))]),
+            Op::Slice { begin, end } => {
+                let name = self.fresh(layer, "Slice");
+                let axes: Vec<i64> = (1..=begin.len() as i64).collect();
+                let t = |v: Vec<i64>| make_tensor_i64("", &[v.len()], &v);
+                let s = self.init(&name, "starts", t(ints(begin)));
+                let e = self.init(&name, "ends", t(ints(end)));
+                let a = self.init(&name, "axes", t(axes));
+                self.emit("Slice", &name, &[x, &s, &e, &a], vec![])
+            }
             Op::Pad { begin, end, value } => {
                 let name = self.fresh(layer, "Pad");
                 // Full-rank pads: the batch axis gets none.

@@ -453,3 +453,59 @@ fn keras_average_and_onnx_mean_become_mean() {
     assert_eq!(kinds(&g), ["Input", "Activation", "Mean"]);
     assert_eq!(forward(&g, &Tensor::new(vec![2], vec![-3.0, 3.0]).unwrap()).data, [-2.0, 3.0]);
 }
+
+#[test]
+fn separable_conv_pairs_are_refused() {
+    // tf2onnx's SeparableConv2D: a depthwise conv of layer `m/sep/separable_conv2d` feeding a 1x1 conv of `m/sep`.
+    let dw = vals(2 * 9, 3);
+    let pw = vals(4 * 2, 4);
+    let pair = |first: &str, second: &str| {
+        let nodes = vec![
+            make_node("Conv", first, &["x", "dw"], &["h"], vec![attr_ints("kernel_shape", &[3, 3]), attr_int("group", 2), attr_ints("pads", &[1, 1, 1, 1])]),
+            make_node("Conv", second, &["h", "pw"], &["y"], vec![attr_ints("kernel_shape", &[1, 1])]),
+        ];
+        let inits = vec![make_tensor_f32("dw", &[2, 1, 3, 3], &dw), make_tensor_f32("pw", &[4, 2, 1, 1], &pw)];
+        model_bytes(nodes, inits, &[2, 5, 5], "y", 13)
+    };
+    let e = err(&pair("m/sep/separable_conv2d/depthwise", "m/sep/BiasAdd"));
+    assert!(e.contains("m/sep/BiasAdd") && e.contains("SeparableConv2D") && e.contains("m/sep/separable_conv2d/depthwise"), "{e}");
+    // DepthwiseConv2D then Conv2D 1x1, two layers: fine.
+    assert_eq!(kinds(&ok(&pair("m/dw/depthwise", "m/pw/Conv2D"))), ["Input", "Conv2D", "Conv2D"]);
+}
+
+#[test]
+fn slices_of_per_sample_axes() {
+    let ints = |n: &str, v: &[i64]| make_tensor_i64(n, &[v.len()], v);
+    let slice = |starts: &[i64], ends: &[i64], axes: Option<&[i64]>, steps: Option<&[i64]>| {
+        let mut inputs = vec!["x", "s", "e"];
+        let mut inits = vec![ints("s", starts), ints("e", ends)];
+        if let Some(a) = axes {
+            inputs.push("a");
+            inits.push(ints("a", a));
+        }
+        if let Some(st) = steps {
+            inputs.push("st");
+            inits.push(ints("st", st));
+        }
+        model_bytes(vec![make_node("Slice", "crop/Slice", &inputs, &["y"], vec![])], inits, &[2, 4, 5], "y", 13)
+    };
+    // Keras Cropping2D((1, 0), (0, 1)) on NHWC-like (2, 4, 5): axes 2 and 3, negative end, clamped end.
+    let g = ok(&slice(&[1, 0], &[i64::MAX, -1], Some(&[2, 3]), None));
+    assert_eq!(g.nodes[1].op, Op::Slice { begin: vec![0, 1, 0], end: vec![2, 4, 4] });
+    assert_eq!(g.nodes[1].shape, [2, 3, 4]);
+    let x = Tensor::new(vec![2, 4, 5], (0..40).map(|v| v as f32).collect()).unwrap();
+    let y = forward(&g, &x);
+    assert_eq!(&y.data[..4], &[5.0, 6.0, 7.0, 8.0]);
+    // The batch axis kept whole is fine; the whole window adds no node.
+    assert_eq!(kinds(&ok(&slice(&[0, 0], &[i64::MAX, 9], Some(&[0, 1]), None))), ["Input"]);
+    // Refused: cutting the batch, steps, empty windows, an axis twice.
+    for (bytes, want) in [
+        (slice(&[1], &[i64::MAX], Some(&[0]), None), "batch axis"),
+        (slice(&[0], &[4], Some(&[2]), Some(&[2])), "only step 1"),
+        (slice(&[3], &[2], Some(&[2]), None), "is empty"),
+        (slice(&[0, 1], &[2, 3], Some(&[1, -3]), None), "sliced twice"),
+    ] {
+        let e = err(&bytes);
+        assert!(e.contains("crop/Slice") && e.contains(want), "{want}: {e}");
+    }
+}

@@ -65,6 +65,10 @@ pub struct OnnxBuilder<'g> {
     st: RefCell<State>,
 }
 
+fn i64s_of(v: &[usize]) -> Vec<i64> {
+    v.iter().map(|&d| d as i64).collect()
+}
+
 fn f32_key(dims: &[usize], data: &[f32]) -> String {
     let mut k = format!("f{dims:?}:");
     for v in data {
@@ -462,7 +466,7 @@ impl Numerics for OnnxBuilder<'_> {
             }
             Op::Reshape => self.reshape_batched(&x.name, &shape),
             Op::Transpose { perm } => {
-                let p: Vec<i64> = perm.iter().map(|&d| d as i64).collect();
+                let p = i64s_of(perm);
                 self.node("Transpose", &[&x.name], vec![attr_ints("perm", &p)])
             }
             Op::Pad { begin, end, value } => {
@@ -471,6 +475,11 @@ impl Numerics for OnnxBuilder<'_> {
                 let pads = self.i64_vec(&pads);
                 let v = self.scalar(*value);
                 self.node("Pad", &[&x.name, &pads, &v], vec![ob::attr_string("mode", "constant")])
+            }
+            Op::Slice { begin, end } => {
+                let axes: Vec<i64> = (1..=begin.len() as i64).collect();
+                let (s, e, a) = (self.i64_vec(&i64s_of(begin)), self.i64_vec(&i64s_of(end)), self.i64_vec(&axes));
+                self.node("Slice", &[&x.name, &s, &e, &a], vec![])
             }
             Op::Concat { axis } => {
                 let names: Vec<&str> = inputs.iter().map(|t| t.name.as_str()).collect();
@@ -560,11 +569,18 @@ impl Numerics for OnnxBuilder<'_> {
                 vec![self.sym(self.node("Transpose", &[&r.name], vec![attr_ints("perm", &inv)]), in_shape)]
             }
             Op::Pad { begin, .. } => {
-                let starts: Vec<i64> = begin.iter().map(|&b| b as i64).collect();
+                let starts = i64s_of(begin);
                 let ends: Vec<i64> = begin.iter().zip(&in_shape).map(|(&b, &l)| (b + l) as i64).collect();
                 let axes: Vec<i64> = (1..=begin.len() as i64).collect();
                 let (s, e, a) = (self.i64_vec(&starts), self.i64_vec(&ends), self.i64_vec(&axes));
                 vec![self.sym(self.node("Slice", &[&r.name, &s, &e, &a], vec![]), in_shape)]
+            }
+            Op::Slice { begin, end } => {
+                // The gradient: zeros around the window.
+                let after: Vec<i64> = end.iter().zip(&in_shape).map(|(&e, &l)| (l - e) as i64).collect();
+                let pads: Vec<i64> = std::iter::once(0).chain(i64s_of(begin)).chain(std::iter::once(0)).chain(after).collect();
+                let (p, v) = (self.i64_vec(&pads), self.scalar(0.0));
+                vec![self.sym(self.node("Pad", &[&r.name, &p, &v], vec![ob::attr_string("mode", "constant")]), in_shape)]
             }
             Op::Mean => {
                 let count = self.scalar(inputs.len() as f32);

@@ -449,6 +449,10 @@ impl Numerics for TchModel {
             Op::Reshape => x.f_reshape(batched(n, &nd.shape).as_slice()).ck()?,
             Op::Transpose { perm } => x.f_permute(i64s(perm).as_slice()).ck()?,
             Op::Pad { begin, end, value } => pad(x, begin, end, *value as f64)?,
+            Op::Slice { begin, end } => {
+                let len: Vec<usize> = begin.iter().zip(end).map(|(&b, &e)| e - b).collect();
+                crop(x, 1, begin, &len)?
+            }
             Op::Concat { axis } => {
                 let ts: Vec<&tch::Tensor> = inputs.iter().map(|t| &t.0).collect();
                 tch::Tensor::f_cat(&ts, (*axis + 1) as i64).ck()?
@@ -509,6 +513,10 @@ impl Numerics for TchModel {
                 vec![T(r.0.f_permute(inv.as_slice()).ck()?)]
             }
             Op::Pad { begin, .. } => vec![T(crop(&r.0, 1, begin, &usizes(&xs[1..]))?)],
+            Op::Slice { begin, end } => {
+                let after: Vec<usize> = end.iter().zip(&xs[1..]).map(|(&e, &l)| l as usize - e).collect();
+                vec![T(pad(&r.0, begin, &after, 0.0)?)]
+            }
             Op::Mean => {
                 let share = r.0.f_div_scalar(inputs.len() as f64).ck()?;
                 (0..inputs.len()).map(|_| T(share.shallow_clone())).collect()

@@ -87,6 +87,22 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
             Op::Transpose { perm } => permute(ins[0], &perm[1..].iter().map(|p| p - 1).collect::<Vec<_>>()),
             Op::Reshape => Tensor::new(n.shape.clone(), ins[0].data.clone()).unwrap(),
             Op::Identity => ins[0].clone(),
+            Op::Slice { begin, end } => {
+                let (src, shape) = (ins[0], &ins[0].shape);
+                let mut data = Vec::new();
+                let mut idx = vec![0usize; shape.len()];
+                for (k, &v) in src.data.iter().enumerate() {
+                    let mut rem = k;
+                    for a in (0..shape.len()).rev() {
+                        idx[a] = rem % shape[a];
+                        rem /= shape[a];
+                    }
+                    if idx.iter().zip(begin.iter().zip(end)).all(|(&i, (&b, &e))| i >= b && i < e) {
+                        data.push(v);
+                    }
+                }
+                Tensor::new(n.shape.clone(), data).unwrap()
+            }
             Op::Activation(a) => map(ins[0], |v| a.apply(v)),
             Op::Add | Op::Mean => {
                 let mut t = ins[0].clone();

@@ -7,6 +7,8 @@ statistics, exported twice with a dynamic batch axis:
   * torch_view_dynamo.onnx + torch_view_dynamo.onnx.data: the default exporter since torch 2.9 (`dynamo=True`),
     which keeps the weights in an external data file (and folds BN2d into the conv).
 torch_view_input.npy holds a batch of 3 inputs and torch_view_logits.npy torch's logits for it.
+torch_ops.onnx (TorchScript exporter) holds other common idioms (see `Ops`); torch_ops_logits.npy its logits on
+the same inputs.
 
 Run with the peers venv (`cargo xtask bench --vs-zennit` creates it) plus onnx and onnxscript:
   pip install --target /tmp/onnxpkg onnx onnxscript onnx_ir protobuf ml_dtypes typing_extensions
@@ -37,6 +39,25 @@ class Net(nn.Module):
         return self.fc(self.bn1(x))
 
 
+class Ops(nn.Module):
+    """Common PyTorch idioms: ReLU6 (Clip), slicing (Slice), torch.cat (Concat), x.mean((2, 3)) (ReduceMean),
+    in-model normalisation (Sub/Div by per-channel constants)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.1, -0.2, 0.3]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.5, 1.5, 2.0]).view(1, 3, 1, 1))
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(3, 2, 1)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x):
+        x = (x - self.mean) / self.std
+        a = nn.functional.relu6(self.a(x))[:, :, 1:, :-1]
+        b = torch.relu(self.b(x))[:, :, 1:, :-1]
+        return self.fc(torch.cat([a, b], 1).mean((2, 3)))
+
+
 def main():
     torch.manual_seed(7)
     net = Net().eval()
@@ -56,6 +77,12 @@ def main():
                       dynamic_axes={"x": {0: "batch"}}, opset_version=17, dynamo=False)
     torch.onnx.export(net, (x,), os.path.join(OUT, "torch_view_dynamo.onnx"), input_names=["x"], output_names=["logits"],
                       dynamic_shapes={"x": {0: torch.export.Dim("batch")}}, dynamo=True, external_data=True)
+    ops = Ops().eval()
+    with torch.no_grad():
+        y = ops(x)
+    np.save(os.path.join(OUT, "torch_ops_logits.npy"), y.numpy().astype(np.float32))
+    torch.onnx.export(ops, (x,), os.path.join(OUT, "torch_ops.onnx"), input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}}, opset_version=17, dynamo=False)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ use crate::import::{is_op, Importer, MAX_ELEMENTS};
 use crate::tensors::Const;
 
 const SUPPORTED: &str = "Conv, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, Selu, Gelu, \
-    HardSigmoid, Clip, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, BatchNormalization, Reshape, Flatten, \
-    Squeeze, Unsqueeze, Transpose, Pad, Slice (step 1), Concat, Mean, Mul/Div/Add/Sub by per-channel constants, Dropout, \
-    Identity, Constant, a final Softmax/LogSoftmax, and integer shape arithmetic for reshape targets (Shape, Gather, \
-    Concat, Slice, Cast, Unsqueeze, Squeeze, Mul, Div, Add, Sub)";
+    HardSigmoid, Clip, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over all spatial \
+    axes, BatchNormalization, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Pad, Slice (step 1), Concat, Mean, \
+    Mul/Div/Add/Sub by per-channel constants, Dropout, Identity, Constant, a final Softmax/LogSoftmax, and integer \
+    shape arithmetic for reshape targets (Shape, Gather, Concat, Slice, Cast, Unsqueeze, Squeeze, Mul, Div, Add, Sub)";
 
 /// Most inputs an n-ary Add recovered from a chain of binary Adds gets (Keras `Add` layers have a handful).
 const MAX_MERGED_ADD: usize = 64;
@@ -73,6 +73,7 @@ impl Importer<'_> {
             "Slice" => self.slice(&ctx),
             "MaxPool" | "AveragePool" => self.pool(&ctx),
             "GlobalAveragePool" | "GlobalMaxPool" => self.global_pool(&ctx),
+            "ReduceMean" | "ReduceMax" => self.reduce(&ctx),
             "BatchNormalization" => self.batchnorm(&ctx),
             "Reshape" => self.reshape_op(&ctx),
             "Flatten" => self.flatten(&ctx),
@@ -718,6 +719,52 @@ impl Importer<'_> {
 
     /// ONNX global pools keep the spatial axes as 1s; the IR's drop them, so a reshape restores them (and
     /// collapses away again when a Squeeze or Flatten follows, as in Keras' GlobalAveragePooling2D).
+    /// ReduceMean / ReduceMax over every spatial axis (PyTorch's `x.mean((2, 3))`, TF's `reduce_mean`): a global
+    /// pool. Channels first (axes 2..) pools directly; channels last (axes 1..r-1) is transposed to channels
+    /// first around it. The result keeps the input's layout (`keepdims=1`) or is `(C,)`.
+    fn reduce(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let in_shape = self.shape(x);
+        let rank = in_shape.len() + 1;
+        let axes = match ctx.input(1) {
+            Some(_) => self.const_ints(ctx, 1, "axes")?,
+            None => ctx.ints("axes")?.unwrap_or_else(|| (0..rank as i64).collect()),
+        };
+        let mut axes: Vec<usize> = axes.iter().map(|&a| norm_axis(ctx, a, rank)).collect::<Result<_>>()?;
+        axes.sort_unstable();
+        axes.dedup();
+        let keepdims = ctx.int("keepdims", 1)? != 0;
+        let first: Vec<usize> = (2..rank).collect();
+        let last: Vec<usize> = (1..rank - 1).collect();
+        let channels_last = rank > 2 && axes == last && axes != first;
+        if rank < 3 || (axes != first && !channels_last) {
+            return Err(ctx.err(format!(
+                "reducing axes {axes:?} of a rank-{rank} tensor is not supported (only all spatial axes: a global pool)"
+            )));
+        }
+        let mut src = x;
+        if channels_last {
+            let name = self.unique_name(&format!("{}__channels_first", ctx.name));
+            let perm = [0, rank - 1].into_iter().chain(1..rank - 1).collect();
+            src = self.push_as(&name, &ctx.layer, Op::Transpose { perm }, &[x])?;
+        }
+        let op = if ctx.op == "ReduceMax" { Op::GlobalMaxPool } else { Op::GlobalAvgPool };
+        let pooled = self.push(ctx, op, &[src])?;
+        let c = self.shape(pooled)[0];
+        let target = match (keepdims, channels_last) {
+            (false, _) => vec![c],
+            (true, false) => [c].into_iter().chain(std::iter::repeat_n(1, rank - 2)).collect(),
+            (true, true) => std::iter::repeat_n(1, rank - 2).chain([c]).collect(),
+        };
+        let id = if target == [c] {
+            pooled
+        } else {
+            let name = self.unique_name(&format!("{}__keepdims", ctx.name));
+            self.graph.push_reshape(&name, &ctx.layer, pooled, target)?
+        };
+        self.bind(ctx.main_output()?, id)
+    }
+
     fn global_pool(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = self.value(ctx, 0)?;
         let in_shape = self.shape(x);

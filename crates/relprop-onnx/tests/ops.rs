@@ -509,3 +509,23 @@ fn slices_of_per_sample_axes() {
         assert!(e.contains("crop/Slice") && e.contains(want), "{want}: {e}");
     }
 }
+
+#[test]
+fn spatial_reductions_are_global_pools() {
+    let reduce = |op: &str, axes: &[i64], keep: i64, shape: &[usize]| {
+        let nodes = vec![make_node(op, "r", &["x"], &["y"], vec![attr_ints("axes", axes), attr_int("keepdims", keep)])];
+        model_bytes(nodes, vec![], shape, "y", 13)
+    };
+    // PyTorch's x.mean((2, 3)) on NCHW.
+    let g = ok(&reduce("ReduceMean", &[2, 3], 0, &[2, 3, 2]));
+    assert_eq!(kinds(&g), ["Input", "GlobalAvgPool"]);
+    let x = Tensor::new(vec![2, 3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0, 0.0, 0.0, 12.0]).unwrap();
+    assert_eq!(forward(&g, &x).data, [3.5, 2.0]);
+    // Channels last (NHWC, axes 1 and 2), keepdims: transposed around the pool, (1, 1, C) out.
+    let g = ok(&reduce("ReduceMax", &[-3, -2], 1, &[3, 2, 2]));
+    assert_eq!(kinds(&g), ["Input", "Transpose", "GlobalMaxPool", "Reshape"]);
+    assert_eq!(g.nodes[g.output].shape, [1, 1, 2]);
+    // Not all spatial axes: refused.
+    let e = err(&reduce("ReduceMean", &[2], 1, &[2, 3, 2]));
+    assert!(e.contains("'r'") && e.contains("global pool"), "{e}");
+}

@@ -136,3 +136,22 @@ fn shape_arithmetic_for_reshape_targets() {
     let e = err(&model_bytes(on_batch, inits, &[2, 3], "y", 17));
     assert!(e.contains("'m'") && e.contains("batch size"), "{e}");
 }
+
+#[test]
+fn common_pytorch_idioms() {
+    // (x - mean) / std, relu6, slicing, torch.cat, x.mean((2, 3)): consecutive slices of one axis each.
+    let g = relprop_onnx::load(&data("torch_ops.onnx")).unwrap();
+    let k = kinds(&g);
+    for op in ["BatchNorm", "Activation", "Slice", "Concat", "GlobalAvgPool", "Dense"] {
+        assert!(k.contains(&op), "{op} missing from {k:?}");
+    }
+    let x = read_npy_at(&data("torch_view_input.npy"));
+    let want = read_npy_at(&data("torch_ops_logits.npy"));
+    let per: usize = x.shape[1..].iter().product();
+    for b in 0..x.shape[0] {
+        let y = forward(&g, &Tensor::new(x.shape[1..].to_vec(), x.data[b * per..(b + 1) * per].to_vec()).unwrap());
+        for (a, e) in y.data.iter().zip(&want.data[b * 5..(b + 1) * 5]) {
+            assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "sample {b}: {a} vs torch {e}");
+        }
+    }
+}

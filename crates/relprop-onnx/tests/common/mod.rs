@@ -213,6 +213,18 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
                 let out = xs.data.iter().enumerate().map(|(i, v)| v * scale[i / per] + shift[i / per]).collect();
                 Tensor::new(n.shape.clone(), out).unwrap()
             }
+            Op::Concat { axis } => {
+                // outer = product of the axes before `axis`; each input contributes its contiguous block per outer
+                let outer: usize = ins[0].shape[..*axis].iter().product();
+                let mut data = Vec::new();
+                for o in 0..outer {
+                    for t in &ins {
+                        let block = t.data.len() / outer;
+                        data.extend_from_slice(&t.data[o * block..(o + 1) * block]);
+                    }
+                }
+                Tensor::new(n.shape.clone(), data).unwrap()
+            }
             op => panic!("reference forward does not implement {}", op.kind()),
         };
         assert_eq!(out.shape, n.shape, "node {}", n.name);

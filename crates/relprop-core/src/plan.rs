@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::analyzers::{Analyzer, KernelChoice};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{Graph, Op};
 use crate::rules::Rule;
 
@@ -74,8 +74,9 @@ fn same_layer(a: &str, b: &str) -> bool {
     a == b || nested(a, b) || nested(b, a)
 }
 
-/// What signxai's layer walks see a Keras layer as (SPEC 7).
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// What signxai's layer walks see a Keras layer as (SPEC 7); a layer of several nodes takes the largest kind
+/// among them.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum LayerKind {
     /// Flatten, Permute, Reshape: `is_layer_at_idx` and `is_input_layer` look through them.
     Reshaping,
@@ -84,35 +85,41 @@ enum LayerKind {
     Other,
 }
 
-/// The Keras layers right below the layer of node `t` (found walking back from `t` through the nodes of its own
-/// layer): the first node of each (`Some`) or the model input (`None`), sorted, no repeats; and the kind of
-/// `t`'s layer (from the ops of its nodes).
-fn layer_below(g: &Graph, t: usize) -> (Vec<Option<usize>>, LayerKind) {
-    let layer = &g.nodes[t].layer;
-    let (mut below, mut kind) = (Vec::new(), LayerKind::Reshaping);
-    let (mut stack, mut seen) = (vec![t], std::collections::HashSet::new());
-    while let Some(i) = stack.pop() {
-        if !seen.insert(i) {
+/// For every node `t`, the Keras layers right below its layer and the kind of its layer. A Keras layer is a run of
+/// connected nodes whose successive layer names are equal or nested (tf2onnx splits one layer into several
+/// nodes); "below" lists the first node of each other layer reached walking back (`Some`) or the model input
+/// (`None`), sorted, no repeats. Computed in topological order from the inputs' own results, so a long run of
+/// nodes in one layer stays linear.
+fn layers_below(g: &Graph) -> (Vec<Vec<Option<usize>>>, Vec<LayerKind>) {
+    let n = g.nodes.len();
+    let (mut below, mut kinds): (Vec<Vec<Option<usize>>>, Vec<LayerKind>) = (vec![Vec::new(); n], vec![LayerKind::Other; n]);
+    for t in 0..n {
+        let m = &g.nodes[t];
+        if m.op == Op::Input {
             continue;
         }
-        let m = &g.nodes[i];
-        if m.op == Op::Input {
-            below.push(None);
-        } else if i == t || same_layer(&m.layer, layer) {
-            kind = match (&m.op, kind) {
-                (op, k) if op.skipped_by_layer_index() => k,
-                (Op::Pad { .. }, LayerKind::Reshaping) => LayerKind::Padding,
-                (Op::Pad { .. }, k) => k,
-                _ => LayerKind::Other,
-            };
-            stack.extend(m.inputs.iter().copied());
-        } else {
-            below.push(Some(i));
+        let mut kind = match &m.op {
+            op if op.skipped_by_layer_index() => LayerKind::Reshaping,
+            Op::Pad { .. } => LayerKind::Padding,
+            _ => LayerKind::Other,
+        };
+        let mut b = Vec::new();
+        for &i in m.inputs.iter().filter(|&&i| i < t) {
+            let inner = &g.nodes[i];
+            if inner.op == Op::Input {
+                b.push(None);
+            } else if same_layer(&inner.layer, &m.layer) {
+                b.extend(below[i].iter().copied());
+                kind = kind.max(kinds[i]);
+            } else {
+                b.push(Some(i));
+            }
         }
+        b.sort_unstable();
+        b.dedup();
+        (below[t], kinds[t]) = (b, kind);
     }
-    below.sort_unstable();
-    below.dedup();
-    (below, kind)
+    (below, kinds)
 }
 
 /// For every node, the layer indices `i <= max` at which signxai's `is_layer_at_idx(layer, i)` holds for its
@@ -125,10 +132,9 @@ fn layer_below(g: &Graph, t: usize) -> (Vec<Option<usize>>, LayerKind) {
 /// layer: 0; one step to the pad: 1). On branches every path must reach an input layer in the same number of
 /// steps. Linear on chains (a layer with one layer below takes that layer's indices plus one); branches
 /// follow the set.
-pub fn layer_indices(g: &Graph, max: usize) -> Vec<LayerIndices> {
+pub fn layer_indices(g: &Graph, max: usize) -> Result<Vec<LayerIndices>> {
     let n = g.nodes.len();
-    let (below, kind): (Vec<Vec<Option<usize>>>, Vec<LayerKind>) =
-        (0..n).map(|t| if g.nodes[t].op == Op::Input { (Vec::new(), LayerKind::Other) } else { layer_below(g, t) }).unzip();
+    let (below, kind) = layers_below(g);
     // signxai's is_input_layer: the layers below, through reshaping and padding layers, are all the input.
     let mut input_layer = vec![false; n];
     for t in 0..n {
@@ -153,6 +159,7 @@ pub fn layer_indices(g: &Graph, max: usize) -> Vec<LayerIndices> {
         next
     };
     let mut idx: Vec<LayerIndices> = vec![LayerIndices::default(); n];
+    let mut work = 0usize;
     for t in (0..n).filter(|&t| g.nodes[t].op != Op::Input) {
         let mut a = LayerIndices::default();
         if input_layer[t] {
@@ -169,6 +176,14 @@ pub fn layer_indices(g: &Graph, max: usize) -> Vec<LayerIndices> {
             _ => {
                 let mut set = first;
                 for i in 1..=max {
+                    // Wide, deep branching (hostile graphs) could make this cubic: bounded work, then an error.
+                    work += set.len();
+                    if work > WALK_BUDGET {
+                        return Err(Error::node(&g.nodes[t].name, g.nodes[t].op.kind(), format!(
+                            "following signxai's layer walk (until_layer_idx) through this graph's branches takes more \
+                             than {WALK_BUDGET} steps"
+                        )));
+                    }
                     if set.is_empty() {
                         // signxai's all([]) is true: every further index holds.
                         a.from = Some(i);
@@ -186,8 +201,11 @@ pub fn layer_indices(g: &Graph, max: usize) -> Vec<LayerIndices> {
         }
         idx[t] = a;
     }
-    idx
+    Ok(idx)
 }
+
+/// Set elements [`layer_indices`] may visit on branches before it gives up (real models need thousands).
+const WALK_BUDGET: usize = 50_000_000;
 
 /// The layer indices of one layer ([`layer_indices`]): `at`, and every index from `from` on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -235,7 +253,7 @@ impl RulePlan {
     /// preset's rule (dense/conv split for the composites).
     pub fn resolve(g: &Graph, a: &Analyzer) -> Result<RulePlan> {
         let inputs = input_layers(g);
-        let until_at = a.until.as_ref().map(|(idx, _)| layer_indices(g, (*idx).min(g.nodes.len())));
+        let until_at = a.until.as_ref().map(|(idx, _)| layer_indices(g, (*idx).min(g.nodes.len()))).transpose()?;
         let layers = g
             .nodes
             .iter()
@@ -245,8 +263,7 @@ impl RulePlan {
                 Op::Dense(_) | Op::Conv(_) => {
                     let rule = if let (Some(r), true) = (&a.input_layer_rule, inputs[i]) {
                         r.clone()
-                    } else if let Some((k, r)) = a.until.as_ref().filter(|(k, _)| until_at.as_ref().is_some_and(|at| at[i].any_up_to(*k))) {
-                        let _ = k;
+                    } else if let Some((_, r)) = a.until.as_ref().filter(|(k, _)| until_at.as_ref().is_some_and(|at| at[i].any_up_to(*k))) {
                         r.clone()
                     } else {
                         match &a.kernel {
@@ -280,7 +297,8 @@ impl RulePlan {
     /// A table of the graph's layers with the rule each gets, for `relprop plan`.
     pub fn describe(&self, g: &Graph) -> String {
         let mut s = format!("plan for {} ({} nodes)\n", self.analyzer, g.nodes.len());
-        let (live, indices) = (g.live(), layer_indices(g, g.nodes.len()));
+        // (the indices are informational here: a graph too branched to follow shows none)
+        let (live, indices) = (g.live(), layer_indices(g, g.nodes.len()).unwrap_or_else(|_| vec![LayerIndices::default(); g.nodes.len()]));
         for (i, n) in g.nodes.iter().enumerate() {
             if !live[i] {
                 continue;

@@ -51,27 +51,28 @@ fn params() -> impl Strategy<Value = Params> {
 }
 
 /// signxai's `is_layer_at_idx` and `is_input_layer` (innvestigate `checks.py`) transcribed step by step onto
-/// the IR. A Keras layer is the run of nodes reached walking back from a node through nodes of a related layer
-/// name (equal or path-nested); it is a Flatten/Permute/Reshape layer when all its nodes are reshapes or
-/// transposes, a ZeroPadding layer when pads are among them.
+/// the IR. A Keras layer is the run of nodes reached walking back from a node through inputs whose layer name is
+/// related (equal or path-nested) to the node they feed; it is a Flatten/Permute/Reshape layer when all its nodes
+/// are reshapes or transposes, a ZeroPadding layer when pads and those are all it has.
 fn signxai_is_layer_at_idx(g: &Graph, node: usize, index: usize) -> bool {
     use std::collections::BTreeSet;
     let related = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"));
     // (layers below, all reshaping, all reshaping-or-pad) of the layer at node t; None = the input layer.
     let layer = |t: usize| -> (BTreeSet<Option<usize>>, bool, bool) {
-        let (mut below, mut reshaping, mut padding, mut stack, mut seen) = (BTreeSet::new(), true, true, vec![t], BTreeSet::new());
-        while let Some(i) = stack.pop() {
-            if !seen.insert(i) {
+        let (mut below, mut reshaping, mut padding) = (BTreeSet::new(), true, true);
+        let (mut stack, mut seen) = (vec![(t, t)], BTreeSet::new());
+        while let Some((i, from)) = stack.pop() {
+            if !seen.insert((i, from)) {
                 continue;
             }
             let m = &g.nodes[i];
             if m.op == Op::Input {
                 below.insert(None);
-            } else if i == t || related(&m.layer, &g.nodes[t].layer) {
+            } else if i == t || related(&m.layer, &g.nodes[from].layer) {
                 let skip = m.op.skipped_by_layer_index();
                 reshaping &= skip;
                 padding &= skip || matches!(m.op, Op::Pad { .. });
-                stack.extend(m.inputs.iter().copied());
+                stack.extend(m.inputs.iter().map(|&j| (j, i)));
             } else {
                 below.insert(Some(i));
             }
@@ -161,7 +162,7 @@ proptest! {
 
     #[test]
     fn plan_helpers_agree_with_per_node_definitions(g in graph()) {
-        let (inputs, indices) = (input_layers(&g), layer_indices(&g, 30));
+        let (inputs, indices) = (input_layers(&g), layer_indices(&g, 30).unwrap());
         for i in 0..g.nodes.len() {
             prop_assert_eq!(inputs[i], is_input_layer(&g, i), "is_input_layer of node {}", i);
             if i > 0 {

@@ -80,6 +80,10 @@ fn a_long_chain_of_adds_in_one_layer_stays_linear() {
     let t = Instant::now();
     let g = decode(&bytes, "adds.onnx").unwrap();
     assert!(g.nodes.iter().all(|n| n.inputs.len() <= 65), "merged Adds are bounded");
+    // signxai's layer walk for until_layer_idx (every node of the long layer, every index): linear too.
+    let a = relprop_core::Analyzer::from_class("LRPRuleUntilIndex", &relprop_core::Params::parse(&["until_layer_idx=100000"]).unwrap()).unwrap();
+    relprop_core::RulePlan::resolve(&g, &a).unwrap();
+    assert!(relprop_core::plan::layer_indices(&g, g.nodes.len()).unwrap().iter().all(|i| i.from.is_none()));
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }
 

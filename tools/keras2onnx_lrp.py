@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Export a Keras model to ONNX so that relprop sees the same layers signxai explains.
 
-    python tools/keras2onnx_lrp.py model.h5 out.onnx [--opset 13] [--tol 1e-5]
+    python tools/keras2onnx_lrp.py model.h5 out.onnx [--opset 13] [--tol 1e-5] [--plain]
 
-Why not plain tf2onnx: LRP has a dedicated rule for BatchNormalization, so a BN layer must stay a
-`BatchNormalization` node. tf2onnx 1.17 breaks that in two ways:
+Why not plain tf2onnx (`--plain` gives its output): LRP sees layers, not just the function, and tf2onnx 1.17
+changes the layers in four ways:
 
+* it merges a ZeroPadding into the next conv's pads (`rewrite_conv2d_with_pad`); in signxai the conv reads the
+  padded tensor (the W²/Flat/StdxEpsilon input rules see it, and until_layer_idx counts the pad). That
+  rewriter is switched off during conversion here;
+* it drops Dropout and other inference no-op layers, which signxai counts for until_layer_idx: models with them
+  go to the direct writer below, which writes an Identity node per such layer;
 * its `BackToBackOptimizer` (the Conv + BatchNormalization fusion step) folds a BN that follows a conv into the
   conv's weights. Here the default optimizer list is used with that one optimizer replaced by a subclass that
   skips only the Conv + BN fusion; everything else is tf2onnx's usual output.
@@ -14,8 +19,9 @@ Why not plain tf2onnx: LRP has a dedicated rule for BatchNormalization, so a BN 
   layers (or a BN that tf2onnx loses) are therefore written directly from the Keras weights with onnx.helper:
   a Transpose to channels-first at the start (the ONNX input stays NWC like Keras), plain 1-D Conv / pooling /
   BatchNormalization nodes on NCW data, a Transpose back to NWC before Flatten (so the Dense weights keep Keras
-  semantics), Dense as MatMul + Add(bias) like tf2onnx. Node names are `<model>/<layer>/<Op>`, so the Keras layer
-  name is always the middle path component (as in tf2onnx's output).
+  semantics), Dense as MatMul + Add(bias) like tf2onnx, Add/Average/Concatenate, ReLU/LeakyReLU/Activation, and
+  Identity for no-op layers. Node names are `<model>/<layer>/<Op>`, so the Keras layer name is always the middle
+  path component (as in tf2onnx's output).
 
 Every export is checked: ONNX Runtime must reproduce the Keras outputs within --tol (absolute, default 1e-5) on
 random inputs (and on any --check-input .npy files), and the ONNX graph must hold one BatchNormalization node per

@@ -113,7 +113,7 @@ def reference_suites():
             if onnx.endswith("_tf2onnx.onnx"):
                 # tf2onnx lowers the BN to x·a + b, which loses the moving mean μ: the BN rule's stabiliser then
                 # sees x·y instead of (x − μ)·y, and differs where the conv output x is near 0 (measured: 1.0e-3
-                # of the map's maximum at worst, on 30 of 396 maps; docs/importing.md).
+                # of the map's maximum at worst, on 30 of 396 maps; crates/relprop-onnx/README.md).
                 defaults["tolerance"] = 2e-3
                 comment += " BN lowered to Mul + Add by plain tf2onnx (tolerance: see make_specs.py)."
             write(f"reference_{tag}.yaml", f"reference {tag}", defaults, cases, comment)

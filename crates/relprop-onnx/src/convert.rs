@@ -478,7 +478,7 @@ impl Importer<'_> {
     /// A Mul/Div whose only consumer is an Add/Sub of a constant in the same layer absorbs it. Imported as a
     /// BatchNorm with γ = a, β = b, mean 0, variance 1 and epsilon 0, which computes the same function and gets
     /// signxai's BN rule. For a lowered Keras BN that rule differs from the one on the original layer only in
-    /// its stabiliser's argument (`x·y` instead of `(x − μ)·y`; docs/importing.md).
+    /// its stabiliser's argument (`x·y` instead of `(x − μ)·y`; crates/relprop-onnx/README.md).
     fn affine(&mut self, ctx: &NodeCtx) -> Result<()> {
         let names: Vec<&str> = ctx.proto.input.iter().map(String::as_str).collect();
         let [a, b] = names.as_slice() else { return Err(ctx.err("needs exactly two inputs")) };
@@ -717,8 +717,6 @@ impl Importer<'_> {
         self.bind(ctx.main_output()?, id)
     }
 
-    /// ONNX global pools keep the spatial axes as 1s; the IR's drop them, so a reshape restores them (and
-    /// collapses away again when a Squeeze or Flatten follows, as in Keras' GlobalAveragePooling2D).
     /// ReduceMean / ReduceMax over every spatial axis (PyTorch's `x.mean((2, 3))`, TF's `reduce_mean`): a global
     /// pool. Channels first (axes 2..) pools directly; channels last (axes 1..r-1) is transposed to channels
     /// first around it. The result keeps the input's layout (`keepdims=1`) or is `(C,)`.
@@ -765,6 +763,8 @@ impl Importer<'_> {
         self.bind(ctx.main_output()?, id)
     }
 
+    /// ONNX global pools keep the spatial axes as 1s; the IR's drop them, so a reshape restores them (and
+    /// collapses away again when a Squeeze or Flatten follows, as in Keras' GlobalAveragePooling2D).
     fn global_pool(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = self.value(ctx, 0)?;
         let in_shape = self.shape(x);

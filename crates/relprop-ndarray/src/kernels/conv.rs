@@ -1591,20 +1591,17 @@ mod tests {
             (512, 512, 28, 1),
             (512, 512, 14, 1),
         ] {
-            bench_layer(
-                &format!("conv3x3 {cin}->{cout} {hw}x{hw}"),
-                vec![cout, cin, 3, 3],
-                1,
-                1,
-                1,
-                vec![cin, hw, hw],
-                n,
-            );
+            bench_same(3, cin, cout, hw, n);
         }
     }
 
+    /// [`bench_layer`] for a `k×k` stride-1 "same" convolution on a square `hw × hw` plane.
+    fn bench_same(k: usize, cin: usize, cout: usize, hw: usize, n: usize) {
+        bench_layer(&format!("conv{k}x{k} {cin}->{cout} {hw}x{hw}"), vec![cout, cin, k, k], 1, k / 2, 1, vec![cin, hw, hw], n);
+    }
+
     /// `cargo test -p relprop-ndarray --release bench_resnet -- --ignored --nocapture`: ResNet50's bottleneck
-    /// shapes on the small planes (3×3 and 1×1, batch 1).
+    /// shapes on the small planes (3×3 and 1×1, batch 1 and 8).
     #[test]
     #[ignore]
     fn bench_resnet_layers() {
@@ -1620,15 +1617,7 @@ mod tests {
             (1, 2048, 512, 7),
         ] {
             for n in [1, 8] {
-                bench_layer(
-                    &format!("conv{k}x{k} {cin}->{cout} {hw}x{hw}"),
-                    vec![cout, cin, k, k],
-                    1,
-                    k / 2,
-                    1,
-                    vec![cin, hw, hw],
-                    n,
-                );
+                bench_same(k, cin, cout, hw, n);
             }
         }
     }

@@ -236,22 +236,10 @@ impl Numerics for NdModel {
             }
             Op::Reshape => arc(x.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&Self::batched(n, &nd.shape))).map_err(|e| err(e.to_string()))?),
             Op::Transpose { perm } => arc(x.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned()),
-            Op::Pad { begin, end, value } => {
-                let mut out = ArrayD::from_elem(IxDyn(&Self::batched(n, &nd.shape)), *value);
-                let mut view = out.view_mut();
-                for (a, (&b, &e)) in begin.iter().zip(end).enumerate() {
-                    let len = view.shape()[a + 1];
-                    view.slice_axis_inplace(Axis(a + 1), Slice::from(b..len - e));
-                }
-                view.assign(&***x);
-                arc(out)
-            }
+            Op::Pad { begin, value, .. } => arc(embed(x, IxDyn(&Self::batched(n, &nd.shape)), begin, *value)),
             Op::Slice { begin, end } => {
-                let mut v = x.view();
-                for (a, (&b, &e)) in begin.iter().zip(end).enumerate() {
-                    v.slice_axis_inplace(Axis(a + 1), Slice::from(b..e));
-                }
-                arc(v.to_owned())
+                let len: Vec<usize> = begin.iter().zip(end).map(|(&b, &e)| e - b).collect();
+                arc(window(x, begin, &len))
             }
             Op::Concat { axis } => {
                 let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
@@ -294,24 +282,9 @@ impl Numerics for NdModel {
                 }
                 vec![arc(r.view().permuted_axes(IxDyn(&inv)).as_standard_layout().into_owned())]
             }
-            Op::Pad { begin, end, .. } => {
-                let mut v = r.view();
-                for (a, (&b, &e)) in begin.iter().zip(end).enumerate() {
-                    let len = v.shape()[a + 1];
-                    v.slice_axis_inplace(Axis(a + 1), Slice::from(b..len - e));
-                }
-                vec![arc(v.to_owned())]
-            }
-            Op::Slice { begin, end } => {
-                // The gradient: r in the window, zeros around it.
-                let mut out = ArrayD::zeros(x.raw_dim());
-                let mut v = out.view_mut();
-                for (a, (&b, &e)) in begin.iter().zip(end).enumerate() {
-                    v.slice_axis_inplace(Axis(a + 1), Slice::from(b..e));
-                }
-                v.assign(&**r);
-                vec![arc(out)]
-            }
+            // Pad and Slice are each other's gradient: a window out of r, or r placed into zeros.
+            Op::Pad { begin, .. } => vec![arc(window(r, begin, &x.shape()[1..]))],
+            Op::Slice { begin, .. } => vec![arc(embed(r, x.raw_dim(), begin, 0.0))],
             Op::Mean => {
                 let count = inputs.len() as f32;
                 vec![map1(r, |v| v / count); inputs.len()]
@@ -475,6 +448,26 @@ impl NdModel {
 }
 
 /// `f(t + v)` with `v` broadcast along `axis` (of the batched tensor).
+/// The window `[begin, begin + len)` of every per-sample axis of `t` (axis 0, the batch, whole).
+fn window(t: &ArrayD<f32>, begin: &[usize], len: &[usize]) -> ArrayD<f32> {
+    let mut v = t.view();
+    for (a, (&b, &l)) in begin.iter().zip(len).enumerate() {
+        v.slice_axis_inplace(Axis(a + 1), Slice::from(b..b + l));
+    }
+    v.to_owned()
+}
+
+/// `t` placed at `begin` of the per-sample axes of a `shape` tensor filled with `fill`.
+fn embed(t: &ArrayD<f32>, shape: IxDyn, begin: &[usize], fill: f32) -> ArrayD<f32> {
+    let mut out = ArrayD::from_elem(shape, fill);
+    let mut v = out.view_mut();
+    for (a, &b) in begin.iter().enumerate() {
+        v.slice_axis_inplace(Axis(a + 1), Slice::from(b..b + t.shape()[a + 1]));
+    }
+    v.assign(t);
+    out
+}
+
 fn add_along(t: &T, v: &[f32], axis: usize, f: impl Fn(f32) -> f32 + Sync + Send) -> Result<ArrayD<f32>> {
     if t.shape().get(axis) != Some(&v.len()) {
         return Err(err(format!("{} values along axis {axis} of {:?}", v.len(), t.shape())));

@@ -1,4 +1,4 @@
-//! `cargo xtask conform [--backend ndarray|ort|tch|all] [--filter GLOB]`: builds the conformance runner with
+//! `cargo xtask conform [--backend ndarray|ort|tch|all] [--device cpu|cuda|cuda:N] [--filter GLOB]`: builds the conformance runner with
 //! the backends that are set up (a backend that is not says so in one line) and runs it.
 
 use std::path::Path;
@@ -40,12 +40,14 @@ pub fn select_backends<'a>(root: &Path, which: &'a str) -> Result<(Vec<&'a str>,
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let mut which = "ndarray".to_string();
     let mut filter = None;
+    let mut device = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--backend" => which = it.next().ok_or("--backend needs a value")?.clone(),
             "--filter" => filter = Some(it.next().ok_or("--filter needs a value")?.clone()),
-            _ => return Err(format!("unknown argument {a}: cargo xtask conform [--backend ndarray|ort|tch|all] [--filter GLOB]")),
+            "--device" => device = Some(it.next().ok_or("--device needs a value")?.clone()),
+            _ => return Err(format!("unknown argument {a}: cargo xtask conform [--backend ndarray|ort|tch|all] [--device cpu|cuda|cuda:N] [--filter GLOB]")),
         }
     }
     let (backends, features) = select_backends(root, &which)?;
@@ -55,6 +57,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         cmd.args(["--features", &features.join(",")]);
     }
     cmd.args(["--", "--backend", &backends.join(",")]);
+    if let Some(d) = device {
+        cmd.args(["--device", &d]);
+    }
     if let Some(f) = filter {
         cmd.args(["--filter", &f]);
     }

@@ -17,7 +17,7 @@ fn root() -> PathBuf {
 const USAGE: &str = "usage: cargo xtask <command>
   test                   install what the tests need (.deps/) and run every test (the README's test command)
   setup ort|tch|all      install ONNX Runtime / libtorch from PyPI wheels into .deps/
-  conform [--backend ndarray|ort|tch|all] [--filter GLOB]   run the conformance suite, write reports/conformance/
+  conform [--backend ndarray|ort|tch|all] [--device cpu|cuda] [--filter GLOB]   run the conformance suite, write reports/conformance/
   golden [--check]       rebuild the goldens from signxai in a project-local venv
   diffcheck [--seed N] [--models a,b] [--methods m,...] [--plain]   relprop's CLI against live signxai on
                          Keras architectures the goldens lack (tools/signxai_diffcheck.py, golden venv)

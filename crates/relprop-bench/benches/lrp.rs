@@ -33,7 +33,7 @@ fn relprop_backends(c: &mut Criterion, cfg: &Config) {
             }
         };
         for backend in cfg.backends.iter().filter(|b| b.as_str() != relprop_bench::ORT_REFERENCE) {
-            let compiled = match compile(backend, &g) {
+            let compiled = match compile(backend, "cpu", &g) {
                 Ok(m) => m,
                 Err(e) => {
                     println!("{backend}: not available: {e}");

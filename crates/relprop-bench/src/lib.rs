@@ -151,8 +151,8 @@ impl Job {
     }
 }
 
-/// Compile `g` on the backend named `name` (`relprop_conform::backends::by_name`).
-pub fn compile(name: &str, g: &Graph) -> Result<Arc<dyn CompiledModel>> {
-    let be = relprop_conform::backends::by_name(name, "cpu")?;
+/// Compile `g` on the backend named `name` on `device` (`relprop_conform::backends::by_name`).
+pub fn compile(name: &str, device: &str, g: &Graph) -> Result<Arc<dyn CompiledModel>> {
+    let be = relprop_conform::backends::by_name(name, device)?;
     Ok(Arc::from(be.compile(Arc::new(g.clone()))?))
 }

@@ -74,7 +74,9 @@ fn rss(kv: &HashMap<String, String>) -> Res<Value> {
             return Err("ortref: built without the ort-forward feature".into());
         }
     } else {
-        let compiled = relprop_bench::compile(backend, &g).map_err(|e| e.to_string())?;
+        // `--device cuda` (tch only) times the GPU path; relevance comes back to the host, so each run is complete.
+        let device = kv.get("device").map(String::as_str).unwrap_or("cpu");
+        let compiled = relprop_bench::compile(backend, device, &g).map_err(|e| e.to_string())?;
         let job = relprop_bench::Job::new(compiled, &g, &spec, batch).map_err(|e| e.to_string())?;
         let load_peak = sys::peak_rss_kb().unwrap_or(0);
         let reset = sys::reset_peak_rss();

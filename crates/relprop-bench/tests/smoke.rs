@@ -22,7 +22,7 @@ fn golden_architecture_with_seeded_weights_round_trips() {
     let back = relprop_onnx::decode(&bytes, "model_a").unwrap();
     assert_eq!(zoo::parameters(&back), zoo::parameters(&a));
     // Relevance is finite and non-trivial on the zoo input.
-    let m = relprop_bench::compile("ndarray", &a).unwrap();
+    let m = relprop_bench::compile("ndarray", "cpu", &a).unwrap();
     let job = relprop_bench::Job::new(m, &a, &Spec::by_label("LRPEpsilon").unwrap(), 2).unwrap();
     let r = job.run().unwrap();
     assert!(r.data.iter().all(|v| v.is_finite()) && r.data.iter().any(|&v| v != 0.0));

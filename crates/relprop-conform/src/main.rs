@@ -1,4 +1,4 @@
-//! `relprop-conform [--backend ndarray|ort|tch|all|a,b] [--filter GLOB] [--specs DIR] [--report FILE]`:
+//! `relprop-conform [--backend ndarray|ort|tch|all|a,b] [--device cpu|cuda|cuda:N] [--filter GLOB] [--specs DIR] [--report FILE]`:
 //! runs the YAML cases, prints a compact table, writes the HTML report, exits non-zero on any failure.
 //! Usually started through `cargo xtask conform`, which builds it with the backends that are set up.
 
@@ -22,20 +22,22 @@ fn main() -> ExitCode {
 fn real_main() -> Result<usize, String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().map_err(|e| e.to_string())?;
     let (mut which, mut filter, mut specs, mut out) = ("ndarray".to_string(), None, root.join("specs"), root.join("reports/conformance/index.html"));
+    let mut device = "cpu".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or(format!("{a} needs a value"));
         match a.as_str() {
             "--backend" => which = val()?,
+            "--device" => device = val()?,
             "--filter" => filter = Some(val()?),
             "--specs" => specs = PathBuf::from(val()?),
             "--report" => out = PathBuf::from(val()?),
-            _ => return Err(format!("unknown argument {a}; usage: relprop-conform [--backend ndarray|ort|tch|all] [--filter GLOB] [--specs DIR] [--report FILE]")),
+            _ => return Err(format!("unknown argument {a}; usage: relprop-conform [--backend ndarray|ort|tch|all] [--device cpu|cuda|cuda:N] [--filter GLOB] [--specs DIR] [--report FILE]")),
         }
     }
     let wanted: Vec<String> = if which == "all" { backends::ALL.iter().map(|s| s.to_string()).collect() } else { which.split(',').map(str::to_string).collect() };
     let cases = spec::load_dir(&specs, &root).map_err(|e| e.to_string())?;
-    let run = runner::run(cases, &wanted, filter.as_deref(), |done, total, name| {
+    let run = runner::run(cases, &wanted, &device, filter.as_deref(), |done, total, name| {
         let width = 30;
         let filled = done * width / total.max(1);
         eprint!("\r[{}{}] {done}/{total} {:<40.40}", "#".repeat(filled), ".".repeat(width - filled), name);

@@ -113,13 +113,15 @@ pub fn glob_match(glob: &str, text: &str) -> bool {
     rec(&g, &t)
 }
 
-/// Run `cases` (filtered by `filter` on `suite/name`) on `backends`; `progress` is called after each case.
-pub fn run(cases: Vec<Case>, backends: &[String], filter: Option<&str>, mut progress: impl FnMut(usize, usize, &str)) -> Run {
+/// Run `cases` (filtered by `filter` on `suite/name`) on `backends` (tch on `device`: cpu, cuda, cuda:N);
+/// `progress` is called after each case.
+pub fn run(cases: Vec<Case>, backends: &[String], device: &str, filter: Option<&str>, mut progress: impl FnMut(usize, usize, &str)) -> Run {
     let cases: Vec<Case> = cases.into_iter().filter(|c| filter.is_none_or(|f| glob_match(f, &format!("{}/{}", c.suite, c.name)))).collect();
     let mut models: Vec<Models> = Vec::new();
     let mut unavailable = Vec::new();
     for b in backends {
-        match crate::backends::by_name(b, "cpu") {
+        let device = if b == "tch" { device } else { "cpu" };
+        match crate::backends::by_name(b, device) {
             Ok(backend) => models.push(Models { backend, cache: HashMap::new() }),
             Err(e) => unavailable.push((b.clone(), e.to_string())),
         }

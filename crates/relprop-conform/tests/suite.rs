@@ -92,7 +92,7 @@ fn coverage_every_class_rule_method_and_edge_on_every_golden_model() {
 #[test]
 fn the_whole_suite_passes_on_every_built_backend() {
     let backends: Vec<String> = relprop_conform::backends::ALL.iter().filter(|b| relprop_conform::backends::built(b)).map(|s| s.to_string()).collect();
-    let run = runner::run(cases(), &backends, None, |_, _, _| {});
+    let run = runner::run(cases(), &backends, "cpu", None, |_, _, _| {});
     let failures: Vec<String> = run
         .outcomes
         .iter()
@@ -136,7 +136,7 @@ fn check_well_formed(s: &str) {
 #[test]
 fn report_is_generated_well_formed_and_self_contained() {
     let picked: Vec<spec::Case> = cases().into_iter().filter(|c| c.suite == "properties" || (c.suite.starts_with("reference model_a_opset13") && c.name.starts_with("LRPZ "))).collect();
-    let run = runner::run(picked, &["ndarray".to_string(), "tch-not-built-here".to_string()], None, |_, _, _| {});
+    let run = runner::run(picked, &["ndarray".to_string(), "tch-not-built-here".to_string()], "cpu", None, |_, _, _| {});
     let html = report::html(&run);
     check_well_formed(&html);
     assert!(html.contains("data:image/png;base64,"), "heatmaps inlined");

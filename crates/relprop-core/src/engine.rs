@@ -54,6 +54,11 @@ pub trait Numerics {
     fn safe_div(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
     /// `z + eps·sgn(z)` with sgn(0) = +1.
     fn stabilize(&self, z: &Self::T, eps: f32) -> Result<Self::T>;
+    /// `safe_div(r, stabilize(z, eps))`, the epsilon rules' `s = R / z`. A backend may fuse the two (one pass
+    /// instead of two over every layer's output) but must give the same values.
+    fn div_stabilized(&self, r: &Self::T, z: &Self::T, eps: f32) -> Result<Self::T> {
+        self.safe_div(r, &self.stabilize(z, eps)?)
+    }
     /// Like [`Numerics::stabilize`] with one epsilon per sample (`eps` is a row tensor).
     fn stabilize_rows(&self, z: &Self::T, eps: &Self::T) -> Result<Self::T>;
     /// Population standard deviation of each sample (row tensor), or of the whole batch repeated per sample.
@@ -494,8 +499,11 @@ impl<N: Numerics> Layer<'_, N> {
         let nx = self.nx;
         let mut total: Option<N::T> = None;
         for grp in &prog.groups {
-            let z = self.stabilize(&self.group_z(&grp.terms)?, grp.stab)?;
-            let s = nx.safe_div(r, &z)?;
+            let z = self.group_z(&grp.terms)?;
+            let s = match grp.stab {
+                Stabilizer::Epsilon(e) => nx.div_stabilized(r, &z, e)?,
+                stab => nx.safe_div(r, &self.stabilize(&z, stab)?)?,
+            };
             let ss = vec![s; grp.terms.len()];
             let out = self.group_out(grp.coef, &grp.terms, &ss)?;
             total = Some(match total {

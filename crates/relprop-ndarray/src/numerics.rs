@@ -341,6 +341,13 @@ impl Numerics for NdModel {
     fn stabilize(&self, z: &T, eps: f32) -> Result<T> {
         Ok(map1(z, move |v| v + eps * sgn1(v)))
     }
+    fn div_stabilized(&self, r: &T, z: &T, eps: f32) -> Result<T> {
+        // `stabilize` then `safe_div`, the same operations per element, in one pass.
+        zip2(r, z, move |x, v| {
+            let d = v + eps * sgn1(v);
+            x / (if d == 0.0 { KERAS_EPSILON } else { d })
+        })
+    }
     fn stabilize_rows(&self, z: &T, eps: &T) -> Result<T> {
         rows_op(z, eps, |v, e| v + e * sgn1(v))
     }

@@ -580,6 +580,14 @@ impl Numerics for TchModel {
     fn stabilize(&self, z: &T, eps: f32) -> Result<T> {
         Ok(T(z.0.f_add(&sgn1(&z.0)?.f_mul_scalar(eps as f64).ck()?).ck()?))
     }
+    fn div_stabilized(&self, r: &T, z: &T, eps: f32) -> Result<T> {
+        // z + eps·sgn(z) as `z ± eps` (the same values) in fewer kernels; the result is never 0 (|z ± eps| >= eps),
+        // so safe_div's zero test is left out.
+        same_shape(r, z)?;
+        let (up, down) = (z.0.f_add_scalar(eps as f64).ck()?, z.0.f_sub_scalar(eps as f64).ck()?);
+        let d = up.f_where_self(&z.0.f_ge(0.0).ck()?, &down).ck()?;
+        Ok(T(r.0.f_div(&d).ck()?))
+    }
     fn stabilize_rows(&self, z: &T, eps: &T) -> Result<T> {
         let e = rows_view(eps, z)?;
         Ok(T(z.0.f_add(&sgn1(&z.0)?.f_mul(&e).ck()?).ck()?))

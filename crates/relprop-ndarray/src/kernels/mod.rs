@@ -5,6 +5,7 @@ pub mod conv;
 pub mod dense;
 mod gemm;
 pub mod pool;
+mod winograd;
 
 pub use conv::{conv_forward, conv_transpose};
 pub use dense::{dense_forward, dense_transpose, STREAM_MAX_ROWS};

@@ -44,7 +44,7 @@ thread_local! {
 }
 
 /// Run `f` on this thread's buffer `key`, grown to at least `len` floats (contents arbitrary).
-pub(super) fn with_scratch<R>(
+fn with_scratch<R>(
     key: &'static LocalKey<Cell<Vec<f32>>>,
     len: usize,
     f: impl FnOnce(&mut [f32]) -> R,

@@ -15,25 +15,45 @@
 use ndarray::{ArrayView3, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
-use super::conv::with_scratch;
+use std::cell::Cell;
+use std::thread::LocalKey;
+
 use super::gemm::matmul_into;
 
 thread_local! {
-    /// Per-thread buffers, kept between calls (fresh multi-MiB allocations cost page faults every call):
-    /// transformed kernels, and one block's transformed inputs and products.
-    static U_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
-    static V_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
-    static M_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Per-thread buffers, kept between calls like the im2col tiles: the transformed kernels, and one block's
+    /// transformed inputs and products. Freed and allocated again on every call, they fragmented the heap: VGG16
+    /// LRPEpsilon's peak RSS rose from 0.97 to 1.02 of the memory target (weights + 3 × activations).
+    static U_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static VM_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Fewer input or output channels than this: the 16 small GEMMs (K = C) lose to one im2col GEMM (K = 9·C).
 pub(super) const MIN_CHANNELS: usize = 32;
-/// Fewer 2×2 tiles than this in all (samples × tiles): the GEMMs are too narrow.
+/// Fewer 2×2 tiles than this in all (samples × tiles): the GEMMs are too narrow, and the kernel transform
+/// (a pass over 16/9 of the weights) is not paid back.
 pub(super) const MIN_TILES: usize = 64;
-/// Target size (floats) of one block's `V` and `M` together.
+/// Most transformed-kernel floats (4 MiB: up to 256 × 256 channels). Larger layers (VGG16's 512-channel ones)
+/// keep im2col: their 16 MiB of transformed kernels would sit on top of the activations at an explanation's
+/// peak (measured: VGG16 LRPEpsilon's peak RSS 0.97 → 1.04 of the memory target).
+const U_MAX_FLOATS: usize = 1 << 20;
+/// Target size (floats, 4 MiB) of one block's `V` and `M` together.
 const BLOCK_FLOATS: usize = 1 << 20;
-/// Fewest tiles per block (GEMM columns): each block's 16 GEMMs pack their U[ξ] again.
-const MIN_BLOCK_TILES: usize = 256;
+
+/// Run `f` on this thread's buffer `key` of at least `len` floats (contents arbitrary). The buffer is made
+/// `keep` floats long at once (growing it step by step would leave the smaller blocks behind in the heap) and
+/// kept; a longer one (one tile row of a very wide plane) is freed afterwards.
+fn with_buffer<R>(key: &'static LocalKey<Cell<Vec<f32>>>, len: usize, keep: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = key.take();
+    if buf.len() < len {
+        buf = vec![0.0; len.max(keep)];
+    }
+    let r = f(&mut buf[..len]);
+    if buf.len() <= keep {
+        key.set(buf);
+    }
+    r
+}
 
 /// A 3×3 stride-1 convolution's geometry: `n` samples of `ci` × `h` × `w`, pads before (`pt`, `pl`), output
 /// `co` × `ho` × `wo`.
@@ -53,7 +73,10 @@ pub(super) struct Shape {
 impl Shape {
     /// Whether Winograd pays off here.
     pub fn worth_it(&self) -> bool {
-        self.ci >= MIN_CHANNELS && self.co >= MIN_CHANNELS && self.n * self.ho.div_ceil(2) * self.wo.div_ceil(2) >= MIN_TILES
+        self.ci >= MIN_CHANNELS
+            && self.co >= MIN_CHANNELS
+            && 16 * self.ci * self.co <= U_MAX_FLOATS
+            && self.n * self.ho.div_ceil(2) * self.wo.div_ceil(2) >= MIN_TILES
     }
 }
 
@@ -192,8 +215,9 @@ fn transform_output(s: &Shape, m: &[f32], ld: usize, r0: usize, r1: usize, band:
 /// output rows of those tile rows). With `inner`, the work inside is spread over the pool.
 fn block(s: &Shape, u: &[f32], x: &[f32], r0: usize, r1: usize, planes: &mut [&mut [f32]], inner: bool) {
     let tiles = (r1 - r0) * s.wo.div_ceil(2);
-    with_scratch(&V_SCRATCH, s.ci * 16 * tiles, |v| {
-        with_scratch(&M_SCRATCH, s.co * 16 * tiles, |m| block_in(s, u, x, r0, r1, planes, inner, v, m))
+    with_buffer(&VM_SCRATCH, (s.ci + s.co) * 16 * tiles, BLOCK_FLOATS, |vm| {
+        let (v, m) = vm.split_at_mut(s.ci * 16 * tiles);
+        block_in(s, u, x, r0, r1, planes, inner, v, m)
     })
 }
 
@@ -238,7 +262,7 @@ pub(super) fn conv3x3(s: &Shape, w: &[f32], flipped: bool, x: &[f32]) -> Vec<f32
     if out.is_empty() {
         return out;
     }
-    with_scratch(&U_SCRATCH, s.co * 16 * s.ci, |u| {
+    with_buffer(&U_SCRATCH, s.co * 16 * s.ci, U_MAX_FLOATS, |u| {
         transform_kernels(w, s, flipped, u);
         run_blocks(s, u, x, &mut out);
     });
@@ -249,14 +273,12 @@ pub(super) fn conv3x3(s: &Shape, w: &[f32], flipped: bool, x: &[f32]) -> Vec<f32
 fn run_blocks(s: &Shape, u: &[f32], x: &[f32], out: &mut [f32]) {
     let (th, tw) = (s.ho.div_ceil(2), s.wo.div_ceil(2));
     let threads = rayon::current_num_threads();
-    // Tile rows per block: cache-sized, but with at least MIN_BLOCK_TILES tiles, since every GEMM of a block
-    // packs its whole O × C matrix U[ξ] again; then more blocks, down to that minimum, until every thread has
-    // one. Fewer blocks than threads: the blocks run one after the other, each spread over the pool.
+    // Tile rows per block: cache-sized (at least one), and enough blocks for every thread when the batch allows.
+    // Fewer blocks than threads: the blocks run one after the other, each spread over the pool.
     let per_row = 16 * (s.ci + s.co) * tw;
-    let min_rows = MIN_BLOCK_TILES.div_ceil(tw).min(th);
-    let mut rows = (BLOCK_FLOATS / per_row).clamp(min_rows, th);
-    while rows > min_rows && s.n * th.div_ceil(rows) < threads {
-        rows = rows.div_ceil(2).max(min_rows);
+    let mut rows = (BLOCK_FLOATS / per_row).clamp(1, th);
+    while rows > 1 && s.n * th.div_ceil(rows) < threads {
+        rows = rows.div_ceil(2);
     }
     let nbands = th.div_ceil(rows);
     // Per block, its output rows in every channel plane (disjoint slices, so blocks can run in parallel).

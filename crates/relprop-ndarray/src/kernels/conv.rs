@@ -37,14 +37,15 @@ const PADDED: usize = usize::MAX;
 
 thread_local! {
     /// Per-thread im2col / column tile buffer, kept between calls: a fresh multi-MiB allocation costs page
-    /// faults on every call. Taken out while in use, so a job nested on the same thread just allocates.
-    static COLS_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    /// Reused buffer for flipped weights (same reason).
-    static FLIP_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// faults on every call. Taken out while in use, so a job nested on the same thread just allocates. Winograd
+    /// keeps its blocks here too (a call takes one path or the other), so the two share one buffer's memory.
+    pub(super) static COLS_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Reused buffer for flipped weights (same reason), shared with Winograd's transformed kernels.
+    pub(super) static FLIP_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// Run `f` on this thread's buffer `key`, grown to at least `len` floats (contents arbitrary).
-fn with_scratch<R>(
+pub(super) fn with_scratch<R>(
     key: &'static LocalKey<Cell<Vec<f32>>>,
     len: usize,
     f: impl FnOnce(&mut [f32]) -> R,

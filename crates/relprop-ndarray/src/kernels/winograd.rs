@@ -15,18 +15,8 @@
 use ndarray::{ArrayView3, ArrayViewMut3, Axis};
 use rayon::prelude::*;
 
-use std::cell::Cell;
-use std::thread::LocalKey;
-
+use super::conv::{with_scratch, COLS_SCRATCH, FLIP_SCRATCH};
 use super::gemm::matmul_into;
-
-thread_local! {
-    /// Per-thread buffers, kept between calls like the im2col tiles: the transformed kernels, and one block's
-    /// transformed inputs and products. Freed and allocated again on every call, they fragmented the heap: VGG16
-    /// LRPEpsilon's peak RSS rose from 0.97 to 1.02 of the memory target (weights + 3 × activations).
-    static U_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-    static VM_SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
-}
 
 /// Fewer input or output channels than this: the 16 small GEMMs (K = C) lose to one im2col GEMM (K = 9·C).
 pub(super) const MIN_CHANNELS: usize = 32;
@@ -34,26 +24,12 @@ pub(super) const MIN_CHANNELS: usize = 32;
 /// (a pass over 16/9 of the weights) is not paid back.
 pub(super) const MIN_TILES: usize = 64;
 /// Most transformed-kernel floats (4 MiB: up to 256 × 256 channels). Larger layers (VGG16's 512-channel ones)
-/// keep im2col: their 16 MiB of transformed kernels would sit on top of the activations at an explanation's
-/// peak (measured: VGG16 LRPEpsilon's peak RSS 0.97 → 1.04 of the memory target).
+/// keep im2col: their 16 MiB of transformed kernels, and the blocks large enough to pay for packing them, would
+/// sit on top of the activations at an explanation's peak (VGG16 LRPEpsilon's peak RSS went to 1.04 of the
+/// memory target that way); with smaller blocks (8 MiB) they were no faster than im2col.
 const U_MAX_FLOATS: usize = 1 << 20;
 /// Target size (floats, 4 MiB) of one block's `V` and `M` together.
 const BLOCK_FLOATS: usize = 1 << 20;
-
-/// Run `f` on this thread's buffer `key` of at least `len` floats (contents arbitrary). The buffer is made
-/// `keep` floats long at once (growing it step by step would leave the smaller blocks behind in the heap) and
-/// kept; a longer one (one tile row of a very wide plane) is freed afterwards.
-fn with_buffer<R>(key: &'static LocalKey<Cell<Vec<f32>>>, len: usize, keep: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = key.take();
-    if buf.len() < len {
-        buf = vec![0.0; len.max(keep)];
-    }
-    let r = f(&mut buf[..len]);
-    if buf.len() <= keep {
-        key.set(buf);
-    }
-    r
-}
 
 /// A 3×3 stride-1 convolution's geometry: `n` samples of `ci` × `h` × `w`, pads before (`pt`, `pl`), output
 /// `co` × `ho` × `wo`.
@@ -215,7 +191,9 @@ fn transform_output(s: &Shape, m: &[f32], ld: usize, r0: usize, r1: usize, band:
 /// output rows of those tile rows). With `inner`, the work inside is spread over the pool.
 fn block(s: &Shape, u: &[f32], x: &[f32], r0: usize, r1: usize, planes: &mut [&mut [f32]], inner: bool) {
     let tiles = (r1 - r0) * s.wo.div_ceil(2);
-    with_buffer(&VM_SCRATCH, (s.ci + s.co) * 16 * tiles, BLOCK_FLOATS, |vm| {
+    // The im2col tile buffer: kept per thread between calls, and shared with im2col (more buffers, freed and
+    // allocated again or kept beside it, took VGG16's peak RSS to 1.02 of the memory target).
+    with_scratch(&COLS_SCRATCH, (s.ci + s.co) * 16 * tiles, |vm| {
         let (v, m) = vm.split_at_mut(s.ci * 16 * tiles);
         block_in(s, u, x, r0, r1, planes, inner, v, m)
     })
@@ -262,7 +240,8 @@ pub(super) fn conv3x3(s: &Shape, w: &[f32], flipped: bool, x: &[f32]) -> Vec<f32
     if out.is_empty() {
         return out;
     }
-    with_buffer(&U_SCRATCH, s.co * 16 * s.ci, U_MAX_FLOATS, |u| {
+    // The flipped-kernel buffer of the im2col transpose, which this call does not use.
+    with_scratch(&FLIP_SCRATCH, s.co * 16 * s.ci, |u| {
         transform_kernels(w, s, flipped, u);
         run_blocks(s, u, x, &mut out);
     });

@@ -107,7 +107,7 @@ fn transform_input(s: &Shape, plane: &[f32], r0: usize, r1: usize, v: &mut [f32]
             padded.fill(0.0);
             if (0..s.h as isize).contains(&y) {
                 let row = &plane[y as usize * s.w..(y as usize + 1) * s.w];
-                // Input columns [x0, x1) land at padded positions [x0 + pl, x1 + pl).
+                // Input columns [0, x1) land at padded positions [pl, pl + x1).
                 let x1 = s.w.min(padded.len().saturating_sub(s.pl));
                 if x1 > 0 {
                     padded[s.pl..s.pl + x1].copy_from_slice(&row[..x1]);
@@ -135,15 +135,17 @@ fn transform_input(s: &Shape, plane: &[f32], r0: usize, r1: usize, v: &mut [f32]
         for b in 0..4 {
             let row = |dy: usize| &q[(4 * b + dy) * tw..(4 * b + dy + 1) * tw];
             let (q0, q1, q2, q3) = (row(0), row(1), row(2), row(3));
-            let out = |a: usize, v: &mut [f32], f: &dyn Fn(usize) -> f32| {
-                for (c, x) in v[(4 * a + b) * ld + t0..(4 * a + b) * ld + t0 + tw].iter_mut().enumerate() {
-                    *x = f(c);
+            // Row a of Bᵀ applied over dy, for every tile: v[4a + b] = Σ_dy Bᵀ[a][dy] · q[b][dy].
+            let mut put = |a: usize, x: &[f32], y: &[f32], sub: bool| {
+                let dst = &mut v[(4 * a + b) * ld + t0..(4 * a + b) * ld + t0 + tw];
+                for ((d, &x), &y) in dst.iter_mut().zip(x).zip(y) {
+                    *d = if sub { x - y } else { x + y };
                 }
             };
-            out(0, v, &|c| q0[c] - q2[c]);
-            out(1, v, &|c| q1[c] + q2[c]);
-            out(2, v, &|c| q2[c] - q1[c]);
-            out(3, v, &|c| q1[c] - q3[c]);
+            put(0, q0, q2, true);
+            put(1, q1, q2, false);
+            put(2, q2, q1, true);
+            put(3, q1, q3, true);
         }
     }
 }

@@ -10,8 +10,8 @@
 //!
 //! Transpose: for unit strides (and pads smaller than the dilated kernel) the VJP is itself a stride-1
 //! convolution of `s` with the spatially flipped, in/out-swapped kernel and pads `eff-1-pad`, so it reuses the
-//! forward path, Winograd included (same speed, no scatter). Otherwise, and for fewer than `FLIP_MIN_CHANNELS` input channels per
-//! group: GEMM with the transposed weight into a column tile, then col2im scatter-add, parallel over (sample,
+//! forward path, Winograd included (same speed, no scatter). Otherwise, and for fewer than `FLIP_MIN_CHANNELS`
+//! input channels per group: GEMM with the transposed weight into a column tile, then col2im scatter-add, parallel over (sample,
 //! group), and inside over rows/channels when those are too few. Depthwise: direct scatter-axpy.
 //!
 //! Hot loops work on slices and iterators (the bounds are checked once per row segment, not per element).
@@ -522,23 +522,22 @@ fn winograd_enabled() -> bool {
 /// The Winograd geometry of `g` on `n` samples, when it is a 3×3, stride-1, undilated, ungrouped 2-D
 /// convolution with enough channels and tiles ([`winograd::Shape::worth_it`]).
 fn winograd_shape(g: &Geom, n: usize) -> Option<winograd::Shape> {
-    let fits = g.rank() == 2
-        && g.kernel == [3, 3]
-        && g.strides == [1, 1]
-        && g.dils == [1, 1]
-        && g.groups == 1;
+    let fits = g.rank() == 2 && g.kernel == [3, 3] && g.strides == [1, 1] && g.dils == [1, 1] && g.groups == 1;
+    if !fits || !winograd_enabled() {
+        return None;
+    }
     let s = winograd::Shape {
         n,
         ci: g.cin,
         co: g.cout,
-        h: g.in_sp.first().copied().unwrap_or(0),
-        w: g.in_sp.get(1).copied().unwrap_or(0),
-        ho: g.out_sp.first().copied().unwrap_or(0),
-        wo: g.out_sp.get(1).copied().unwrap_or(0),
-        pt: g.pb.first().copied().unwrap_or(0),
-        pl: g.pb.get(1).copied().unwrap_or(0),
+        h: g.in_sp[0],
+        w: g.in_sp[1],
+        ho: g.out_sp[0],
+        wo: g.out_sp[1],
+        pt: g.pb[0],
+        pl: g.pb[1],
     };
-    (fits && s.worth_it() && winograd_enabled()).then_some(s)
+    s.worth_it().then_some(s)
 }
 
 /// The im2col + GEMM path of [`forward_impl`] with the weights as a `(cout, Cg·k)` matrix view (any strides:

@@ -193,44 +193,37 @@ fn transform_output(s: &Shape, m: &[f32], ld: usize, r0: usize, r1: usize, band:
 /// output rows of those tile rows). With `inner`, the work inside is spread over the pool.
 fn block(s: &Shape, u: &[f32], x: &[f32], r0: usize, r1: usize, planes: &mut [&mut [f32]], inner: bool) {
     let tiles = (r1 - r0) * s.wo.div_ceil(2);
-    // The im2col tile buffer: kept per thread between calls, and shared with im2col (more buffers, freed and
-    // allocated again or kept beside it, took VGG16's peak RSS to 1.02 of the memory target).
+    let inp = s.h * s.w;
+    // `v` (`ci × 16 × tiles`) and `m` (`co × 16 × tiles`) live in the im2col tile buffer: kept per thread between
+    // calls and shared with im2col (more buffers, freed and allocated again or kept beside it, took VGG16's peak
+    // RSS to 1.02 of the memory target). Every value is written before it is read.
     with_scratch(&COLS_SCRATCH, (s.ci + s.co) * 16 * tiles, |vm| {
         let (v, m) = vm.split_at_mut(s.ci * 16 * tiles);
-        block_in(s, u, x, r0, r1, planes, inner, v, m)
+        let fill = |(i, vi): (usize, &mut [f32])| transform_input(s, &x[i * inp..(i + 1) * inp], r0, r1, vi, tiles);
+        if inner {
+            v.par_chunks_mut(16 * tiles).enumerate().for_each(fill);
+        } else {
+            v.chunks_mut(16 * tiles).enumerate().for_each(fill);
+        }
+        let uv = ArrayView3::from_shape((s.co, 16, s.ci), u).expect("U shape");
+        let vv = ArrayView3::from_shape((s.ci, 16, tiles), &*v).expect("V shape");
+        let mut mv = ArrayViewMut3::from_shape((s.co, 16, tiles), &mut *m).expect("M shape");
+        let gemm = |(xi, mx): (usize, ndarray::ArrayViewMut2<f32>)| {
+            matmul_into(mx, uv.index_axis(Axis(1), xi), vv.index_axis(Axis(1), xi), false)
+        };
+        let outs: Vec<_> = mv.axis_iter_mut(Axis(1)).enumerate().collect();
+        if inner {
+            outs.into_par_iter().for_each(gemm);
+        } else {
+            outs.into_iter().for_each(gemm);
+        }
+        let store = |(mo, plane): (&[f32], &mut &mut [f32])| transform_output(s, mo, tiles, r0, r1, plane);
+        if inner {
+            m.par_chunks(16 * tiles).zip(planes.par_iter_mut()).for_each(store);
+        } else {
+            m.chunks(16 * tiles).zip(planes.iter_mut()).for_each(store);
+        }
     })
-}
-
-/// [`block`] with its buffers (`v`: `ci × 16 × tiles`, `m`: `co × 16 × tiles`, contents arbitrary: every
-/// value is written before it is read).
-#[allow(clippy::too_many_arguments)]
-fn block_in(s: &Shape, u: &[f32], x: &[f32], r0: usize, r1: usize, planes: &mut [&mut [f32]], inner: bool, v: &mut [f32], m: &mut [f32]) {
-    let tiles = (r1 - r0) * s.wo.div_ceil(2);
-    let inp = s.h * s.w;
-    let fill = |(i, vi): (usize, &mut [f32])| transform_input(s, &x[i * inp..(i + 1) * inp], r0, r1, vi, tiles);
-    if inner {
-        v.par_chunks_mut(16 * tiles).enumerate().for_each(fill);
-    } else {
-        v.chunks_mut(16 * tiles).enumerate().for_each(fill);
-    }
-    let uv = ArrayView3::from_shape((s.co, 16, s.ci), u).expect("U shape");
-    let vv = ArrayView3::from_shape((s.ci, 16, tiles), &*v).expect("V shape");
-    let mut mv = ArrayViewMut3::from_shape((s.co, 16, tiles), &mut *m).expect("M shape");
-    let gemm = |(xi, mx): (usize, ndarray::ArrayViewMut2<f32>)| {
-        matmul_into(mx, uv.index_axis(Axis(1), xi), vv.index_axis(Axis(1), xi), false)
-    };
-    let outs: Vec<_> = mv.axis_iter_mut(Axis(1)).enumerate().collect();
-    if inner {
-        outs.into_par_iter().for_each(gemm);
-    } else {
-        outs.into_iter().for_each(gemm);
-    }
-    let store = |(mo, plane): (&[f32], &mut &mut [f32])| transform_output(s, mo, tiles, r0, r1, plane);
-    if inner {
-        m.par_chunks(16 * tiles).zip(planes.par_iter_mut()).for_each(store);
-    } else {
-        m.chunks(16 * tiles).zip(planes.iter_mut()).for_each(store);
-    }
 }
 
 /// The convolution of the batch `x` (`n × ci × h × w`) with the 3×3 kernels `w` (`(co, ci, 3, 3)`, or with
@@ -287,9 +280,9 @@ fn run_blocks(s: &Shape, u: &[f32], x: &[f32], out: &mut [f32]) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::kernels::test_util::Rng;
+    use crate::kernels::test_util::{dot, Rng};
 
-    /// f64 direct convolution: the reference (also used by `conv`'s test that compares both paths' rounding).
+    /// f64 direct convolution: the reference of `conv`'s test that compares both paths' rounding.
     pub(crate) fn reference(s: &Shape, w: &[f32], x: &[f32]) -> Vec<f64> {
         let mut y = vec![0f64; s.n * s.co * s.ho * s.wo];
         for n in 0..s.n {
@@ -317,10 +310,6 @@ pub(crate) mod tests {
         y
     }
 
-    pub(crate) fn random(rng: &mut Rng, len: usize) -> Vec<f32> {
-        (0..len).map(|_| (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0).collect()
-    }
-
     /// Largest error relative to the reference's largest magnitude.
     pub(crate) fn max_err(a: &[f32], r: &[f64]) -> f64 {
         let scale = r.iter().fold(0f64, |m, v| m.max(v.abs()));
@@ -338,30 +327,19 @@ pub(crate) mod tests {
         (2, 32, 32, 10, 10, 2, 2, 2, 2),
     ];
 
-    #[test]
-    fn matches_f64_reference() {
-        let mut rng = Rng::new(7);
-        for (n, ci, co, h, w, pt, pl, pb, pr) in CASES {
-            let s = Shape { n, ci, co, h, w, ho: h + pt + pb - 2, wo: w + pl + pr - 2, pt, pl };
-            let (wt, x) = (random(&mut rng, co * ci * 9), random(&mut rng, n * ci * h * w));
-            let e = max_err(&conv3x3(&s, &wt, false, &x), &reference(&s, &wt, &x));
-            assert!(e < 2e-6, "{s:?}: error {e:.2e}");
-        }
-    }
-
     /// The flipped form is the VJP: `<conv(x), y> = <x, convᵀ(y)>` against the reference.
     #[test]
     fn flipped_is_the_adjoint() {
         let mut rng = Rng::new(11);
         let s = Shape { n: 2, ci: 40, co: 36, h: 15, w: 17, ho: 15, wo: 17, pt: 1, pl: 1 };
-        let wt = random(&mut rng, s.co * s.ci * 9);
-        let (x, y) = (random(&mut rng, s.n * s.ci * 255), random(&mut rng, s.n * s.co * 255));
+        let wt = rng.vec(s.co * s.ci * 9);
+        let (x, y) = (rng.vec(s.n * s.ci * 255), rng.vec(s.n * s.co * 255));
         let fx = reference(&s, &wt, &x);
         let lhs: f64 = fx.iter().zip(&y).map(|(a, &b)| a * b as f64).sum();
         // The VJP of a pad-1 3×3 conv is the pad-1 conv of y with the flipped, channel-swapped kernel.
         let t = Shape { ci: s.co, co: s.ci, ..s };
         let gy = conv3x3(&t, &wt, true, &y);
-        let rhs: f64 = gy.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
+        let rhs = dot(&gy, &x);
         assert!((lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
     }
 }

@@ -23,10 +23,11 @@ pub(super) const MIN_CHANNELS: usize = 32;
 /// Fewer 2×2 tiles than this in all (samples × tiles): the GEMMs are too narrow, and the kernel transform
 /// (a pass over 16/9 of the weights) is not paid back.
 pub(super) const MIN_TILES: usize = 64;
-/// Most transformed-kernel floats (4 MiB: up to 256 × 256 channels). Larger layers (VGG16's 512-channel ones)
-/// keep im2col: their 16 MiB of transformed kernels, and the blocks large enough to pay for packing them, would
-/// sit on top of the activations at an explanation's peak (VGG16 LRPEpsilon's peak RSS went to 1.04 of the
-/// memory target that way); with smaller blocks (8 MiB) they were no faster than im2col.
+/// Most transformed-kernel floats held at once, unless the layer's own weights are larger (4 MiB: 256 × 256
+/// channels in one piece). Larger layers (VGG16's 512-channel ones) run in blocks of output channels, each
+/// with its own piece of `U` in the buffer that the im2col transpose of the same layer uses for its flipped
+/// weights (9·C·O floats): holding all 16 MiB of a 512-channel layer's `U` took VGG16 LRPEpsilon's peak RSS to
+/// 1.04 of the memory target.
 const U_MAX_FLOATS: usize = 1 << 20;
 /// Target size (floats, 4 MiB) of one block's `V` and `M` together.
 const BLOCK_FLOATS: usize = 1 << 20;
@@ -51,16 +52,27 @@ impl Shape {
     pub fn worth_it(&self) -> bool {
         self.ci >= MIN_CHANNELS
             && self.co >= MIN_CHANNELS
-            && 16 * self.ci * self.co <= U_MAX_FLOATS
             && self.n * self.ho.div_ceil(2) * self.wo.div_ceil(2) >= MIN_TILES
+    }
+
+    /// Output channels per block of `U` when a block may hold `u_floats`: all of them, or equal blocks of a
+    /// multiple of 8.
+    fn co_block(&self, u_floats: usize) -> usize {
+        let most = (u_floats / (16 * self.ci)).max(8);
+        if self.co <= most {
+            return self.co;
+        }
+        self.co.div_ceil(self.co.div_ceil(most)).next_multiple_of(8)
     }
 }
 
-/// `U` laid out `(co, 16, ci)`: `U[o][ξ][i] = (G g Gᵀ)[ξ]` with `g = w[o][i]` (weights `(co, ci, 3, 3)`), or with
-/// `flipped`, `g = w[i][o]` rotated by 180° (weights `(ci, co, 3, 3)`: the VJP's kernel without copying it).
-fn transform_kernels(w: &[f32], s: &Shape, flipped: bool, u: &mut [f32]) {
+/// `U` for the output channels `o0..o0 + u.len() / (16·ci)`, laid out `(o, 16, ci)`: `U[o][ξ][i] = (G g Gᵀ)[ξ]`
+/// with `g = w[o][i]` (weights `(co, ci, 3, 3)`), or with `flipped`, `g = w[i][o]` rotated by 180° (weights
+/// `(ci, co, 3, 3)`: the VJP's kernel without copying it).
+fn transform_kernels(w: &[f32], s: &Shape, flipped: bool, o0: usize, u: &mut [f32]) {
     let (co, ci) = (s.co, s.ci);
     u.par_chunks_mut(16 * ci).enumerate().for_each(|(o, uo)| {
+        let o = o0 + o;
         // g[k][i]: kernel entry k (row-major 3×3) of input channel i, so every step below runs over i.
         let mut g = vec![0f32; 9 * ci];
         for i in 0..ci {
@@ -189,15 +201,16 @@ fn transform_output(s: &Shape, m: &[f32], ld: usize, r0: usize, r1: usize, band:
     }
 }
 
-/// One block: tile rows `[r0, r1)` of one sample (`x` its `ci` planes), into `planes` (per output channel, the
-/// output rows of those tile rows). With `inner`, the work inside is spread over the pool.
+/// One block: tile rows `[r0, r1)` of one sample (`x` its `ci` planes), into `planes` (per output channel of
+/// `u`'s block, the output rows of those tile rows). With `inner`, the work inside is spread over the pool.
 fn block(s: &Shape, u: &[f32], x: &[f32], r0: usize, r1: usize, planes: &mut [&mut [f32]], inner: bool) {
+    let co = planes.len();
     let tiles = (r1 - r0) * s.wo.div_ceil(2);
     let inp = s.h * s.w;
     // `v` (`ci × 16 × tiles`) and `m` (`co × 16 × tiles`) live in the im2col tile buffer: kept per thread between
     // calls and shared with im2col (more buffers, freed and allocated again or kept beside it, took VGG16's peak
     // RSS to 1.02 of the memory target). Every value is written before it is read.
-    with_scratch(&COLS_SCRATCH, (s.ci + s.co) * 16 * tiles, |vm| {
+    with_scratch(&COLS_SCRATCH, (s.ci + co) * 16 * tiles, |vm| {
         let (v, m) = vm.split_at_mut(s.ci * 16 * tiles);
         let fill = |(i, vi): (usize, &mut [f32])| transform_input(s, &x[i * inp..(i + 1) * inp], r0, r1, vi, tiles);
         if inner {
@@ -205,9 +218,9 @@ fn block(s: &Shape, u: &[f32], x: &[f32], r0: usize, r1: usize, planes: &mut [&m
         } else {
             v.chunks_mut(16 * tiles).enumerate().for_each(fill);
         }
-        let uv = ArrayView3::from_shape((s.co, 16, s.ci), u).expect("U shape");
+        let uv = ArrayView3::from_shape((co, 16, s.ci), u).expect("U shape");
         let vv = ArrayView3::from_shape((s.ci, 16, tiles), &*v).expect("V shape");
-        let mut mv = ArrayViewMut3::from_shape((s.co, 16, tiles), &mut *m).expect("M shape");
+        let mut mv = ArrayViewMut3::from_shape((co, 16, tiles), &mut *m).expect("M shape");
         let gemm = |(xi, mx): (usize, ndarray::ArrayViewMut2<f32>)| {
             matmul_into(mx, uv.index_axis(Axis(1), xi), vv.index_axis(Axis(1), xi), false)
         };
@@ -229,6 +242,11 @@ fn block(s: &Shape, u: &[f32], x: &[f32], r0: usize, r1: usize, planes: &mut [&m
 /// The convolution of the batch `x` (`n × ci × h × w`) with the 3×3 kernels `w` (`(co, ci, 3, 3)`, or with
 /// `flipped` the VJP's kernel given as the forward one, `(ci, co, 3, 3)`); returns `n × co × ho × wo`.
 pub(super) fn conv3x3(s: &Shape, w: &[f32], flipped: bool, x: &[f32]) -> Vec<f32> {
+    conv3x3_blocked(s, w, flipped, x, s.co_block(U_MAX_FLOATS.max(9 * s.ci * s.co)))
+}
+
+/// [`conv3x3`] in blocks of `cob` output channels.
+fn conv3x3_blocked(s: &Shape, w: &[f32], flipped: bool, x: &[f32], cob: usize) -> Vec<f32> {
     assert_eq!(w.len(), s.co * s.ci * 9, "winograd: weight size");
     assert_eq!(x.len(), s.n * s.ci * s.h * s.w, "winograd: input size");
     let mut out = vec![0f32; s.n * s.co * s.ho * s.wo];
@@ -236,29 +254,38 @@ pub(super) fn conv3x3(s: &Shape, w: &[f32], flipped: bool, x: &[f32]) -> Vec<f32
         return out;
     }
     // The flipped-kernel buffer of the im2col transpose, which this call does not use.
-    with_scratch(&FLIP_SCRATCH, s.co * 16 * s.ci, |u| {
-        transform_kernels(w, s, flipped, u);
-        run_blocks(s, u, x, &mut out);
+    with_scratch(&FLIP_SCRATCH, cob * 16 * s.ci, |u| {
+        for o0 in (0..s.co).step_by(cob) {
+            let u = &mut u[..(cob.min(s.co - o0)) * 16 * s.ci];
+            transform_kernels(w, s, flipped, o0, u);
+            run_blocks(s, o0, u, x, &mut out);
+        }
     });
     out
 }
 
-/// The blocks of [`conv3x3`], given the transformed kernels `u`.
-fn run_blocks(s: &Shape, u: &[f32], x: &[f32], out: &mut [f32]) {
+/// The blocks of [`conv3x3`] for the output channels `o0..` that the transformed kernels `u` hold.
+fn run_blocks(s: &Shape, o0: usize, u: &[f32], x: &[f32], out: &mut [f32]) {
     let (th, tw) = (s.ho.div_ceil(2), s.wo.div_ceil(2));
+    let co = u.len() / (16 * s.ci);
     let threads = rayon::current_num_threads();
     // Tile rows per block: cache-sized (at least one), and enough blocks for every thread when the batch allows.
     // Fewer blocks than threads: the blocks run one after the other, each spread over the pool.
-    let per_row = 16 * (s.ci + s.co) * tw;
-    let mut rows = (BLOCK_FLOATS / per_row).clamp(1, th);
-    while rows > 1 && s.n * th.div_ceil(rows) < threads {
-        rows = rows.div_ceil(2);
-    }
+    let per_row = 16 * (s.ci + co) * tw;
+    let cached = (BLOCK_FLOATS / per_row).clamp(1, th);
+    // Among block heights up to twice the cache-sized one that give every thread a block, the one with the
+    // shortest critical path (blocks per thread × rows per block; 14 tile rows on 2 threads: 2 × 7, not 3 × 6
+    // with one thread idle for a third), the one nearest the cache-sized height on ties.
+    let path = |r: usize| (s.n * th.div_ceil(r)).div_ceil(threads) * r;
+    let rows = (1..=(2 * cached).min(th))
+        .filter(|&r| s.n * th.div_ceil(r) >= threads)
+        .min_by_key(|&r| (path(r), r.abs_diff(cached)))
+        .unwrap_or(1);
     let nbands = th.div_ceil(rows);
     // Per block, its output rows in every channel plane (disjoint slices, so blocks can run in parallel).
     let mut blocks: Vec<Vec<&mut [f32]>> = (0..s.n * nbands).map(|_| Vec::with_capacity(s.co)).collect();
     for (si, sample) in out.chunks_mut(s.co * s.ho * s.wo).enumerate() {
-        for plane in sample.chunks_mut(s.ho * s.wo) {
+        for plane in sample.chunks_mut(s.ho * s.wo).skip(o0).take(co) {
             for (b, band) in plane.chunks_mut(2 * rows * s.wo).enumerate() {
                 blocks[si * nbands + b].push(band);
             }
@@ -326,6 +353,23 @@ pub(crate) mod tests {
         (1, 64, 64, 16, 16, 1, 1, 1, 1),
         (2, 32, 32, 10, 10, 2, 2, 2, 2),
     ];
+
+    /// Blocks of output channels (the last one shorter) give the one-block result, in both forms.
+    #[test]
+    fn channel_blocks() {
+        let mut rng = Rng::new(3);
+        let s = Shape { n: 2, ci: 33, co: 40, h: 12, w: 11, ho: 12, wo: 11, pt: 1, pl: 1 };
+        let wt = rng.vec(s.co * s.ci * 9);
+        assert_eq!(s.co_block(16 * 33 * 16), 16, "40 channels in at most 16: 16 + 16 + 8");
+        for (flipped, t) in [(false, s), (true, Shape { ci: s.co, co: s.ci, ..s })] {
+            let x = rng.vec(t.n * t.ci * t.h * t.w);
+            let whole = conv3x3_blocked(&t, &wt, flipped, &x, t.co);
+            let blocked = conv3x3_blocked(&t, &wt, flipped, &x, 16);
+            let scale = whole.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let diff = whole.iter().zip(&blocked).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(diff <= 1e-6 * scale, "flipped {flipped}: blocks differ by {diff:.2e} of {scale:.2e}");
+        }
+    }
 
     /// The flipped form is the VJP: `<conv(x), y> = <x, convᵀ(y)>` against the reference.
     #[test]

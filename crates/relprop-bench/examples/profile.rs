@@ -59,6 +59,10 @@ impl Numerics for Timed<'_> {
         let k = format!("linear_t {} {w:?}{}", self.inner.graph().nodes[node].op.kind(), self.detail(node));
         self.t(k, || self.inner.linear_t(node, w, s))
     }
+    fn linear_bias(&self, node: usize, w: WeightMod, b: BiasMod, x: &T) -> Result<T> {
+        let k = format!("linear {} {w:?}{}", self.inner.graph().nodes[node].op.kind(), self.detail(node));
+        self.t(k, || self.inner.linear_bias(node, w, b, x))
+    }
     fn add_bias(&self, node: usize, b: BiasMod, z: &T) -> Result<T> { self.t("add_bias", || self.inner.add_bias(node, b, z)) }
     fn activation(&self, a: &Activation, z: &T) -> Result<T> { self.t("activation", || self.inner.activation(a, z)) }
     fn forward(&self, node: usize, inputs: &[&T]) -> Result<T> {
@@ -78,12 +82,14 @@ impl Numerics for Timed<'_> {
     fn scale(&self, a: &T, c: f32) -> Result<T> { self.t("scale", || self.inner.scale(a, c)) }
     fn safe_div(&self, a: &T, b: &T) -> Result<T> { self.t("safe_div", || self.inner.safe_div(a, b)) }
     fn stabilize(&self, z: &T, eps: f32) -> Result<T> { self.t("stabilize", || self.inner.stabilize(z, eps)) }
+    fn div_stabilized(&self, r: &T, z: &T, eps: f32) -> Result<T> { self.t("div_stabilized", || self.inner.div_stabilized(r, z, eps)) }
     fn stabilize_rows(&self, z: &T, eps: &T) -> Result<T> { self.t("stabilize_rows", || self.inner.stabilize_rows(z, eps)) }
     fn std_rows(&self, x: &T, over_batch: bool) -> Result<T> { self.t("std_rows", || self.inner.std_rows(x, over_batch)) }
     fn scale_rows(&self, a: &T, v: &T) -> Result<T> { self.t("scale_rows", || self.inner.scale_rows(a, v)) }
     fn row_max(&self, t: &T) -> Result<(T, T)> { self.t("row_max", || self.inner.row_max(t)) }
     fn row_pick(&self, t: &T, k: usize) -> Result<(T, T)> { self.t("row_pick", || self.inner.row_pick(t, k)) }
     fn is_zero(&self, t: &T) -> bool { self.t("is_zero", || self.inner.is_zero(t)) }
+    fn nonnegative(&self, t: &T) -> bool { self.t("nonnegative", || self.inner.nonnegative(t)) }
     fn bias_activation(&self, node: usize, b: BiasMod, z: &T, act: Option<&Activation>) -> Result<T> {
         self.t("bias_activation", || self.inner.bias_activation(node, b, z, act))
     }

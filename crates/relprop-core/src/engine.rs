@@ -5,7 +5,7 @@
 //! forward pass, the walk back through the DAG, the fixed BN/Add/AvgPool rules, the kernel rules as
 //! [`Program`]s and signxai's top-layer neuron selection all live here, so backends cannot drift apart.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Graph, Op};
@@ -32,6 +32,15 @@ pub trait Numerics {
     fn linear_t(&self, node: usize, w: WeightMod, s: &Self::T) -> Result<Self::T>;
     /// `z + b` with the bias of `node` substituted per `b` (channel axis 1 for Conv, last axis for Dense).
     fn add_bias(&self, node: usize, b: BiasMod, z: &Self::T) -> Result<Self::T>;
+    /// `linear` then `add_bias` (skipped for [`BiasMod::None`]). A backend may add the bias to the fresh
+    /// product in place (no second tensor) but must give the same values.
+    fn linear_bias(&self, node: usize, w: WeightMod, b: BiasMod, x: &Self::T) -> Result<Self::T> {
+        let l = self.linear(node, w, x)?;
+        match b {
+            BiasMod::None => Ok(l),
+            b => self.add_bias(node, b, &l),
+        }
+    }
     /// Pointwise activation.
     fn activation(&self, a: &Activation, z: &Self::T) -> Result<Self::T>;
     /// Forward pass of every op without a kernel.
@@ -86,6 +95,13 @@ pub trait Numerics {
     /// whose result it multiplies by `t`: the `Mᵀ s` of a term whose output modifier is zero, e.g. the `x⁻`
     /// term of alpha-beta rules on post-ReLU inputs. Symbolic backends keep the default (`false`).
     fn is_zero(&self, _t: &Self::T) -> bool {
+        false
+    }
+
+    /// Whether `t` is known to have no negative entry (a cheap check on a concrete tensor; NaN counts as
+    /// negative). The engine then takes `x⁺ = x` and `x⁻ = 0` without computing either: post-ReLU inputs.
+    /// Symbolic backends keep the default (`false`).
+    fn nonnegative(&self, _t: &Self::T) -> bool {
         false
     }
 }
@@ -295,7 +311,16 @@ pub fn explain<N: Numerics>(
         };
         let x_in: Vec<&N::T> = node.inputs.iter().map(|&j| acts.out[j].as_ref().expect("live")).collect();
         let y = acts.out[i].as_ref().expect("live");
-        let ctx = Layer { nx, g, node: i, x: &x_in, y, lin: acts.lin[i].as_ref(), xmods: RefCell::new(Vec::new()) };
+        let ctx = Layer {
+            nx,
+            g,
+            node: i,
+            x: &x_in,
+            y,
+            lin: acts.lin[i].as_ref(),
+            xmods: RefCell::new(Vec::new()),
+            nonneg: OnceCell::new(),
+        };
         let r_in: Vec<N::T> = match (&plan.layers[i], r) {
             (LayerRule::Kernel(rule), r) => {
                 let prog = Program::of(rule);
@@ -364,6 +389,8 @@ struct Layer<'a, N: Numerics> {
     lin: Option<&'a N::T>,
     /// Modified inputs computed so far, with whether each is all zeros.
     xmods: RefCell<Vec<(XMod, N::T, bool)>>,
+    /// Whether `x` is known to have no negative entry ([`Numerics::nonnegative`]), asked once per layer.
+    nonneg: OnceCell<bool>,
 }
 
 impl<N: Numerics> Layer<'_, N> {
@@ -395,17 +422,31 @@ impl<N: Numerics> Layer<'_, N> {
         self.nx.batch_norm_rule(self.x[0], self.y, r, &bn.beta.data, &bn.mean.data)
     }
 
-    /// `x` under an input modifier, with whether it is all zeros; `X` itself is borrowed, and every other
-    /// modifier is computed once per layer (a rule uses x⁺ and x⁻ in several terms).
+    /// Whether `x` has no negative entry (post-ReLU inputs: then x⁺ is x and x⁻ is zero).
+    fn nonneg(&self) -> bool {
+        *self.nonneg.get_or_init(|| self.nx.nonnegative(self.x[0]))
+    }
+
+    /// Whether `x` under `m` is all zeros; x⁻ of a post-ReLU input is known to be without computing it.
+    fn zero(&self, m: XMod) -> Result<bool> {
+        if m == XMod::Neg && self.nonneg() {
+            return Ok(true);
+        }
+        Ok(self.xmod(m)?.1)
+    }
+
+    /// `x` under an input modifier, with whether it is all zeros; `X` itself (and x⁺ of a post-ReLU input) is
+    /// borrowed, and every other modifier is computed once per layer (a rule uses x⁺ and x⁻ in several terms).
     fn xmod(&self, m: XMod) -> Result<(N::T, bool)> {
         if let Some((_, t, zero)) = self.xmods.borrow().iter().find(|(k, _, _)| *k == m) {
             return Ok((t.clone(), *zero));
         }
         let t = match m {
             XMod::X => self.x[0].clone(),
+            XMod::Pos if self.nonneg() => self.x[0].clone(),
             m => self.nx.xmod(self.x[0], m)?,
         };
-        let zero = self.nx.is_zero(&t);
+        let zero = (m == XMod::Neg && self.nonneg()) || self.nx.is_zero(&t);
         self.xmods.borrow_mut().push((m, t.clone(), zero));
         Ok((t, zero))
     }
@@ -413,13 +454,10 @@ impl<N: Numerics> Layer<'_, N> {
     /// The forward tensor of one term: `M · in(x) + b` (unsigned).
     fn term_z(&self, t: &Term, input: XMod) -> Result<N::T> {
         let nx = self.nx;
-        let l = match (t.weight, input, self.lin) {
-            (WeightMod::Plain, XMod::X, Some(l)) => l.clone(),
-            _ => nx.linear(self.node, t.weight, &self.xmod(input)?.0)?,
-        };
-        match t.bias {
-            BiasMod::None => Ok(l),
-            b => nx.add_bias(self.node, b, &l),
+        match (t.weight, input, self.lin, t.bias) {
+            (WeightMod::Plain, XMod::X, Some(l), BiasMod::None) => Ok(l.clone()),
+            (WeightMod::Plain, XMod::X, Some(l), b) => nx.add_bias(self.node, b, l),
+            _ => nx.linear_bias(self.node, t.weight, t.bias, &self.xmod(input)?.0),
         }
     }
 
@@ -430,7 +468,7 @@ impl<N: Numerics> Layer<'_, N> {
         let nx = self.nx;
         let mut acc: Option<N::T> = None;
         for t in terms {
-            if self.xmod(t.input)?.1 {
+            if self.zero(t.input)? {
                 match (&acc, t.bias, t.sign > 0.0) {
                     (_, BiasMod::None, _) => continue,
                     (Some(a), b, true) => {
@@ -476,9 +514,11 @@ impl<N: Numerics> Layer<'_, N> {
         let mut acc: Option<N::T> = None;
         for (t, s) in terms.iter().zip(s) {
             let g = if t.out != XMod::Const(1.0) {
-                let (xo, zero) = self.xmod(t.out)?;
-                // `0 ⊙ Mᵀ s` is the zero tensor itself (x⁻ of a post-ReLU input): skip the product.
-                if zero { xo } else { nx.mul(&xo, &nx.linear_t(self.node, t.weight, s)?)? }
+                // `0 ⊙ Mᵀ s` adds nothing (x⁻ of a post-ReLU input): skip the product and the sum.
+                if self.zero(t.out)? {
+                    continue;
+                }
+                nx.mul(&self.xmod(t.out)?.0, &nx.linear_t(self.node, t.weight, s)?)?
             } else {
                 nx.linear_t(self.node, t.weight, s)?
             };
@@ -491,7 +531,12 @@ impl<N: Numerics> Layer<'_, N> {
                 Some(a) => nx.add(&a, &nx.scale(&g, c)?)?,
             });
         }
-        acc.ok_or_else(|| Error::Backend { backend: "core".into(), msg: "empty rule group".into() })
+        match (acc, terms.first()) {
+            (Some(a), _) => Ok(a),
+            // Every term's output modifier is zero: so is the result.
+            (None, Some(t)) => Ok(self.xmod(t.out)?.0),
+            (None, None) => Err(Error::Backend { backend: "core".into(), msg: "empty rule group".into() }),
+        }
     }
 
     /// A kernel rule below the top layer.

@@ -192,6 +192,20 @@ impl Numerics for NdModel {
         }
     }
 
+    fn linear_bias(&self, node: usize, w: WeightMod, b: BiasMod, x: &T) -> Result<T> {
+        let mut l = self.linear(node, w, x)?;
+        if b == BiasMod::None {
+            return Ok(l);
+        }
+        let Some((v, axis)) = self.bias(node, b, &l)? else { return Ok(l) };
+        // The product is fresh (unshared): add the bias in place, the same sums as `add_bias`.
+        match Arc::get_mut(&mut l) {
+            Some(a) => add_along_in_place(a, &v, axis)?,
+            None => l = arc(add_along(&l, &v, axis, |s| s)?),
+        }
+        Ok(l)
+    }
+
     fn activation(&self, a: &Activation, z: &T) -> Result<T> {
         Ok(match a {
             // The common case as its own loop (vectorises); same values as `Activation::apply`.
@@ -383,6 +397,13 @@ impl Numerics for NdModel {
         t.iter().all(|&v| v == 0.0)
     }
 
+    fn nonnegative(&self, t: &T) -> bool {
+        match t.as_slice() {
+            Some(x) if x.len() > PAR_LEN => x.par_chunks(PAR_CHUNK).all(|c| c.iter().all(|&v| v >= 0.0)),
+            _ => t.iter().all(|&v| v >= 0.0),
+        }
+    }
+
     fn bias_activation(&self, node: usize, b: BiasMod, z: &T, act: Option<&Activation>) -> Result<T> {
         let (v, channel_axis) = match self.bias(node, b, z)? {
             Some(vb) if b != BiasMod::None => vb,
@@ -473,6 +494,36 @@ fn embed(t: &ArrayD<f32>, shape: IxDyn, begin: &[usize], fill: f32) -> ArrayD<f3
     }
     v.assign(t);
     out
+}
+
+/// `t += v` along `axis` (the same sums as [`add_along`] without `f`).
+fn add_along_in_place(t: &mut ArrayD<f32>, v: &[f32], axis: usize) -> Result<()> {
+    if t.shape().get(axis) != Some(&v.len()) {
+        return Err(err(format!("{} values along axis {axis} of {:?}", v.len(), t.shape())));
+    }
+    let inner: usize = t.shape()[axis + 1..].iter().product();
+    let c = v.len();
+    if inner == 0 || c == 0 {
+        return Ok(());
+    }
+    let len = t.len();
+    match t.as_slice_mut() {
+        Some(x) => {
+            let add = |(k, xs): (usize, &mut [f32])| xs.iter_mut().for_each(|x| *x += v[k % c]);
+            if len > PAR_LEN && inner >= 64 {
+                x.par_chunks_mut(inner).enumerate().for_each(add);
+            } else {
+                x.chunks_mut(inner).enumerate().for_each(add);
+            }
+        }
+        None => {
+            let mut shape = vec![1; t.ndim()];
+            shape[axis] = c;
+            let b = ndarray::ArrayView::from_shape(IxDyn(&shape), v).map_err(|e| err(e.to_string()))?;
+            *t += &b;
+        }
+    }
+    Ok(())
 }
 
 fn add_along(t: &T, v: &[f32], axis: usize, f: impl Fn(f32) -> f32 + Sync + Send) -> Result<ArrayD<f32>> {

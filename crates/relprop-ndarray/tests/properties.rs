@@ -332,7 +332,7 @@ fn conv1d_and_dense_on_rank3_and_channels_last_run() {
 #[test]
 fn fused_primitives_equal_their_composed_definitions_bit_for_bit() {
     use relprop_core::engine::{composed, Numerics};
-    use relprop_core::program::BiasMod;
+    use relprop_core::program::{BiasMod, WeightMod};
     let mut rng = Lcg(5);
     let mut g = Graph::new("x", vec![4, 5, 6]);
     g.push("c", conv(&mut rng, 4, 3, &[3, 3], 1, (1, 1), true), &[0]).unwrap();
@@ -362,4 +362,36 @@ fn fused_primitives_equal_their_composed_definitions_bit_for_bit() {
     let plain = composed::batch_norm_rule(&m, &xm, &y, &r, &beta, &mean).unwrap();
     assert_eq!(bits(&fused), bits(&plain), "batch_norm_rule");
     assert!(fused.iter().any(|v| *v != 0.0));
+    for (w, b) in [(WeightMod::Plain, BiasMod::Plain), (WeightMod::Pos, BiasMod::Neg), (WeightMod::Neg, BiasMod::None)] {
+        let fused = m.linear_bias(1, w, b, &x).unwrap();
+        let plain = m.add_bias(1, b, &m.linear(1, w, &x).unwrap()).unwrap();
+        assert_eq!(bits(&fused), bits(&plain), "linear_bias {w:?} {b:?}");
+    }
+    let zr = m.linear_bias(1, WeightMod::Plain, BiasMod::Plain, &x).unwrap();
+    let rz = batch(&mut rng, 3);
+    for eps in [1e-7, 0.1] {
+        let fused = m.div_stabilized(&rz, &zr, eps).unwrap();
+        let plain = m.safe_div(&rz, &m.stabilize(&zr, eps).unwrap()).unwrap();
+        assert_eq!(bits(&fused), bits(&plain), "div_stabilized {eps}");
+    }
+}
+
+/// `nonnegative` lets the engine take x⁺ = x and x⁻ = 0 without computing them: it must say no for any
+/// negative entry or NaN, wherever it is (the large tensors are scanned in parallel chunks).
+#[test]
+fn nonnegative_sees_every_negative_and_nan() {
+    use relprop_core::engine::Numerics;
+    let mut g = Graph::new("x", vec![300_000]);
+    g.push("r", Op::Activation(Activation::Relu), &[0]).unwrap();
+    let m = NdModel::new(Arc::new(g)).unwrap();
+    let mut data = vec![0.5f32; 300_000];
+    data[17] = 0.0;
+    data[18] = -0.0;
+    let t = |d: &[f32]| m.input(&Tensor::new(vec![1, d.len()], d.to_vec()).unwrap()).unwrap();
+    assert!(m.nonnegative(&t(&data)), "zeros of either sign are not negative");
+    for (at, v) in [(0, -1e-30), (299_999, -2.0), (150_001, f32::NAN)] {
+        let mut d = data.clone();
+        d[at] = v;
+        assert!(!m.nonnegative(&t(&d)), "{v} at {at}");
+    }
 }

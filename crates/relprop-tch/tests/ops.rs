@@ -83,3 +83,57 @@ fn every_op_and_rule_matches_ndarray() {
     );
     assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// The fused BatchNorm rule gives the composed definition's values bit for bit, including where `x = μ` makes the
+/// denominator an exact zero before stabilisation and where `y = β` zeroes the numerator.
+#[test]
+fn fused_batch_norm_rule_equals_its_definition_bit_for_bit() {
+    use relprop_core::engine::{composed, Numerics};
+    use relprop_core::graph::{Graph, Op};
+    let mut g = Graph::new("x", vec![4, 5, 6]);
+    g.push("r", Op::Activation(relprop_core::graph::Activation::Relu), &[0]).unwrap();
+    let m = TchBackend::new("cpu").unwrap().compile_tch(Arc::new(g)).unwrap();
+    let mut rng = common::Lcg(9);
+    let (beta, mean) = (vec![0.5, -0.25, 0.0, 1.0], vec![0.25, 0.0, -1.0, 2.0]);
+    let mut t = |edit: &dyn Fn(&mut relprop_core::Tensor)| {
+        let mut t = rng.input(&[2, 4, 5, 6], false);
+        edit(&mut t);
+        m.input(&t).unwrap()
+    };
+    let x = t(&|t| t.data[3] = 0.25); // x = μ in channel 0
+    let y = t(&|t| t.data[40] = -0.25); // y = β in channel 1
+    let r = t(&|_| ());
+    let bits = |v: &<relprop_tch::TchModel as Numerics>::T| m.output(v).unwrap().data.iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+    let fused = m.batch_norm_rule(&x, &y, &r, &beta, &mean).unwrap();
+    let plain = composed::batch_norm_rule(&m, &x, &y, &r, &beta, &mean).unwrap();
+    assert_eq!(bits(&fused), bits(&plain));
+    assert!(m.output(&fused).unwrap().data.iter().any(|v| *v != 0.0));
+}
+
+/// The sign-based stabilisers, SafeDivide and the SIGN input modifiers give the ndarray backend's values bit for
+/// bit at the values where a comparison decides: ±0, ±tiny, exactly μ, the infinities, NaN (any NaN counts as
+/// equal to any other).
+#[test]
+fn sign_tests_match_ndarray_at_the_edges() {
+    use relprop_core::engine::Numerics;
+    use relprop_core::graph::{Graph, Op};
+    use relprop_core::program::XMod;
+    let mut g = Graph::new("x", vec![13]);
+    g.push("r", Op::Activation(relprop_core::graph::Activation::Relu), &[0]).unwrap();
+    let g = Arc::new(g);
+    let (t, n) = (TchBackend::new("cpu").unwrap().compile_tch(g.clone()).unwrap(), NdModel::new(g).unwrap());
+    let z = [0.0, -0.0, 1e-38, -1e-38, 0.5, -0.5, 1e-7, -1e-7, f32::INFINITY, f32::NEG_INFINITY, 3.0, -3.0, f32::NAN];
+    let r = [1.0, -2.0, 0.25, 3.0, -1.0, 0.0, 2.0, -0.5, 1.0, 1.0, -0.0, 7.0, 1.0];
+    let x = |d: &[f32]| relprop_core::Tensor::new(vec![1, d.len()], d.to_vec()).unwrap();
+    let (zt, zn, rt, rn) = (t.input(&x(&z)).unwrap(), n.input(&x(&z)).unwrap(), t.input(&x(&r)).unwrap(), n.input(&x(&r)).unwrap());
+    let bits = |v: relprop_core::Tensor| v.data.iter().map(|v| if v.is_nan() { u32::MAX } else { v.to_bits() }).collect::<Vec<u32>>();
+    let same = |what: &str, a: relprop_core::Tensor, b: relprop_core::Tensor| assert_eq!(bits(a.clone()), bits(b.clone()), "{what}: tch {:?} vs ndarray {:?}", a.data, b.data);
+    same("safe_div", t.output(&t.safe_div(&rt, &zt).unwrap()).unwrap(), n.output(&n.safe_div(&rn, &zn).unwrap()).unwrap());
+    for eps in [1e-7, 0.1] {
+        same("stabilize", t.output(&t.stabilize(&zt, eps).unwrap()).unwrap(), n.output(&n.stabilize(&zn, eps).unwrap()).unwrap());
+        same("div_stabilized", t.output(&t.div_stabilized(&rt, &zt, eps).unwrap()).unwrap(), n.output(&n.div_stabilized(&rn, &zn, eps).unwrap()).unwrap());
+    }
+    for m in [XMod::Sign, XMod::SignMu(0.5), XMod::SignMu(-1e-38)] {
+        same(&format!("{m:?}"), t.output(&t.xmod(&zt, m).unwrap()).unwrap(), n.output(&n.xmod(&zn, m).unwrap()).unwrap());
+    }
+}

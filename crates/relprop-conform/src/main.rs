@@ -36,6 +36,10 @@ fn real_main() -> Result<usize, String> {
         }
     }
     let wanted: Vec<String> = if which == "all" { backends::ALL.iter().map(|s| s.to_string()).collect() } else { which.split(',').map(str::to_string).collect() };
+    backends::check_device(&device).map_err(|e| e.to_string())?;
+    if device != "cpu" && !wanted.iter().any(|b| b == "tch") {
+        return Err(format!("--device {device}: only the tch backend runs on other devices (add tch to --backend)"));
+    }
     let cases = spec::load_dir(&specs, &root).map_err(|e| e.to_string())?;
     let run = runner::run(cases, &wanted, &device, filter.as_deref(), |done, total, name| {
         let width = 30;

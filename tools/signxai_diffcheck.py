@@ -18,8 +18,9 @@ does both. Found with it so far: tf2onnx merging ZeroPadding into the conv and d
 keras2onnx_lrp.py now), ZeroPadding not counted by until_layer_idx, signxai's set walk over residual branches,
 tf2onnx's generated node names hiding a DepthwiseConv2D's layer, Keras Average explained with the Add rule
 (signxai: the gradient), Cropping (ONNX Slice) unsupported, SeparableConv2D explained as two layers (now
-refused). Known gaps it does not cover: tf2onnx cannot convert grouped Conv2D; Keras Dense on rank-3 inputs
-(Tensordot) is not imported; signxai crashes on BatchNormalization with center=False or scale=False.
+refused), Keras Dense on rank-3 inputs (tf2onnx's Tensordot reshapes merge the batch; now imported as one Dense
+on the last axis). Known gaps it does not cover: tf2onnx cannot convert grouped Conv2D; signxai crashes on
+BatchNormalization with center=False or scale=False.
 """
 import argparse
 import os
@@ -108,6 +109,9 @@ ARCHS = {
     "reshape_permute_crop": ((8, 6, 2), seq(L.Cropping2D(((1, 0), (0, 1)), name="crop"), L.Conv2D(3, 3, activation="relu", name="c"),
                                             L.Permute((2, 1, 3), name="perm"), L.Reshape((5, 9), name="rs"),
                                             L.Flatten(name="fl"), L.Dense(3, name="out"))),
+    "dense_on_sequence": ((6, 4), seq(L.Conv1D(5, 3, padding="same", activation="relu", name="c1"),
+                                      L.Dense(7, activation="relu", name="dseq"), L.Dense(4, name="dseq2"),
+                                      L.Flatten(name="fl"), L.Dense(3, name="out"))),
     "resnet_stem": ((16, 16, 3), seq(L.ZeroPadding2D(3, name="pad1"), L.Conv2D(4, 7, strides=2, name="c1"),
                                      L.BatchNormalization(name="bn1"), L.ReLU(name="r1"), L.ZeroPadding2D(1, name="pad2"),
                                      L.MaxPooling2D(3, strides=2, name="mp"),

@@ -60,6 +60,17 @@ impl Importer<'_> {
         if !(domain.is_empty() || domain == "ai.onnx") {
             return Err(ctx.err(format!("unsupported op '{}' from domain '{domain}' (only standard ONNX ops are supported)", ctx.op)));
         }
+        // A batch-merged tensor (see `reshape_op`) goes only where merging rows changes nothing.
+        if let Some((name, (m, by))) = ctx.proto.input.iter().find_map(|i| self.merged.get(i).map(|v| (i, v.clone()))) {
+            if !matches!(ctx.op, "MatMul" | "Gemm" | "Reshape") {
+                return Err(ctx.err(format!(
+                    "'{name}' has the batch merged with {m} rows per sample (node '{by}' reshapes to [-1, ...], as \
+                     tf2onnx writes Keras Dense on rank-3 inputs); relprop follows such a tensor through MatMul/Gemm \
+                     by constant weights (with their bias Add) to the Reshape that restores the batch, not through {}",
+                    ctx.op
+                )));
+            }
+        }
         if self.is_shape_op(&ctx) {
             return self.shape_op(&ctx);
         }
@@ -369,6 +380,19 @@ impl Importer<'_> {
         let n = w.shape.get(1).copied().unwrap_or(0);
         let full_rank = self.shape(x).len() + 1;
         let mut out = ctx.main_output()?.to_string();
+        let mut merged = ctx.input(0).and_then(|i| self.merged.get(i)).cloned();
+        if merged.is_some() {
+            // tf2onnx's Tensordot goes on with the Reshape that restores the batch, then Keras' bias Add and
+            // activation: with that Reshape an identity on the per-sample output, they are this layer's.
+            let mut shape = self.shape(x).to_vec();
+            if let Some(last) = shape.last_mut() {
+                *last = n;
+            }
+            if let Some(o) = self.restoring_reshape(&out, &shape) {
+                out = o;
+                merged = None;
+            }
+        }
         if let Some((b, o)) = self.fold_bias_add(&out, full_rank, full_rank - 1, n) {
             bias = Some(match bias {
                 Some(old) => old.iter().zip(&b).map(|(a, b)| a + b).collect(),
@@ -382,7 +406,28 @@ impl Importer<'_> {
         });
         let bias = bias.map(|b| Arc::new(Tensor { shape: vec![b.len()], data: b }));
         let id = self.push(ctx, Op::Dense(Dense { weight: Arc::new(w), bias, activation }), &[x])?;
+        // Row by row on the last axis: a batch-merged input gives a batch-merged output.
+        if let Some(m) = merged {
+            self.merged.insert(out.clone(), m);
+        }
         self.bind(&out, id)
+    }
+
+    /// When `out`'s only consumer is a Reshape to the constant `[-1, shape...]` (restoring the batch of a
+    /// batch-merged tensor whose per-sample shape is `shape`), that Reshape's output, marking it done.
+    fn restoring_reshape(&mut self, out: &str, shape: &[usize]) -> Option<String> {
+        let k = self.sole_consumer(out)?;
+        let node = self.nodes.get(k)?;
+        if !is_op(node, "Reshape") || node.input.first().map(String::as_str) != Some(out) {
+            return None;
+        }
+        let t = self.consts.get(node.input.get(1)?)?.i64s()?;
+        let restores = t.split_first().is_some_and(|(&b, rest)| b == -1 && rest.iter().map(|&d| d as usize).eq(shape.iter().copied()));
+        let o = node.output.first().filter(|o| !o.is_empty())?.clone();
+        restores.then(|| {
+            self.done[k] = true;
+            o
+        })
     }
 
     fn matmul(&mut self, ctx: &NodeCtx) -> Result<()> {
@@ -404,7 +449,8 @@ impl Importer<'_> {
             return Err(ctx.err(format!("alpha {alpha} and beta {beta} must be finite")));
         }
         let x = self.value(ctx, 0)?;
-        if self.shape(x).len() != 1 {
+        let merged = ctx.input(0).is_some_and(|i| self.merged.contains_key(i));
+        if self.shape(x).len() != 1 && !merged {
             return Err(ctx.err(format!("input A must be 2-D (batch, features), has per-sample shape {:?}", self.shape(x))));
         }
         let b = self.weight(ctx, 1, "B")?;
@@ -805,10 +851,17 @@ impl Importer<'_> {
 
     // ---- layout ops ----------------------------------------------------------------------------------------
 
+    /// ONNX Reshape with the batch kept in axis 0. One more form: tf2onnx writes Keras Dense on a rank-3 input
+    /// `(N, T, C)` as `Reshape(x, [-1, C])`, a MatMul, then `Reshape(·, [-1, T, U])`, merging the batch with `T`
+    /// rows in between. Row by row that MatMul is a Dense on the last axis, so the merged tensor is held as the
+    /// per-sample `[T, C]` (the same values in the same order) and marked in `merged`, which only MatMul/Gemm and
+    /// Reshape may read (`convert`); the Reshape that restores `[N, T, U]` clears the mark.
     fn reshape_op(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = self.value(ctx, 0)?;
         let in_shape = self.shape(x);
         let numel: usize = in_shape.iter().product();
+        // Rows per sample merged into the input's ONNX batch axis (0: none).
+        let merged_in = ctx.input(0).and_then(|i| self.merged.get(i)).map_or(0, |(m, _)| *m);
         // A target computed from shapes (`x.view(x.size(0), -1)`) or a constant list.
         let (t, allow_zero) = match ctx.input(1).and_then(|i| self.shape_values.get(i)) {
             Some(v) => (self.reshape_target(ctx, v)?, false),
@@ -823,15 +876,17 @@ impl Importer<'_> {
         // Axis 0 is the batch: 0 (copy), -1 (infer) or the file's fixed batch size keep it.
         match first {
             0 | -1 => {}
-            b if b > 0 && self.batch.is_none_or(|fixed| fixed as i64 == b) => {}
+            b if b > 0 && merged_in == 0 && self.batch.is_none_or(|fixed| fixed as i64 == b) => {}
             b => return Err(ctx.err(format!("target shape {t:?} changes the batch axis (entry 0 is {b})"))),
         }
         let mut target = Vec::with_capacity(rest.len());
         let mut infer = None;
         for (i, &d) in rest.iter().enumerate() {
             let v = match d {
+                // "Copy axis i + 1": of the ONNX input, whose axes are the IR's shifted by one when merged.
+                0 if merged_in > 0 => return Err(ctx.err(format!("target shape {t:?} copies an axis of a batch-merged tensor"))),
                 0 => *in_shape.get(i).ok_or_else(|| ctx.err(format!("target shape {t:?} copies axis {} the input lacks", i + 1)))?,
-                -1 if infer.is_none() && first != -1 => {
+                -1 if infer.is_none() && first != -1 && merged_in == 0 => {
                     infer = Some(i);
                     1
                 }
@@ -841,13 +896,31 @@ impl Importer<'_> {
             target.push(v);
         }
         let known = target.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&k| k > 0);
-        match (infer, known) {
-            (Some(i), Some(k)) if numel.is_multiple_of(k) => target[i] = numel / k,
-            (None, Some(k)) if k == numel => {}
-            _ => return Err(ctx.err(format!("cannot reshape per-sample shape {in_shape:?} into {t:?} keeping the batch axis"))),
+        let cannot = || ctx.err(format!("cannot reshape per-sample shape {in_shape:?} into {t:?} keeping the batch axis"));
+        // Rows per sample the output merges into its batch axis: `0` copies the input's (ONNX keeps axis 0 as it
+        // is), `-1` takes what is left over after the other entries.
+        let rows = match (infer, known) {
+            (Some(i), Some(k)) if numel.is_multiple_of(k) => {
+                target[i] = numel / k;
+                1
+            }
+            (None, Some(k)) if numel.is_multiple_of(k) => match first {
+                0 => merged_in.max(1),
+                -1 => numel / k,
+                _ => 1,
+            },
+            _ => return Err(cannot()),
+        };
+        if target.iter().product::<usize>() * rows != numel {
+            return Err(cannot());
+        }
+        let out = ctx.main_output()?.to_string();
+        if rows > 1 {
+            target.insert(0, rows);
+            self.merged.insert(out.clone(), (rows, ctx.name.clone()));
         }
         let id = self.reshape_to(ctx, ctx.required_input(0)?, x, target)?;
-        self.bind(ctx.main_output()?, id)
+        self.bind(&out, id)
     }
 
     fn flatten(&mut self, ctx: &NodeCtx) -> Result<()> {

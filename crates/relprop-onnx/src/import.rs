@@ -116,6 +116,7 @@ pub fn import_model(model: &ModelProto, file_label: &str, opts: &ImportOptions) 
         mergeable_adds: HashMap::new(),
         batch,
         shape_values: HashMap::new(),
+        merged: HashMap::new(),
     };
     imp.used_names = imp.names.iter().cloned().chain([input_name.clone()]).collect();
 
@@ -139,6 +140,13 @@ pub fn import_model(model: &ModelProto, file_label: &str, opts: &ImportOptions) 
         }
     }
 
+    if let Some((m, by)) = imp.merged.get(&imp.output_name) {
+        return Err(merr(format!(
+            "output '{}' still has the batch merged with {m} rows per sample: node '{by}' reshapes it to [-1, ...] \
+             and nothing restores it",
+            imp.output_name
+        )));
+    }
     let out = match imp.values.get(&imp.output_name) {
         Some(&id) => id,
         None if imp.consts.contains_key(&imp.output_name) => {
@@ -179,6 +187,10 @@ pub(crate) struct Importer<'a> {
     pub batch: Option<usize>,
     /// Integer values computed from shapes that involve the batch size (see `shapes.rs`).
     pub shape_values: HashMap<String, ShapeValue>,
+    /// Values whose ONNX tensor has the batch merged with their first per-sample axis (`[N·m, ...]`, held in the
+    /// IR as per-sample `[m, ...]`), with `m`: tf2onnx's Keras Dense on a rank-3 input (`convert.rs`,
+    /// `reshape_op`), and the Reshape that merged it.
+    pub merged: HashMap<String, (usize, String)>,
 }
 
 /// Whether `n` is the standard-domain op `op`.

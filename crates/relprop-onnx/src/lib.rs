@@ -28,8 +28,10 @@ pub use relprop_core::Graph;
 /// (tf2onnx `model_a/conv1/BiasAdd__6` → `model_a/conv1`, PyTorch `/conv1/Conv` → `/conv1`), else the whole
 /// name. Nodes of one Keras layer share it, which is what fuses `Dense(activation=...)` back into one layer.
 pub fn layer_of(node_name: &str) -> &str {
-    match node_name.rfind('/') {
+    let layer = match node_name.rfind('/') {
         Some(i) if i > 0 => &node_name[..i],
         _ => node_name,
-    }
+    };
+    // Keras Dense on a rank-3 input computes in a `Tensordot` name scope (`model/d/Tensordot/MatMul`).
+    layer.strip_suffix("/Tensordot").filter(|l| !l.is_empty()).unwrap_or(layer)
 }

@@ -6,7 +6,7 @@ use common::*;
 use relprop_core::{Activation, Graph, Layout, Op, Tensor};
 use relprop_onnx::builder::*;
 use relprop_onnx::proto::tensor_proto::DataType;
-use relprop_onnx::proto::TensorProto;
+use relprop_onnx::proto::{NodeProto, TensorProto};
 
 fn kinds(g: &Graph) -> Vec<&'static str> {
     g.nodes.iter().map(|n| n.op.kind()).collect()
@@ -528,4 +528,62 @@ fn spatial_reductions_are_global_pools() {
     // Not all spatial axes: refused.
     let e = err(&reduce("ReduceMean", &[2], 1, &[2, 3, 2]));
     assert!(e.contains("'r'") && e.contains("global pool"), "{e}");
+}
+
+/// Keras Dense on a rank-3 input as tf2onnx writes it (its reshape optimizer turns the computed targets into
+/// constants): `Reshape(x, [-1, C])` merges the batch with the T rows, MatMul, `Reshape(·, [-1, T, U])`, then the
+/// bias Add and the activation. relprop imports one Dense on the last axis with that bias and activation (as
+/// signxai explains the Keras layer), and computes the same function.
+#[test]
+fn tf2onnx_tensordot_is_one_dense_on_the_last_axis() {
+    let i64s = |n: &str, v: &[i64]| make_tensor_i64(n, &[v.len()], v);
+    let (t, c, u) = (4usize, 3usize, 5usize);
+    let (w, b, w2) = (vals(c * u, 1), vals(u, 2), vals(t * u * 2, 3));
+    let tensordot = |after: Vec<NodeProto>, out: &str, extra: Vec<TensorProto>| {
+        let mut nodes = vec![
+            make_node("Reshape", "model/dseq/Tensordot/Reshape", &["x", "s1"], &["m"], vec![]),
+            make_node("MatMul", "model/dseq/Tensordot/MatMul", &["m", "W"], &["mm"], vec![]),
+        ];
+        nodes.extend(after);
+        let mut inits = vec![i64s("s1", &[-1, c as i64]), make_tensor_f32("W", &[c, u], &w)];
+        inits.extend(extra);
+        model_bytes(nodes, inits, &[t, c], out, 13)
+    };
+    let g = ok(&tensordot(
+        vec![
+            make_node("Reshape", "model/dseq/Tensordot", &["mm", "s2"], &["td"], vec![]),
+            make_node("Add", "model/dseq/BiasAdd", &["td", "b"], &["z"], vec![]),
+            make_node("Relu", "model/dseq/Relu", &["z"], &["h"], vec![]),
+            make_node("Reshape", "fl/Reshape", &["h", "s3"], &["f"], vec![]),
+            make_node("MatMul", "out/MatMul", &["f", "W2"], &["y"], vec![]),
+        ],
+        "y",
+        vec![i64s("s2", &[-1, t as i64, u as i64]), make_tensor_f32("b", &[u], &b), i64s("s3", &[-1, (t * u) as i64]), make_tensor_f32("W2", &[t * u, 2], &w2)],
+    ));
+    let denses: Vec<usize> = (0..g.nodes.len()).filter(|&i| matches!(g.nodes[i].op, Op::Dense(_))).collect();
+    assert_eq!(denses.len(), 2, "{:?}", kinds(&g));
+    let d = dense_of(&g, denses[0]);
+    assert_eq!(d.bias.as_ref().map(|b| b.data.clone()), Some(b.clone()), "the bias belongs to the Dense");
+    assert_eq!(d.activation, Some(Activation::Relu));
+    assert_eq!(g.nodes[denses[0]].shape, [t, u]);
+    assert_eq!(g.nodes[denses[0]].layer, "model/dseq", "the Keras layer, not its Tensordot scope");
+    assert!(!kinds(&g).contains(&"BatchNorm"), "{:?}", kinds(&g));
+    // Against the layer computed by hand.
+    let x = vals(t * c, 4);
+    let mut f = vec![0f32; t * u];
+    for r in 0..t {
+        for j in 0..u {
+            let z: f32 = (0..c).map(|k| x[r * c + k] * w[k * u + j]).sum::<f32>() + b[j];
+            f[r * u + j] = z.max(0.0);
+        }
+    }
+    let y: Vec<f32> = (0..2).map(|o| (0..t * u).map(|i| f[i] * w2[i * 2 + o]).sum()).collect();
+    let got = forward(&g, &Tensor::new(vec![t, c], x).unwrap());
+    assert!(got.data.iter().zip(&y).all(|(a, e)| (a - e).abs() <= 1e-5 * (1.0 + e.abs())), "{:?} vs {y:?}", got.data);
+
+    // The merged tensor anywhere but MatMul/Gemm/Reshape, or as the output, is refused with the reason.
+    let e = err(&tensordot(vec![make_node("Transpose", "tr/Transpose", &["mm"], &["y"], vec![attr_ints("perm", &[1, 0])])], "y", vec![]));
+    assert!(e.contains("batch merged with 4 rows") && e.contains("Transpose"), "{e}");
+    let e = err(&tensordot(vec![], "mm", vec![]));
+    assert!(e.contains("batch merged with 4 rows"), "{e}");
 }

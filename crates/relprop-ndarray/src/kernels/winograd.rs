@@ -273,13 +273,16 @@ fn run_blocks(s: &Shape, o0: usize, u: &[f32], x: &[f32], out: &mut [f32]) {
     // Fewer blocks than threads: the blocks run one after the other, each spread over the pool.
     let per_row = 16 * (s.ci + co) * tw;
     let cached = (BLOCK_FLOATS / per_row).clamp(1, th);
-    // Among block heights up to twice the cache-sized one that give every thread a block, the one with the
-    // shortest critical path (blocks per thread × rows per block; 14 tile rows on 2 threads: 2 × 7, not 3 × 6
-    // with one thread idle for a third), the one nearest the cache-sized height on ties.
+    // Among block heights from half to twice the cache-sized one that give every thread a block, the one with
+    // the shortest critical path (blocks per thread × rows per block; 14 tile rows on 2 threads: 2 × 7, not
+    // 3 × 6 with one thread idle for a third), the one nearest the cache-sized height on ties. Failing that,
+    // the tallest blocks that still give every thread one (or single rows, run one after the other).
+    let enough = |r: usize| s.n * th.div_ceil(r) >= threads;
     let path = |r: usize| (s.n * th.div_ceil(r)).div_ceil(threads) * r;
-    let rows = (1..=(2 * cached).min(th))
-        .filter(|&r| s.n * th.div_ceil(r) >= threads)
+    let rows = (cached.div_ceil(2)..=(2 * cached).min(th))
+        .filter(|&r| enough(r))
         .min_by_key(|&r| (path(r), r.abs_diff(cached)))
+        .or_else(|| (1..cached.div_ceil(2)).rev().find(|&r| enough(r)))
         .unwrap_or(1);
     let nbands = th.div_ceil(rows);
     // Per block, its output rows in every channel plane (disjoint slices, so blocks can run in parallel).

@@ -259,13 +259,13 @@ class _Writer:
             y = self.node(layer, "Reshape", [t, self.const(layer, "shape", np.array([-1, n], np.int64))])
             return (y, "keras", [n])
         if cls == "Dense":
-            if rank != 2:
-                raise NotImplementedError(f"{layer.name}: Dense on rank {rank}")
+            # On rank 3+, Keras contracts the last (channels-last) axis: ONNX MatMul broadcasts the same way.
+            t = self.to_keras(layer, t, layout, rank) if rank > 2 else t
             y = self.node(layer, "MatMul", [t, self.const(layer, "kernel", layer.kernel.numpy().astype(np.float32))])
             if cfg["use_bias"]:
                 y = self.node(layer, "Add", [y, self.const(layer, "bias", layer.bias.numpy().astype(np.float32))])
             y = self.activation(layer, y, cfg["activation"])
-            return (y, "keras", [int(layer.units)])
+            return (y, "keras", [int(d) for d in layer.output_shape[1:]])
         if cls == "ReLU":
             if cfg.get("max_value") is not None or cfg.get("negative_slope", 0) != 0 or cfg.get("threshold", 0) != 0:
                 raise NotImplementedError(f"{layer.name}: ReLU options")

@@ -13,6 +13,7 @@ use relprop_core::{Activation, BatchNorm, Conv, Dense, Op, Pool, Result, Tensor}
 
 use crate::attrs::NodeCtx;
 use crate::import::{is_op, Importer, MAX_ELEMENTS};
+use crate::shapes::Dim;
 use crate::tensors::Const;
 
 const SUPPORTED: &str = "Conv, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, Selu, Gelu, \
@@ -380,19 +381,7 @@ impl Importer<'_> {
         let n = w.shape.get(1).copied().unwrap_or(0);
         let full_rank = self.shape(x).len() + 1;
         let mut out = ctx.main_output()?.to_string();
-        let mut merged = ctx.input(0).and_then(|i| self.merged.get(i)).cloned();
-        if merged.is_some() {
-            // tf2onnx's Tensordot goes on with the Reshape that restores the batch, then Keras' bias Add and
-            // activation: with that Reshape an identity on the per-sample output, they are this layer's.
-            let mut shape = self.shape(x).to_vec();
-            if let Some(last) = shape.last_mut() {
-                *last = n;
-            }
-            if let Some(o) = self.restoring_reshape(&out, &shape) {
-                out = o;
-                merged = None;
-            }
-        }
+        let merged = ctx.input(0).and_then(|i| self.merged.get(i)).cloned();
         if let Some((b, o)) = self.fold_bias_add(&out, full_rank, full_rank - 1, n) {
             bias = Some(match bias {
                 Some(old) => old.iter().zip(&b).map(|(a, b)| a + b).collect(),
@@ -411,23 +400,6 @@ impl Importer<'_> {
             self.merged.insert(out.clone(), m);
         }
         self.bind(&out, id)
-    }
-
-    /// When `out`'s only consumer is a Reshape to the constant `[-1, shape...]` (restoring the batch of a
-    /// batch-merged tensor whose per-sample shape is `shape`), that Reshape's output, marking it done.
-    fn restoring_reshape(&mut self, out: &str, shape: &[usize]) -> Option<String> {
-        let k = self.sole_consumer(out)?;
-        let node = self.nodes.get(k)?;
-        if !is_op(node, "Reshape") || node.input.first().map(String::as_str) != Some(out) {
-            return None;
-        }
-        let t = self.consts.get(node.input.get(1)?)?.i64s()?;
-        let restores = t.split_first().is_some_and(|(&b, rest)| b == -1 && rest.iter().map(|&d| d as usize).eq(shape.iter().copied()));
-        let o = node.output.first().filter(|o| !o.is_empty())?.clone();
-        restores.then(|| {
-            self.done[k] = true;
-            o
-        })
     }
 
     fn matmul(&mut self, ctx: &NodeCtx) -> Result<()> {
@@ -863,9 +835,10 @@ impl Importer<'_> {
         // Rows per sample merged into the input's ONNX batch axis (0: none).
         let merged_in = ctx.input(0).and_then(|i| self.merged.get(i)).map_or(0, |(m, _)| *m);
         // A target computed from shapes (`x.view(x.size(0), -1)`) or a constant list.
-        let (t, allow_zero) = match ctx.input(1).and_then(|i| self.shape_values.get(i)) {
-            Some(v) => (self.reshape_target(ctx, v)?, false),
-            None => (self.const_ints(ctx, 1, "shape")?, ctx.int("allowzero", 0)? != 0),
+        // `batch`: the first entry is the batch size itself (a computed target), not ONNX's "copy input axis 0".
+        let (t, allow_zero, batch) = match ctx.input(1).and_then(|i| self.shape_values.get(i)) {
+            Some(v) => (self.reshape_target(ctx, v)?, false, v.dims.first() == Some(&Dim::Batch)),
+            None => (self.const_ints(ctx, 1, "shape")?, ctx.int("allowzero", 0)? != 0, false),
         };
         let Some((&first, rest)) = t.split_first() else {
             return Err(ctx.err("target shape is empty: the batch axis must stay"));
@@ -905,7 +878,7 @@ impl Importer<'_> {
                 1
             }
             (None, Some(k)) if numel.is_multiple_of(k) => match first {
-                0 => merged_in.max(1),
+                0 if !batch => merged_in.max(1),
                 -1 => numel / k,
                 _ => 1,
             },
@@ -918,9 +891,42 @@ impl Importer<'_> {
         if rows > 1 {
             target.insert(0, rows);
             self.merged.insert(out.clone(), (rows, ctx.name.clone()));
+        } else if merged_in > 0 {
+            if self.finish_tensordot(ctx, x, &target)? {
+                return Ok(());
+            }
         }
         let id = self.reshape_to(ctx, ctx.required_input(0)?, x, target)?;
         self.bind(&out, id)
+    }
+
+    /// The Reshape `ctx` restores the batch of `x`, a Dense on a batch-merged tensor (tf2onnx's Tensordot), to
+    /// `x`'s own per-sample shape: it is no node at all, and Keras' bias Add and activation after it are the
+    /// Dense's, as for any Keras layer. Whether it was so (the last absorbed output is then bound to the Dense).
+    fn finish_tensordot(&mut self, ctx: &NodeCtx, x: usize, target: &[usize]) -> Result<bool> {
+        let Some(input) = ctx.input(0) else { return Ok(false) };
+        let Some(Op::Dense(d)) = self.graph.nodes.get(x).map(|n| &n.op) else { return Ok(false) };
+        if d.activation.is_some() || self.shape(x) != target || self.sole_consumer(input) != Some(ctx.index) {
+            return Ok(false);
+        }
+        let mut d = d.clone();
+        let (n, layer) = (target.last().copied().unwrap_or(0), self.graph.nodes[x].layer.clone());
+        let mut out = ctx.main_output()?.to_string();
+        if let Some((b, o)) = self.fold_bias_add(&out, target.len() + 1, target.len(), n) {
+            let b = match &d.bias {
+                Some(old) => old.data.iter().zip(&b).map(|(a, b)| a + b).collect(),
+                None => b,
+            };
+            d.bias = Some(Arc::new(Tensor { shape: vec![n], data: b }));
+            out = o;
+        }
+        if let Some((a, o)) = self.fuse_activation(&out, &layer)? {
+            d.activation = Some(a);
+            out = o;
+        }
+        self.graph.nodes[x].op = Op::Dense(d);
+        self.bind(&out, x)?;
+        Ok(true)
     }
 
     fn flatten(&mut self, ctx: &NodeCtx) -> Result<()> {

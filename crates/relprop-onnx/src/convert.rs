@@ -891,10 +891,8 @@ impl Importer<'_> {
         if rows > 1 {
             target.insert(0, rows);
             self.merged.insert(out.clone(), (rows, ctx.name.clone()));
-        } else if merged_in > 0 {
-            if self.finish_tensordot(ctx, x, &target)? {
-                return Ok(());
-            }
+        } else if merged_in > 0 && self.finish_tensordot(ctx, x, &target)? {
+            return Ok(());
         }
         let id = self.reshape_to(ctx, ctx.required_input(0)?, x, target)?;
         self.bind(&out, id)

@@ -326,9 +326,7 @@ impl Numerics for NdModel {
     fn xmod(&self, x: &T, m: XMod) -> Result<T> {
         Ok(match m {
             XMod::X => x.clone(),
-            // Post-ReLU inputs are their own x⁺ (and x⁻ is zero): share instead of copying. `-0.0` passes the
-            // test and stays `-0.0`, which is equal to the `0.0` the map would give.
-            XMod::Pos if x.iter().all(|&v| v >= 0.0) => x.clone(),
+            // (The engine itself takes a post-ReLU input as its own x⁺, through `nonnegative`.)
             XMod::Pos => map1(x, |v| if v > 0.0 { v } else { 0.0 }),
             XMod::Neg => map1(x, |v| if v < 0.0 { v } else { 0.0 }),
             XMod::Sign => map1(x, sgn1),

@@ -19,9 +19,8 @@ keras2onnx_lrp.py now), ZeroPadding not counted by until_layer_idx, signxai's se
 tf2onnx's generated node names hiding a DepthwiseConv2D's layer, Keras Average explained with the Add rule
 (signxai: the gradient), Cropping (ONNX Slice) unsupported, SeparableConv2D explained as two layers (now
 refused), Keras Dense on rank-3 inputs (tf2onnx's Tensordot reshapes merge the batch; now imported as one Dense
-on the last axis: dense_on_sequence matches on every method through keras2onnx_lrp.py, and through plain tf2onnx
-(`--plain`) on all but LRPRuleUntilIndex, whose maps differ there with identical per-layer plans; cause not found
-yet). Known gaps it does not cover: tf2onnx cannot convert grouped Conv2D; signxai crashes on
+on the last axis), and a tf2onnx-generated node (`Transpose__38`) read by a Shape node as well as by its layer
+losing its Keras layer (so until_layer_idx counted it). Known gaps it does not cover: tf2onnx cannot convert grouped Conv2D; signxai crashes on
 BatchNormalization with center=False or scale=False.
 """
 import argparse

@@ -208,16 +208,21 @@ impl<'a> Importer<'a> {
     }
 
     /// tf2onnx names the nodes its rewriters create `<Op>__<n>` (a DepthwiseConv2D becomes `Conv__195`), which
-    /// loses the Keras layer. Such a node takes the layer of its only reader when that one has a layer name
-    /// (`model/dw/Relu`): so the conv and its activation stay one layer, as in Keras, for fused activations and
-    /// for `until_layer_idx`.
+    /// loses the Keras layer. Such a node takes the layer of its only reader (Shape nodes aside) when that one
+    /// has a layer name (`model/dw/Relu`): so the conv and its activation stay one layer, as in Keras, for fused
+    /// activations and for `until_layer_idx`.
     fn generated_node_layer(&self, name: &str, proto: &NodeProto) -> Option<String> {
         let (op, n) = name.split_once("__")?;
         if op.is_empty() || !op.chars().all(|c| c.is_ascii_alphanumeric()) || n.is_empty() || !n.chars().all(|c| c.is_ascii_digit()) {
             return None;
         }
         let out = proto.output.first()?;
-        let reader = self.sole_consumer(out)?;
+        if *out == self.output_name {
+            return None;
+        }
+        // A Shape node only reads the size (tf2onnx's Tensordot computes its reshape target so).
+        let readers: Vec<usize> = self.consumers.get(out)?.iter().copied().filter(|&k| !is_op(&self.nodes[k], "Shape")).collect();
+        let [reader] = readers[..] else { return None };
         let reader_name = self.names.get(reader)?;
         let layer = crate::layer_of(reader_name);
         (layer != reader_name.as_str()).then(|| layer.to_string())

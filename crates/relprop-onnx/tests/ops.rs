@@ -587,3 +587,21 @@ fn tf2onnx_tensordot_is_one_dense_on_the_last_axis() {
     let e = err(&tensordot(vec![], "mm", vec![]));
     assert!(e.contains("batch merged with 4 rows"), "{e}");
 }
+
+/// A node tf2onnx generated (`Relu__7`) takes its reader's layer even when a Shape node also reads it (the
+/// Tensordot's computed target): a Shape only reads the size.
+#[test]
+fn generated_node_layer_ignores_shape_readers() {
+    let i64s = |n: &str, v: &[i64]| make_tensor_i64(n, &[v.len()], v);
+    let nodes = vec![
+        make_node("Relu", "Relu__7", &["x"], &["r"], vec![]),
+        make_node("Shape", "model/dseq/Tensordot/Shape", &["r"], &["shp"], vec![]),
+        make_node("Reshape", "model/dseq/Tensordot/Reshape", &["r", "s1"], &["m"], vec![]),
+        make_node("MatMul", "model/dseq/Tensordot/MatMul", &["m", "W"], &["mm"], vec![]),
+        make_node("Reshape", "model/dseq/Tensordot", &["mm", "s2"], &["y"], vec![]),
+    ];
+    let inits = vec![i64s("s1", &[-1, 3]), make_tensor_f32("W", &[3, 2], &vals(6, 1)), i64s("s2", &[-1, 4, 2])];
+    let g = ok(&model_bytes(nodes, inits, &[4, 3], "y", 13));
+    let relu = g.nodes.iter().find(|n| n.op.kind() == "Activation").expect("the Relu");
+    assert_eq!(relu.layer, "model/dseq", "{:?}", g.nodes.iter().map(|n| (&n.name, &n.layer)).collect::<Vec<_>>());
+}

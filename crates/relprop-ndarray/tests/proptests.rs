@@ -272,7 +272,7 @@ fn bounded_maps_agree_across_backends() {
     let a = Analyzer::from_class("LRP", &class_params("LRP", 9)).unwrap();
     let plan = RulePlan::resolve(&g, &a).unwrap();
     for t in [Target::Max, Target::Index(1), Target::All] {
-        let want = explain(&m, &g, &a, &x, t.clone(), false).relevance;
+        let want = explain(&m, &g, &a, &x, t, false).relevance;
         if t == Target::All {
             assert!(want.max_abs() < 1e-6 && want.max_abs() > 0.0, "the Bounded map is rounding noise: {:e}", want.max_abs());
         }

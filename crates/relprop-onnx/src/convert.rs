@@ -377,11 +377,31 @@ impl Importer<'_> {
     }
 
     /// Dense from a weight `(in, out)` and optional bias, folding a following bias Add and activation.
-    fn dense(&mut self, ctx: &NodeCtx, x: usize, w: Tensor, mut bias: Option<Vec<f32>>) -> Result<()> {
+    fn dense(&mut self, ctx: &NodeCtx, x: usize, w: Tensor, bias: Option<Vec<f32>>) -> Result<()> {
         let n = w.shape.get(1).copied().unwrap_or(0);
         let full_rank = self.shape(x).len() + 1;
-        let mut out = ctx.main_output()?.to_string();
         let merged = ctx.input(0).and_then(|i| self.merged.get(i)).cloned();
+        let (bias, activation, out) = self.dense_tail(ctx.main_output()?, full_rank, n, &ctx.layer, bias)?;
+        let id = self.push(ctx, Op::Dense(Dense { weight: Arc::new(w), bias, activation }), &[x])?;
+        // Row by row on the last axis: a batch-merged input gives a batch-merged output.
+        if let Some(m) = merged {
+            self.merged.insert(out.clone(), m);
+        }
+        self.bind(&out, id)
+    }
+
+    /// What follows a Dense's product `out` (of `n` units, full rank `full_rank`) in the same Keras layer: a bias
+    /// Add (added to `bias`) and an activation, each absorbed when it is the only reader. Returns the bias, the
+    /// activation and the last absorbed output.
+    fn dense_tail(
+        &mut self,
+        out: &str,
+        full_rank: usize,
+        n: usize,
+        layer: &str,
+        mut bias: Option<Vec<f32>>,
+    ) -> Result<(Option<Arc<Tensor>>, Option<Activation>, String)> {
+        let mut out = out.to_string();
         if let Some((b, o)) = self.fold_bias_add(&out, full_rank, full_rank - 1, n) {
             bias = Some(match bias {
                 Some(old) => old.iter().zip(&b).map(|(a, b)| a + b).collect(),
@@ -389,17 +409,11 @@ impl Importer<'_> {
             });
             out = o;
         }
-        let activation = self.fuse_activation(&out, &ctx.layer)?.map(|(a, o)| {
+        let activation = self.fuse_activation(&out, layer)?.map(|(a, o)| {
             out = o;
             a
         });
-        let bias = bias.map(|b| Arc::new(Tensor { shape: vec![b.len()], data: b }));
-        let id = self.push(ctx, Op::Dense(Dense { weight: Arc::new(w), bias, activation }), &[x])?;
-        // Row by row on the last axis: a batch-merged input gives a batch-merged output.
-        if let Some(m) = merged {
-            self.merged.insert(out.clone(), m);
-        }
-        self.bind(&out, id)
+        Ok((bias.map(|b| Arc::new(Tensor { shape: vec![b.len()], data: b })), activation, out))
     }
 
     fn matmul(&mut self, ctx: &NodeCtx) -> Result<()> {
@@ -909,19 +923,9 @@ impl Importer<'_> {
         }
         let mut d = d.clone();
         let (n, layer) = (target.last().copied().unwrap_or(0), self.graph.nodes[x].layer.clone());
-        let mut out = ctx.main_output()?.to_string();
-        if let Some((b, o)) = self.fold_bias_add(&out, target.len() + 1, target.len(), n) {
-            let b = match &d.bias {
-                Some(old) => old.data.iter().zip(&b).map(|(a, b)| a + b).collect(),
-                None => b,
-            };
-            d.bias = Some(Arc::new(Tensor { shape: vec![n], data: b }));
-            out = o;
-        }
-        if let Some((a, o)) = self.fuse_activation(&out, &layer)? {
-            d.activation = Some(a);
-            out = o;
-        }
+        let old_bias = d.bias.as_ref().map(|b| b.data.clone());
+        let (bias, activation, out) = self.dense_tail(ctx.main_output()?, target.len() + 1, n, &layer, old_bias)?;
+        (d.bias, d.activation) = (bias, activation);
         self.graph.nodes[x].op = Op::Dense(d);
         self.bind(&out, x)?;
         Ok(true)

@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 SHIPPED = ["model_a", "model_b"]
 NEW = ["conv1d_bn", "bn_residual", "strided", "maxpool_overlap", "mlp", "digits_cnn", "keras_stem", "dense_branches",
-       "depthwise", "merges", "cropping"]
+       "depthwise", "merges", "cropping", "separable"]
 OPSET = 13
 ONNX_TOL = 1e-5  # |ONNX Runtime - Keras| on the logits
 
@@ -116,6 +116,7 @@ EXTRA_CONFIGS = {
     "depthwise": until_configs(range(1, 4)),
     "merges": until_configs(range(1, 6)),
     "cropping": until_configs(range(1, 4)),
+    "separable": until_configs(range(1, 5)),
 }
 WRAPPER_PREFIXES = ("lrp_", "lrpsign_", "lrpz_", "w2lrp_", "flatlrp_", "zblrp_")
 WRAPPER_API = "signxai.methods.wrappers"
@@ -172,7 +173,7 @@ def randomize(model, rng):
         for w in layer.weights:
             n = w.name.split("/")[-1].split(":")[0]
             shape = tuple(w.shape)
-            if n in ("kernel", "depthwise_kernel"):
+            if n in ("kernel", "depthwise_kernel", "pointwise_kernel"):
                 # a depthwise kernel (kh, kw, C, multiplier) sees one channel: fan-in kh*kw
                 fan_in = int(np.prod(shape[:-2] if n == "depthwise_kernel" else shape[:-1]))
                 lim = np.sqrt(6.0 / fan_in)
@@ -432,6 +433,23 @@ def build_cropping():
                        "and layers signxai's layer walks count (Cropping) or look through (Permute, Reshape)"}
 
 
+def build_separable():
+    rng = np.random.default_rng(112)
+    i = keras.Input((8, 8, 3), name="input")
+    h = L.SeparableConv2D(4, 3, padding="same", activation="relu", name="sep1")(i)
+    h = L.SeparableConv2D(6, 3, strides=2, depth_multiplier=2, use_bias=False, name="sep2")(h)  # 3x3
+    h = L.BatchNormalization(name="bn")(h)
+    h = L.ReLU(name="relu")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    o = L.Dense(3, name="logits")(h)
+    m = keras.Model(i, o, name="separable")
+    randomize(m, rng)
+    return m, uniform_inputs((8, 8, 3), rng), {
+        "description": "SeparableConv2D(relu) -> SeparableConv2D (multiplier 2, stride 2, valid, no bias) -> BN -> "
+                       "ReLU -> GAP -> Dense: signxai explains each SeparableConv as one kernel (every rule "
+                       "substitutes its depthwise and pointwise weights); tf2onnx writes it as two Convs"}
+
+
 BUILDERS = {
     "conv1d_bn": build_conv1d_bn,
     "bn_residual": build_bn_residual,
@@ -444,6 +462,7 @@ BUILDERS = {
     "depthwise": build_depthwise,
     "merges": build_merges,
     "cropping": build_cropping,
+    "separable": build_separable,
 }
 
 LAYER_KEYS = ["activation", "padding", "strides", "kernel_size", "pool_size", "use_bias", "data_format",

@@ -115,11 +115,11 @@ class _Writer:
         self.inits.append(self.nh.from_array(np.asarray(arr), n))
         return n
 
-    def node(self, layer, op, inputs, **attrs):
-        n = self.name(layer, op)
+    def node(self, layer, op, inputs, name_as=None, **attrs):
+        n = self.name(layer, name_as or op)
         k = 1
         while any(x.name == n for x in self.nodes):
-            n = f"{self.name(layer, op)}_{k}"
+            n = f"{self.name(layer, name_as or op)}_{k}"
             k += 1
         self.nodes.append(self.h.make_node(op, inputs, [n + ":0"], name=n, **attrs))
         return n + ":0"
@@ -189,10 +189,12 @@ class _Writer:
         (t, layout, shape) = srcs[0]
         rank = len(shape) + 1
         spatial = shape[:-1] if layout == "keras" or rank <= 2 else shape[1:]
-        if cls in ("Conv1D", "Conv2D"):
+        if cls in ("Conv1D", "Conv2D", "SeparableConv1D", "SeparableConv2D"):
             if cfg.get("data_format", "channels_last") != "channels_last" or cfg.get("groups", 1) != 1:
                 raise NotImplementedError(f"{layer.name}: data_format/groups")
-            kernel = layer.kernel.numpy()  # (k..., cin, cout)
+            separable = cls.startswith("Separable")
+            # (k..., cin, cout); a separable layer's depthwise kernel is (k..., cin, multiplier)
+            kernel = layer.depthwise_kernel.numpy() if separable else layer.kernel.numpy()
             nd = kernel.ndim - 2
             t = self.to_cf(layer, t, layout, rank)
             cin_shape = [shape[-1]] + list(spatial) if layout == "keras" else list(shape)
@@ -205,6 +207,16 @@ class _Writer:
                 outsp = [-(-n // s) for n, s in zip(cin_shape[1:], st)]
             else:
                 raise NotImplementedError(f"{layer.name}: padding {cfg['padding']!r}")
+            if separable:
+                # As tf2onnx writes SeparableConv2D: a grouped conv (output channel c·multiplier + m) in a nested
+                # name scope, then the 1x1 pointwise conv with the bias in the layer itself.
+                cin, mult = kernel.shape[nd], kernel.shape[nd + 1]
+                dw = np.transpose(kernel, [nd, nd + 1] + list(range(nd))).reshape([cin * mult, 1] + ks).astype(np.float32)
+                t = self.node(layer, "Conv", [t, self.const(layer, "depthwise_kernel", dw)], name_as="separable_conv/depthwise",
+                              kernel_shape=ks, strides=st, dilations=dl, pads=pads, group=cin)
+                pk = layer.pointwise_kernel.numpy()  # (1..., cin·multiplier, cout)
+                kernel = pk
+                ks, st, dl, pads = [1] * nd, [1] * nd, [1] * nd, [0] * (2 * nd)
             w = np.transpose(kernel, [nd + 1, nd] + list(range(nd))).astype(np.float32)
             inputs = [t, self.const(layer, "kernel", w)]
             if cfg["use_bias"]:

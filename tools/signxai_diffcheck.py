@@ -17,8 +17,8 @@ Needs the golden venv (`cargo xtask golden` creates it) and a release build of t
 does both. Found with it so far: tf2onnx merging ZeroPadding into the conv and dropping Dropout (both kept by
 keras2onnx_lrp.py now), ZeroPadding not counted by until_layer_idx, signxai's set walk over residual branches,
 tf2onnx's generated node names hiding a DepthwiseConv2D's layer, Keras Average explained with the Add rule
-(signxai: the gradient), Cropping (ONNX Slice) unsupported, SeparableConv2D explained as two layers (now
-refused), Keras Dense on rank-3 inputs (tf2onnx's Tensordot reshapes merge the batch; now imported as one Dense
+(signxai: the gradient), Cropping (ONNX Slice) unsupported, SeparableConv2D explained as two layers (then
+refused; now one kernel with a pointwise stage), Keras Dense on rank-3 inputs (tf2onnx's Tensordot reshapes merge the batch; now imported as one Dense
 on the last axis), and a tf2onnx-generated node (`Transpose__38`) read by a Shape node as well as by its layer
 losing its Keras layer (so until_layer_idx counted it). Known gaps it does not cover: tf2onnx cannot convert grouped Conv2D; signxai crashes on
 BatchNormalization with center=False or scale=False.
@@ -50,7 +50,7 @@ from signxai.methods.innvestigate.analyzer.relevance_based import relevance_anal
 
 TOL = 1e-4
 # Models relprop refuses on purpose, with a word of the expected message.
-EXPECTED_REFUSALS = {"separable": "SeparableConv2D"}
+EXPECTED_REFUSALS = {}
 
 
 def seq(*fs):
@@ -106,7 +106,11 @@ ARCHS = {
                                          L.AveragePooling2D(3, strides=2, padding="same", name="ap"), L.Flatten(name="fl"),
                                          L.Dense(3, name="out"))),
     "separable": ((8, 8, 3), seq(L.SeparableConv2D(4, 3, padding="same", activation="relu", name="sep"),
-                                 L.GlobalAveragePooling2D(name="gap"), L.Dense(3, name="out"))),
+                                 L.SeparableConv2D(5, 3, strides=2, depth_multiplier=2, use_bias=False, name="sep2"),
+                                 L.ReLU(name="r"), L.GlobalAveragePooling2D(name="gap"), L.Dense(3, name="out"))),
+    "separable1d": ((16, 3), seq(L.SeparableConv1D(4, 3, padding="same", activation="relu", name="sep"),
+                                 L.SeparableConv1D(5, 3, strides=2, depth_multiplier=2, use_bias=False, name="sep2"),
+                                 L.ReLU(name="r"), L.Flatten(name="fl"), L.Dense(3, name="out"))),
     "reshape_permute_crop": ((8, 6, 2), seq(L.Cropping2D(((1, 0), (0, 1)), name="crop"), L.Conv2D(3, 3, activation="relu", name="c"),
                                             L.Permute((2, 1, 3), name="perm"), L.Reshape((5, 9), name="rs"),
                                             L.Flatten(name="fl"), L.Dense(3, name="out"))),

@@ -43,7 +43,13 @@ impl Counter<'_> {
         let out = numel(&nd.shape) * n as f64;
         match &nd.op {
             Op::Dense(d) => out * d.weight.shape[0] as f64,
-            Op::Conv(c) => out * c.weight.shape[1..].iter().product::<usize>() as f64,
+            // Per output plane position: the first stage's taps for each of its channels, then (SeparableConv)
+            // the pointwise mix.
+            Op::Conv(c) => {
+                let plane = out / c.out_channels() as f64;
+                let first = plane * (c.weight.shape[0] * c.weight.shape[1..].iter().product::<usize>()) as f64;
+                first + c.pointwise.as_ref().map_or(0.0, |p| plane * (p.shape[0] * p.shape[1]) as f64)
+            }
             _ => 0.0,
         }
     }

@@ -93,6 +93,7 @@ fn conv_op(rng: &mut Rng, cin: usize, cout: usize, k: usize, stride: usize, pad:
         pads_end: vec![pad; 2],
         groups: 1,
         activation: relu.then_some(Activation::Relu),
+        pointwise: None,
     })
 }
 

@@ -81,6 +81,11 @@ pub struct Conv {
     pub pads_end: Vec<usize>,
     pub groups: usize,
     pub activation: Option<Activation>,
+    /// A Keras SeparableConv1D/2D: after this (depthwise) convolution, a pointwise stage with weight
+    /// `(out, mid, 1, .., 1)` mixes the channels; the bias and activation come after it. signxai explains the
+    /// layer as one kernel and substitutes every weight tensor of it (W⁺ of both, W² of both, ...), so a rule's
+    /// map here is `P_w ∘ D_w` and its transpose `D_wᵀ ∘ P_wᵀ`, never two layers with a rule each.
+    pub pointwise: Option<Arc<Tensor>>,
 }
 
 impl Conv {
@@ -88,9 +93,32 @@ impl Conv {
     pub fn rank(&self) -> usize {
         self.weight.shape.len() - 2
     }
-    /// Kernel extent per spatial axis.
+    /// Kernel extent per spatial axis (of the first stage).
     pub fn kernel(&self) -> &[usize] {
         &self.weight.shape[2..]
+    }
+    /// Output channels of the layer (of the pointwise stage when there is one).
+    pub fn out_channels(&self) -> usize {
+        self.pointwise.as_ref().unwrap_or(&self.weight).shape[0]
+    }
+    /// The layer as the convolutions it applies in order, each without bias and activation: itself, then its
+    /// pointwise stage (a 1×1, stride-1, unpadded convolution). Backends run rules stage by stage with
+    /// [`crate::program::WeightMod`] applied to each stage's weight.
+    pub fn stages(&self) -> Vec<Conv> {
+        let first = Conv { bias: None, activation: None, pointwise: None, ..self.clone() };
+        let r = self.rank();
+        let second = self.pointwise.as_ref().map(|p| Conv {
+            weight: p.clone(),
+            bias: None,
+            strides: vec![1; r],
+            dilations: vec![1; r],
+            pads_begin: vec![0; r],
+            pads_end: vec![0; r],
+            groups: 1,
+            activation: None,
+            pointwise: None,
+        });
+        std::iter::once(first).chain(second).collect()
     }
 }
 
@@ -369,7 +397,7 @@ impl Graph {
 pub fn weights_of(op: &Op) -> Vec<&Tensor> {
     match op {
         Op::Dense(d) => std::iter::once(&*d.weight).chain(d.bias.as_deref()).collect(),
-        Op::Conv(c) => std::iter::once(&*c.weight).chain(c.bias.as_deref()).collect(),
+        Op::Conv(c) => std::iter::once(&*c.weight).chain(c.pointwise.as_deref()).chain(c.bias.as_deref()).collect(),
         Op::BatchNorm(b) => vec![&*b.gamma, &*b.beta, &*b.mean, &*b.var],
         _ => vec![],
     }
@@ -438,6 +466,13 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
             if c.groups == 0 || x[0] != ipg * c.groups || o % c.groups != 0 {
                 return Err(format!("{} input channels do not fit weight {:?} with {} groups", x[0], c.weight.shape, c.groups));
             }
+            if let Some(p) = &c.pointwise {
+                let want: Vec<usize> = [c.out_channels(), o].into_iter().chain(std::iter::repeat_n(1, r)).collect();
+                if p.shape.len() != r + 2 || p.shape[1..] != want[1..] {
+                    return Err(format!("pointwise weight {:?} must be (out, {o}{})", p.shape, ", 1".repeat(r)));
+                }
+            }
+            let o = c.out_channels();
             if let Some(b) = &c.bias {
                 if b.data.len() != o {
                     return Err(format!("bias has {} values, expected {o}", b.data.len()));

@@ -168,7 +168,15 @@ impl Numerics for NdModel {
         }
         match self.node_op(node) {
             Op::Dense(_) => self.dense(node, w, x, false),
-            Op::Conv(c) => Ok(arc(kernels::conv_forward(c, &conv_weights(c, w), x.view()))),
+            Op::Conv(c) if c.pointwise.is_none() => Ok(arc(kernels::conv_forward(c, &conv_weights(c, w), x.view()))),
+            Op::Conv(c) => {
+                // A SeparableConv: each stage with its own substituted weight (SPEC: the rule sees one kernel).
+                let mut y = x.clone();
+                for st in c.stages() {
+                    y = arc(kernels::conv_forward(&st, &conv_weights(&st, w), y.view()));
+                }
+                Ok(y)
+            }
             op => Err(err(format!("{} has no kernel", op.kind()))),
         }
     }
@@ -178,8 +186,17 @@ impl Numerics for NdModel {
         match &n.op {
             Op::Dense(_) => self.dense(node, w, s, true),
             Op::Conv(c) => {
+                // Stage by stage in reverse; a stage's input shape is the layer input or the mid tensor
+                // (the first stage's output channels on the output plane: the pointwise stage keeps the plane).
+                let stages = c.stages();
                 let in_shape = &self.graph.nodes[n.inputs[0]].shape;
-                Ok(arc(kernels::conv_transpose(c, &conv_weights(c, w), s.view(), in_shape)))
+                let mid: Vec<usize> = std::iter::once(c.weight.shape[0]).chain(n.shape[1..].iter().copied()).collect();
+                let mut r = s.clone();
+                for (k, st) in stages.iter().enumerate().rev() {
+                    let shape = if k == 0 { in_shape } else { &mid };
+                    r = arc(kernels::conv_transpose(st, &conv_weights(st, w), r.view(), shape));
+                }
+                Ok(r)
             }
             op => Err(err(format!("{} has no kernel", op.kind()))),
         }

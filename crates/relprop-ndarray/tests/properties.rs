@@ -21,6 +21,7 @@ fn conv(rng: &mut Lcg, cin: usize, cout: usize, k: &[usize], stride: usize, pads
         pads_end: vec![pads.1; r],
         groups: 1,
         activation: Some(Activation::Relu),
+        pointwise: None,
     })
 }
 

@@ -68,6 +68,7 @@ fn build(s: &Spec) -> Graph {
                     pads_end: vec![pe; r],
                     groups: 1,
                     activation: Some(Activation::Relu),
+                    pointwise: None,
                 })
             };
             let Ok(c) = g.push(&format!("m/conv{i}/Conv"), conv(w, stride, pad, pad, &mut rng, s.bias), &[cur]) else { continue };
@@ -79,11 +80,21 @@ fn build(s: &Spec) -> Graph {
                 cur = g.push(&format!("m/bn{i}/BatchNormalization"), Op::BatchNorm(bn), &[cur]).unwrap();
             }
             if residual {
-                // a 'same' 3-wide conv added back onto its input
+                // a 'same' 3-wide conv added back onto its input; for a third of the seeds a SeparableConv
+                // (depth multiplier 2, then the pointwise stage back to c channels)
                 let c = g.nodes[cur].shape[0];
-                let mut w = vec![c, c];
+                let separable = s.seed.is_multiple_of(3);
+                let mut w = if separable { vec![2 * c, 1] } else { vec![c, c] };
                 w.extend(std::iter::repeat_n(3, r));
-                if let Ok(c2) = g.push(&format!("m/res{i}/Conv"), conv(w, 1, 1, 1, &mut rng, s.bias), &[cur]) {
+                let mut op = conv(w, 1, 1, 1, &mut rng, s.bias);
+                if let (true, Op::Conv(sep)) = (separable, &mut op) {
+                    sep.groups = c;
+                    sep.bias = s.bias.then(|| rng.tensor(&[c]));
+                    let mut pw = vec![c, 2 * c];
+                    pw.extend(std::iter::repeat_n(1, r));
+                    sep.pointwise = Some(rng.tensor(&pw));
+                }
+                if let Ok(c2) = g.push(&format!("m/res{i}/Conv"), op, &[cur]) {
                     cur = g.push(&format!("m/add{i}/Add"), Op::Add, &[cur, c2]).unwrap();
                 }
             }

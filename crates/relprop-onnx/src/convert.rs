@@ -309,7 +309,7 @@ impl Importer<'_> {
 
     fn conv(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = self.value(ctx, 0)?;
-        self.refuse_separable(ctx, x)?;
+        let separable = self.separable_first_stage(ctx, x)?;
         let w = self.weight(ctx, 1, "weight")?;
         let in_shape = self.shape(x);
         let r = w.shape.len().saturating_sub(2);
@@ -348,32 +348,63 @@ impl Importer<'_> {
             a
         });
         let bias = bias.map(|b| Arc::new(Tensor { shape: vec![b.len()], data: b }));
-        let conv = Conv { weight: Arc::new(w), bias, strides, dilations, pads_begin, pads_end, groups, activation };
-        let id = self.push(ctx, Op::Conv(conv), &[x])?;
+        let (conv, input) = match separable {
+            None => (Conv { weight: Arc::new(w), bias, strides, dilations, pads_begin, pads_end, groups, activation, pointwise: None }, x),
+            Some(first) => {
+                let pointwise = kernel.iter().chain(&strides).chain(&dilations).all(|&v| v == 1)
+                    && pads_begin.iter().chain(&pads_end).all(|&p| p == 0)
+                    && groups == 1;
+                if !pointwise {
+                    return Err(ctx.err(format!(
+                        "second convolution of the SeparableConv layer '{}' must be pointwise (1x1, stride 1, no \
+                         padding, one group); has kernel {kernel:?}, strides {strides:?}, group {groups}",
+                        ctx.layer
+                    )));
+                }
+                // The first stage was the last node pushed (checked): it becomes this one layer.
+                let input = first.inputs[0];
+                self.graph.nodes.pop();
+                let Op::Conv(dw) = first.op else { unreachable!("checked to be a Conv") };
+                (Conv { pointwise: Some(Arc::new(w)), bias, activation, ..dw }, input)
+            }
+        };
+        let id = self.push(ctx, Op::Conv(conv), &[input])?;
         self.bind(&out, id)
     }
 
     /// A Keras SeparableConv2D is one layer of two convolutions (tf2onnx: `…/sep/separable_conv2d/depthwise`
     /// feeding `…/sep/separable_conv2d`). signxai applies each rule to the layer as a whole (z⁺ through both
-    /// convolutions with positive weights, ε on the composite output), which two kernel layers cannot
-    /// reproduce: refused instead of explained differently. A conv whose input comes (through reshapes) straight
-    /// from a conv of a layer nested in its own is taken as such a pair.
-    fn refuse_separable(&self, ctx: &NodeCtx, x: usize) -> Result<()> {
+    /// convolutions with positive weights, ε on the composite output), so the pair becomes one IR Conv with a
+    /// pointwise stage ([`Conv::pointwise`]). A conv whose input comes straight from a bias-free,
+    /// activation-free conv of a layer nested in its own is taken as such a pair: returns that first stage's
+    /// node. Through reshapes (or read by anything else) it cannot be merged and is refused, rather than
+    /// explained as two layers with a rule each (different numbers from signxai's).
+    fn separable_first_stage(&self, ctx: &NodeCtx, x: usize) -> Result<Option<relprop_core::graph::Node>> {
         let mut j = x;
         while matches!(self.graph.nodes[j].op, Op::Reshape | Op::Transpose { .. }) {
             j = self.graph.nodes[j].inputs[0];
         }
         let prev = &self.graph.nodes[j];
         let nested = prev.layer.len() > ctx.layer.len() + 1 && prev.layer.starts_with(&format!("{}/", ctx.layer));
-        if matches!(&prev.op, Op::Conv(c) if c.activation.is_none()) && nested {
+        if !(matches!(&prev.op, Op::Conv(c) if c.activation.is_none() && c.pointwise.is_none()) && nested) {
+            return Ok(None);
+        }
+        let bias_free = matches!(&prev.op, Op::Conv(c) if c.bias.is_none());
+        if j != x || j + 1 != self.graph.nodes.len() || !bias_free || !self.sole_reader(j) {
             return Err(ctx.err(format!(
-                "this convolution and '{}' form one Keras layer (a SeparableConv2D): signxai applies its rules to \
-                 both convolutions as one kernel, which relprop does not support; build the model from \
-                 DepthwiseConv2D and a 1x1 Conv2D instead",
+                "this convolution and '{}' form one Keras layer (a SeparableConv): relprop explains such a pair as \
+                 one kernel only when the first convolution (bias-free) feeds this one directly and nothing else \
+                 reads it",
                 prev.name
             )));
         }
-        Ok(())
+        Ok(Some(prev.clone()))
+    }
+
+    /// Whether every ONNX value that IR node `id` computes has exactly one reader (later nodes are not
+    /// converted yet, so this is checked at the ONNX level).
+    fn sole_reader(&self, id: usize) -> bool {
+        self.values.iter().filter(|(_, &v)| v == id).all(|(name, _)| self.consumers.get(name).is_some_and(|c| c.len() == 1))
     }
 
     /// Dense from a weight `(in, out)` and optional bias, folding a following bias Add and activation.
@@ -700,11 +731,7 @@ impl Importer<'_> {
         let ok = matches!(&conv.op, Op::Conv(c) if c.bias.is_none() && c.activation.is_none())
             && conv.shape.first() == r.shape.first()
             && conv.shape.first() == Some(&bias.len());
-        // Sole consumers, at the ONNX level (later nodes are not converted yet).
-        let sole = |id: usize| {
-            self.values.iter().filter(|(_, &v)| v == id).all(|(name, _)| self.consumers.get(name).is_some_and(|c| c.len() == 1))
-        };
-        if !ok || !sole(k) || !sole(x) {
+        if !ok || !self.sole_reader(k) || !self.sole_reader(x) {
             return false;
         }
         if let Op::Conv(c) = &mut self.graph.nodes[k].op {

@@ -120,22 +120,33 @@ impl Writer {
                 }
             }
             Op::Conv(c) => {
-                let name = self.fresh(layer, "Conv");
-                let wname = self.weight(&name, "W", &c.weight);
-                let mut inputs = vec![x.to_string(), wname];
-                if let Some(b) = &c.bias {
-                    inputs.push(self.weight(&name, "B", b));
+                // A SeparableConv is written as tf2onnx writes Keras': its first stage in a nested name scope
+                // (`<layer>/separable_conv/depthwise`), the pointwise stage with the bias in the layer itself, which
+                // is how the importer recognises the pair as one layer.
+                let stages = c.stages();
+                let mut out = x.to_string();
+                for (k, st) in stages.iter().enumerate() {
+                    let name = if k + 1 < stages.len() {
+                        self.fresh(&format!("{layer}/separable_conv"), "depthwise")
+                    } else {
+                        self.fresh(layer, "Conv")
+                    };
+                    let wname = self.weight(&name, "W", &st.weight);
+                    let mut inputs = vec![out.clone(), wname];
+                    if let (Some(b), true) = (&c.bias, k + 1 == stages.len()) {
+                        inputs.push(self.weight(&name, "B", b));
+                    }
+                    let pads: Vec<usize> = st.pads_begin.iter().chain(&st.pads_end).copied().collect();
+                    let attrs = vec![
+                        attr_ints("kernel_shape", &ints(st.weight.shape.get(2..).unwrap_or(&[]))),
+                        attr_ints("strides", &ints(&st.strides)),
+                        attr_ints("dilations", &ints(&st.dilations)),
+                        attr_ints("pads", &ints(&pads)),
+                        attr_int("group", st.groups as i64),
+                    ];
+                    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                    out = self.emit("Conv", &name, &refs, attrs);
                 }
-                let pads: Vec<usize> = c.pads_begin.iter().chain(&c.pads_end).copied().collect();
-                let attrs = vec![
-                    attr_ints("kernel_shape", &ints(c.weight.shape.get(2..).unwrap_or(&[]))),
-                    attr_ints("strides", &ints(&c.strides)),
-                    attr_ints("dilations", &ints(&c.dilations)),
-                    attr_ints("pads", &ints(&pads)),
-                    attr_int("group", c.groups as i64),
-                ];
-                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-                let out = self.emit("Conv", &name, &refs, attrs);
                 match &c.activation {
                     Some(a) => self.activation(layer, a, &out),
                     None => out,

@@ -155,3 +155,38 @@ fn decode_matches_load() {
         assert_eq!(relprop_onnx::decode(&bytes, stem).unwrap(), load(stem));
     }
 }
+
+/// The SeparableConv2D golden model (tf2onnx: two Convs per layer) imports as one Conv per Keras layer, with a
+/// pointwise stage, the Keras weights, and the Keras logits.
+#[test]
+fn separable_model_has_one_kernel_layer_per_separable_conv() {
+    let g = load("separable");
+    let convs: Vec<usize> = (0..g.nodes.len()).filter(|&i| matches!(g.nodes[i].op, Op::Conv(_))).collect();
+    assert_eq!(convs.iter().map(|&i| g.nodes[i].layer.as_str()).collect::<Vec<_>>(), ["separable/sep1", "separable/sep2"]);
+    for (&i, layer) in convs.iter().zip(["sep1", "sep2"]) {
+        let Op::Conv(c) = &g.nodes[i].op else { unreachable!() };
+        // Keras depthwise kernel (kh, kw, C, multiplier) → ONNX (C·multiplier, 1, kh, kw).
+        let dk = read_npy(&format!("separable__{layer}__depthwise_kernel.npy"));
+        let (kh, kw, ch, mult) = (dk.shape[0], dk.shape[1], dk.shape[2], dk.shape[3]);
+        let mut want = vec![0f32; dk.data.len()];
+        for (k, &v) in dk.data.iter().enumerate() {
+            let (m, cc, j, i) = (k % mult, (k / mult) % ch, (k / (mult * ch)) % kw, k / (mult * ch * kw));
+            want[((cc * mult + m) * kh + i) * kw + j] = v;
+        }
+        assert_eq!((c.weight.shape.as_slice(), c.groups), (&[ch * mult, 1, kh, kw][..], ch), "{layer} depthwise");
+        assert_eq!(c.weight.data, want, "{layer} depthwise kernel");
+        let pk = hwio_to_oihw(&read_npy(&format!("separable__{layer}__pointwise_kernel.npy")));
+        assert_eq!(c.pointwise.as_deref(), Some(&pk), "{layer} pointwise kernel");
+    }
+    let Op::Conv(sep1) = &g.nodes[convs[0]].op else { unreachable!() };
+    assert_eq!(sep1.activation, Some(Activation::Relu));
+    assert_eq!(**sep1.bias.as_ref().unwrap(), read_npy("separable__sep1__bias.npy"));
+    let keras = read_npy("separable__logits.npy");
+    for k in 0..2 {
+        let x = read_npy(&format!("separable__input{k}.npy"));
+        let y = forward(&g, &Tensor::new(x.shape[1..].to_vec(), x.data).unwrap());
+        let want = &keras.data[k * y.data.len()..(k + 1) * y.data.len()];
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(y.data.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-4 * scale), "input {k}: {:?} vs {want:?}", y.data);
+    }
+}

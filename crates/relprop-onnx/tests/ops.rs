@@ -455,22 +455,43 @@ fn keras_average_and_onnx_mean_become_mean() {
 }
 
 #[test]
-fn separable_conv_pairs_are_refused() {
+fn separable_conv_pairs_become_one_layer() {
     // tf2onnx's SeparableConv2D: a depthwise conv of layer `m/sep/separable_conv2d` feeding a 1x1 conv of `m/sep`.
     let dw = vals(2 * 9, 3);
     let pw = vals(4 * 2, 4);
-    let pair = |first: &str, second: &str| {
-        let nodes = vec![
+    let pair = |first: &str, second: &str, second_attrs: Vec<relprop_onnx::proto::AttributeProto>, read_twice: bool| {
+        let mut nodes = vec![
             make_node("Conv", first, &["x", "dw"], &["h"], vec![attr_ints("kernel_shape", &[3, 3]), attr_int("group", 2), attr_ints("pads", &[1, 1, 1, 1])]),
-            make_node("Conv", second, &["h", "pw"], &["y"], vec![attr_ints("kernel_shape", &[1, 1])]),
+            make_node("Conv", second, &["h", "pw", "b"], &["z"], second_attrs),
+            make_node("Relu", "m/sep/Relu", &["z"], &["y"], vec![]),
         ];
-        let inits = vec![make_tensor_f32("dw", &[2, 1, 3, 3], &dw), make_tensor_f32("pw", &[4, 2, 1, 1], &pw)];
-        model_bytes(nodes, inits, &[2, 5, 5], "y", 13)
+        if read_twice {
+            nodes.push(make_node("Add", "m/add/add", &["y", "h2"], &["y2"], vec![]));
+            nodes.push(make_node("Conv", "m/other/Conv2D", &["h", "pw"], &["h2"], vec![attr_ints("kernel_shape", &[1, 1])]));
+            nodes.swap(3, 4);
+        }
+        let inits = vec![make_tensor_f32("dw", &[2, 1, 3, 3], &dw), make_tensor_f32("pw", &[4, 2, 1, 1], &pw), make_tensor_f32("b", &[4], &[0.1, -0.2, 0.3, 0.0])];
+        model_bytes(nodes, inits, &[2, 5, 5], if read_twice { "y2" } else { "y" }, 13)
     };
-    let e = err(&pair("m/sep/separable_conv2d/depthwise", "m/sep/BiasAdd"));
-    assert!(e.contains("m/sep/BiasAdd") && e.contains("SeparableConv2D") && e.contains("m/sep/separable_conv2d/depthwise"), "{e}");
-    // DepthwiseConv2D then Conv2D 1x1, two layers: fine.
-    assert_eq!(kinds(&ok(&pair("m/dw/depthwise", "m/pw/Conv2D"))), ["Input", "Conv2D", "Conv2D"]);
+    let one_by_one = || vec![attr_ints("kernel_shape", &[1, 1])];
+    let sep = ok(&pair("m/sep/separable_conv2d/depthwise", "m/sep/separable_conv2d", one_by_one(), false));
+    assert_eq!(kinds(&sep), ["Input", "Conv2D"]);
+    let (node, Op::Conv(c)) = (&sep.nodes[1], &sep.nodes[1].op) else { panic!("a conv") };
+    assert_eq!((node.layer.as_str(), node.shape.as_slice()), ("m/sep", &[4, 5, 5][..]));
+    assert_eq!((c.weight.shape.as_slice(), c.groups, c.activation.clone()), (&[2, 1, 3, 3][..], 2, Some(Activation::Relu)));
+    assert_eq!(c.pointwise.as_ref().map(|p| (p.shape.clone(), p.data.clone())), Some((vec![4, 2, 1, 1], pw.clone())));
+    assert_eq!(c.bias.as_ref().map(|b| b.data.clone()), Some(vec![0.1, -0.2, 0.3, 0.0]));
+    // The same function as DepthwiseConv2D then Conv2D 1x1 (two layers, each with a rule of its own).
+    let two = ok(&pair("m/dw/depthwise", "m/pw/Conv2D", one_by_one(), false));
+    assert_eq!(kinds(&two), ["Input", "Conv2D", "Conv2D", "Activation"]);
+    let x = Tensor::new(vec![2, 5, 5], vals(50, 9)).unwrap();
+    let (a, b) = (forward(&sep, &x), forward(&two, &x));
+    assert!(a.data.iter().zip(&b.data).all(|(p, q)| (p - q).abs() <= 1e-6), "{:?} vs {:?}", a.data, b.data);
+    // A second stage that is not pointwise, or a first stage read by another node: refused, naming both.
+    let e = err(&pair("m/sep/separable_conv2d/depthwise", "m/sep/separable_conv2d", vec![attr_ints("kernel_shape", &[1, 1]), attr_ints("strides", &[2, 2])], false));
+    assert!(e.contains("m/sep/separable_conv2d") && e.contains("pointwise") && e.contains("strides [2, 2]"), "{e}");
+    let e = err(&pair("m/sep/separable_conv2d/depthwise", "m/sep/separable_conv2d", one_by_one(), true));
+    assert!(e.contains("m/sep/separable_conv2d/depthwise") && e.contains("nothing else reads it"), "{e}");
 }
 
 #[test]

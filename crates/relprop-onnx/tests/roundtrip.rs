@@ -24,7 +24,8 @@ fn assert_same(a: &Graph, b: &Graph) {
 
 #[test]
 fn golden_models_roundtrip() {
-    for stem in ONNX_FILES {
+    // (separable: SeparableConv2D layers, two ONNX Convs each)
+    for stem in ONNX_FILES.into_iter().chain(["separable"]) {
         let g = relprop_onnx::load(&onnx_path(stem)).unwrap();
         let back = roundtrip(&g);
         assert_same(&g, &back);
@@ -75,6 +76,7 @@ fn every_op_roundtrips() {
         pads_end: vec![0],
         groups: 1,
         activation: Some(Activation::LeakyRelu(0.2)),
+        pointwise: None,
     };
     let c = g.push_in_layer("c/conv", "c", Op::Conv(conv), &[pad]).unwrap();
     let gconv = Conv {
@@ -86,9 +88,23 @@ fn every_op_roundtrips() {
         pads_end: vec![0],
         groups: 2,
         activation: None,
+        pointwise: None,
     };
     let c2 = g.push_in_layer("g/conv", "g", Op::Conv(gconv), &[c]).unwrap();
-    let act = g.push_in_layer("act/Clip", "act", Op::Activation(Activation::Clip { min: 0.0, max: 6.0 }), &[c2]).unwrap();
+    // A SeparableConv1D (depth multiplier 2): written as two ONNX Convs, read back as one layer.
+    let sep = Conv {
+        weight: t(&[8, 1, 3], 10),
+        bias: Some(t(&[4], 11)),
+        strides: vec![1],
+        dilations: vec![2],
+        pads_begin: vec![2],
+        pads_end: vec![2],
+        groups: 4,
+        activation: Some(Activation::Tanh),
+        pointwise: Some(t(&[4, 8, 1], 12)),
+    };
+    let sep = g.push_in_layer("sep/conv", "sep", Op::Conv(sep), &[c2]).unwrap();
+    let act = g.push_in_layer("act/Clip", "act", Op::Activation(Activation::Clip { min: 0.0, max: 6.0 }), &[sep]).unwrap();
     let sum = g.push_in_layer("sum/Sum", "sum", Op::Add, &[c, act, c2]).unwrap();
     let pool = Pool { kernel: vec![2], strides: vec![1], pads_begin: vec![1], pads_end: vec![0], count_include_pad: true, ceil_mode: true };
     let avg = g.push_in_layer("avg/p", "avg", Op::AvgPool(pool.clone()), &[sum]).unwrap();

@@ -204,6 +204,31 @@ impl<'g> OnnxBuilder<'g> {
         Ok(self.const_keyed(key, || ob::make_tensor_f32("", &orig.shape, &data)))
     }
 
+    /// The weight of stage `k` of conv `node` ([`Conv::stages`]) with `w` applied, as an initializer created once.
+    fn stage_weight(&self, node: usize, k: usize, stage: &Conv, w: WeightMod) -> Result<String> {
+        if k == 0 {
+            return self.weight(node, w);
+        }
+        let key = format!("w{node}.{k}:{w:?}");
+        if let Some(n) = self.st.borrow().consts.get(&key) {
+            return Ok(n.clone());
+        }
+        let data: Vec<f32> = stage.weight.data.iter().map(|&v| w.apply(v)).collect();
+        Ok(self.const_keyed(key, || ob::make_tensor_f32("", &stage.weight.shape, &data)))
+    }
+
+    /// Per-sample shapes around the stages of conv `node`: its input, the mid tensor of a SeparableConv (the
+    /// first stage's channels on the output plane), its output.
+    fn stage_shapes(&self, node: usize, c: &Conv) -> Vec<Vec<usize>> {
+        let out = &self.g.nodes[node].shape;
+        let mut shapes = vec![self.in_shape(node).to_vec()];
+        if c.pointwise.is_some() {
+            shapes.push(std::iter::once(c.weight.shape[0]).chain(out[1..].iter().copied()).collect());
+        }
+        shapes.push(out.clone());
+        shapes
+    }
+
     fn in_shape(&self, node: usize) -> &'g [usize] {
         &self.g.nodes[self.g.nodes[node].inputs[0]].shape
     }
@@ -336,8 +361,15 @@ impl Numerics for OnnxBuilder<'_> {
                 Ok(self.sym(self.node("MatMul", &[&x.name, &wn], vec![]), shape))
             }
             Op::Conv(c) => {
-                let wn = self.weight(node, w)?;
-                Ok(self.sym(self.node("Conv", &[&x.name, &wn], Self::conv_attrs(c)), shape))
+                // Stage by stage (a SeparableConv has two), each with its own substituted weight.
+                let shapes = self.stage_shapes(node, c);
+                let mut y = x.clone();
+                for (k, st) in c.stages().iter().enumerate() {
+                    let wn = self.stage_weight(node, k, st, w)?;
+                    y = self.sym(self.node("Conv", &[&y.name, &wn], Self::conv_attrs(st)), shapes[k + 1].clone());
+                }
+                debug_assert_eq!(y.shape, shape);
+                Ok(y)
             }
             op => Err(err(format!("{} has no kernel", op.kind()))),
         }
@@ -361,20 +393,25 @@ impl Numerics for OnnxBuilder<'_> {
                 Ok(self.sym(y, in_shape))
             }
             Op::Conv(c) => {
-                let wn = self.weight(node, w)?;
-                let out_sp = &self.g.nodes[node].shape[1..];
-                let (pads, outpad) =
-                    Self::transpose_geometry(&in_shape[1..], out_sp, c.kernel(), &c.strides, &c.dilations, &c.pads_begin);
-                let i = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<i64>>();
-                let attrs = vec![
-                    attr_ints("kernel_shape", &i(c.kernel())),
-                    attr_ints("strides", &i(&c.strides)),
-                    attr_ints("dilations", &i(&c.dilations)),
-                    attr_ints("pads", &pads),
-                    attr_ints("output_padding", &outpad),
-                    attr_int("group", c.groups as i64),
-                ];
-                Ok(self.sym(self.node("ConvTranspose", &[&s.name, &wn], attrs), in_shape))
+                // Stage by stage in reverse order.
+                let shapes = self.stage_shapes(node, c);
+                let mut r = s.clone();
+                for (k, st) in c.stages().iter().enumerate().rev() {
+                    let wn = self.stage_weight(node, k, st, w)?;
+                    let (pads, outpad) =
+                        Self::transpose_geometry(&shapes[k][1..], &shapes[k + 1][1..], st.kernel(), &st.strides, &st.dilations, &st.pads_begin);
+                    let i = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<i64>>();
+                    let attrs = vec![
+                        attr_ints("kernel_shape", &i(st.kernel())),
+                        attr_ints("strides", &i(&st.strides)),
+                        attr_ints("dilations", &i(&st.dilations)),
+                        attr_ints("pads", &pads),
+                        attr_ints("output_padding", &outpad),
+                        attr_int("group", st.groups as i64),
+                    ];
+                    r = self.sym(self.node("ConvTranspose", &[&r.name, &wn], attrs), shapes[k].clone());
+                }
+                Ok(r)
             }
             op => Err(err(format!("{} has no kernel", op.kind()))),
         }

@@ -54,6 +54,7 @@ fn conv(rng: &mut Lcg, cin: usize, cout: usize, k: &[usize], stride: usize, dil:
         pads_end: vec![pads.1; r],
         groups,
         activation: act,
+        pointwise: None,
     })
 }
 

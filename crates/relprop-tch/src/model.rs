@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use relprop_core::engine::{self, ExplainOptions, Explanation, Numerics};
-use relprop_core::graph::{Graph, Op};
+use relprop_core::graph::{Conv, Graph, Op};
 use relprop_core::program::{BiasMod, WeightMod};
 use relprop_core::{CompiledModel, Result, RulePlan, Target, Tensor};
 use tch::{Device, Kind};
@@ -80,11 +80,23 @@ impl TchModel {
             Op::Conv(c) => &c.weight,
             op => return Err(err(format!("{} has no kernel", op.kind()))),
         };
+        self.substituted(orig, (node, format!("{w:?}")), w)
+    }
+
+    /// The pointwise stage's weight of a SeparableConv `node` with `w` applied, on the device.
+    pub(crate) fn pointwise(&self, node: usize, w: WeightMod) -> Result<tch::Tensor> {
+        match &self.graph.nodes[node].op {
+            Op::Conv(Conv { pointwise: Some(p), .. }) => self.substituted(p, (node, format!("pointwise {w:?}")), w),
+            op => Err(err(format!("{} has no pointwise stage", op.kind()))),
+        }
+    }
+
+    fn substituted(&self, orig: &Tensor, key: (usize, String), w: WeightMod) -> Result<tch::Tensor> {
         if w == WeightMod::Plain {
-            return self.weights.get((node, format!("{w:?}")), || self.upload(&orig.data, &orig.shape));
+            return self.weights.get(key, || self.upload(&orig.data, &orig.shape));
         }
         // Substituted on the host with the same function as every backend (bit-identical weights), uploaded once.
-        self.weights.get((node, format!("{w:?}")), || {
+        self.weights.get(key, || {
             let data: Vec<f32> = orig.data.iter().map(|&v| w.apply(v)).collect();
             self.upload(&data, &orig.shape)
         })

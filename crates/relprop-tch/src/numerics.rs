@@ -358,7 +358,17 @@ impl Numerics for TchModel {
         let wt = self.weight(node, w)?;
         match &self.graph.nodes[node].op {
             Op::Dense(_) => Ok(T(per_sample(&x.0, |x| x.f_matmul(&wt).ck())?)),
-            Op::Conv(c) => Ok(T(per_sample(&x.0, |x| self.conv(x, &wt, &c.strides, &c.dilations, &c.pads_begin, &c.pads_end, c.groups))?)),
+            Op::Conv(c) => {
+                let y = per_sample(&x.0, |x| self.conv(x, &wt, &c.strides, &c.dilations, &c.pads_begin, &c.pads_end, c.groups))?;
+                match &c.pointwise {
+                    None => Ok(T(y)),
+                    // A SeparableConv: the pointwise stage with its own substituted weight (one kernel to the rule).
+                    Some(_) => {
+                        let (pw, one, zero) = (self.pointwise(node, w)?, vec![1; c.rank()], vec![0; c.rank()]);
+                        Ok(T(per_sample(&y, |y| self.conv(y, &pw, &one, &one, &zero, &zero, 1))?))
+                    }
+                }
+            }
             op => Err(err(format!("{} has no kernel", op.kind()))),
         }
     }
@@ -373,7 +383,15 @@ impl Numerics for TchModel {
             }
             Op::Conv(c) => {
                 let in_shape = &self.graph.nodes[n.inputs[0]].shape;
-                Ok(T(per_sample(&s.0, |s| self.conv_t(s, &wt, &c.strides, &c.dilations, &c.pads_begin, &c.pads_end, c.groups, &in_shape[1..]))?))
+                let s = match &c.pointwise {
+                    None => s.0.shallow_clone(),
+                    // A SeparableConv: back through the pointwise stage first (it keeps the output plane).
+                    Some(_) => {
+                        let (pw, one, zero) = (self.pointwise(node, w)?, vec![1; c.rank()], vec![0; c.rank()]);
+                        per_sample(&s.0, |s| self.conv_t(s, &pw, &one, &one, &zero, &zero, 1, &n.shape[1..]))?
+                    }
+                };
+                Ok(T(per_sample(&s, |s| self.conv_t(s, &wt, &c.strides, &c.dilations, &c.pads_begin, &c.pads_end, c.groups, &in_shape[1..]))?))
             }
             op => Err(err(format!("{} has no kernel", op.kind()))),
         }

@@ -903,6 +903,7 @@ mod tests {
             pads_end: pe,
             groups,
             activation: None,
+            pointwise: None,
         }
     }
 

@@ -140,11 +140,14 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
                 let (m, cpg) = (c.weight.shape[0], c.weight.shape[1]);
                 let opg = m / c.groups;
                 let mut out = vec![0f32; m * oh * ow];
+                // A SeparableConv: the first stage without bias and activation, then the pointwise mix.
+                let first_bias = if c.pointwise.is_some() { None } else { c.bias.as_ref() };
+                let first_act = if c.pointwise.is_some() { None } else { c.activation.as_ref() };
                 for o in 0..m {
                     let g0 = (o / opg) * cpg;
                     for y in 0..oh {
                         for z in 0..ow {
-                            let mut s = c.bias.as_ref().map_or(0.0, |b| b.data[o]);
+                            let mut s = first_bias.map_or(0.0, |b| b.data[o]);
                             for ci in 0..cpg {
                                 for i in 0..kh {
                                     for j in 0..kw {
@@ -157,9 +160,20 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
                                     }
                                 }
                             }
-                            out[(o * oh + y) * ow + z] = c.activation.as_ref().map_or(s, |a| a.apply(s));
+                            out[(o * oh + y) * ow + z] = first_act.map_or(s, |a| a.apply(s));
                         }
                     }
+                }
+                if let Some(p) = &c.pointwise {
+                    let co = p.shape[0];
+                    let mut mixed = vec![0f32; co * oh * ow];
+                    for o in 0..co {
+                        for k in 0..oh * ow {
+                            let s: f32 = (0..m).map(|i| p.data[o * m + i] * out[i * oh * ow + k]).sum::<f32>() + c.bias.as_ref().map_or(0.0, |b| b.data[o]);
+                            mixed[o * oh * ow + k] = c.activation.as_ref().map_or(s, |a| a.apply(s));
+                        }
+                    }
+                    out = mixed;
                 }
                 Tensor::new(n.shape.clone(), out).unwrap()
             }

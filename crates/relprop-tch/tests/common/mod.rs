@@ -39,6 +39,7 @@ pub fn conv(rng: &mut Lcg, cin: usize, cout: usize, k: &[usize], strides: &[usiz
         pads_end: pe.to_vec(),
         groups,
         activation: act,
+        pointwise: None,
     })
 }
 

@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 SHIPPED = ["model_a", "model_b"]
 NEW = ["conv1d_bn", "bn_residual", "strided", "maxpool_overlap", "mlp", "digits_cnn", "keras_stem", "dense_branches",
-       "depthwise", "merges", "cropping", "separable"]
+       "depthwise", "merges", "cropping", "separable", "se_merges"]
 OPSET = 13
 ONNX_TOL = 1e-5  # |ONNX Runtime - Keras| on the logits
 
@@ -117,6 +117,7 @@ EXTRA_CONFIGS = {
     "merges": until_configs(range(1, 6)),
     "cropping": until_configs(range(1, 4)),
     "separable": until_configs(range(1, 5)),
+    "se_merges": until_configs(range(1, 4)),
 }
 WRAPPER_PREFIXES = ("lrp_", "lrpsign_", "lrpz_", "w2lrp_", "flatlrp_", "zblrp_")
 WRAPPER_API = "signxai.methods.wrappers"
@@ -450,6 +451,30 @@ def build_separable():
                        "substitutes its depthwise and pointwise weights); tf2onnx writes it as two Convs"}
 
 
+def build_se_merges():
+    rng = np.random.default_rng(113)
+    i = keras.Input((8, 8, 3), name="input")
+    c = L.Conv2D(6, 3, padding="same", activation="swish", name="c")(i)
+    e = L.GlobalAveragePooling2D(name="sq")(c)
+    e = L.Reshape((1, 1, 6), name="rs")(e)
+    e = L.Conv2D(3, 1, activation="relu", name="red")(e)
+    e = L.Conv2D(6, 1, activation="sigmoid", name="exc")(e)
+    h = L.Multiply(name="scale")([c, e])                       # (8, 8, 6) times a (1, 1, 6) gate
+    h = L.Activation("swish", name="act")(h)
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    a = L.Dense(8, activation="relu", name="da")(h)
+    b = L.Dense(8, name="db")(h)
+    h = L.Minimum(name="min")([L.Maximum(name="max")([a, b]), L.Subtract(name="sub")([a, b])])
+    o = L.Dense(3, name="logits")(h)
+    m = keras.Model(i, o, name="se_merges")
+    randomize(m, rng)
+    return m, uniform_inputs((8, 8, 3), rng), {
+        "description": "Conv(swish) -> squeeze-and-excitation (GAP, Reshape, Conv relu, Conv sigmoid, Multiply with "
+                       "the (1, 1, C) gate broadcast) -> Activation(swish) -> GAP -> Dense(relu) a, Dense b -> "
+                       "Minimum(Maximum(a, b), Subtract(a, b)) -> Dense: merges signxai routes by the gradient, "
+                       "swish as x*sigmoid(x)"}
+
+
 BUILDERS = {
     "conv1d_bn": build_conv1d_bn,
     "bn_residual": build_bn_residual,
@@ -463,6 +488,7 @@ BUILDERS = {
     "merges": build_merges,
     "cropping": build_cropping,
     "separable": build_separable,
+    "se_merges": build_se_merges,
 }
 
 LAYER_KEYS = ["activation", "padding", "strides", "kernel_size", "pool_size", "use_bias", "data_format",

@@ -19,8 +19,10 @@ keras2onnx_lrp.py now), ZeroPadding not counted by until_layer_idx, signxai's se
 tf2onnx's generated node names hiding a DepthwiseConv2D's layer, Keras Average explained with the Add rule
 (signxai: the gradient), Cropping (ONNX Slice) unsupported, SeparableConv2D explained as two layers (then
 refused; now one kernel with a pointwise stage), Keras Dense on rank-3 inputs (tf2onnx's Tensordot reshapes merge the batch; now imported as one Dense
-on the last axis), and a tf2onnx-generated node (`Transpose__38`) read by a Shape node as well as by its layer
-losing its Keras layer (so until_layer_idx counted it). Known gaps it does not cover: tf2onnx cannot convert grouped Conv2D; signxai crashes on
+on the last axis), a tf2onnx-generated node (`Transpose__38`) read by a Shape node as well as by its layer
+losing its Keras layer (so until_layer_idx counted it), and Keras Multiply/Subtract/Maximum/Minimum and swish
+(unsupported until then). It also showed signxai applying a Subtract to its inputs in the order they arrive in its
+forward walk rather than the declared one (docs/divergences.md); `merge_math` declares them in arrival order. Known gaps it does not cover: tf2onnx cannot convert grouped Conv2D; signxai crashes on
 BatchNormalization with center=False or scale=False.
 """
 import argparse
@@ -111,6 +113,15 @@ ARCHS = {
     "separable1d": ((16, 3), seq(L.SeparableConv1D(4, 3, padding="same", activation="relu", name="sep"),
                                  L.SeparableConv1D(5, 3, strides=2, depth_multiplier=2, use_bias=False, name="sep2"),
                                  L.ReLU(name="r"), L.Flatten(name="fl"), L.Dense(3, name="out"))),
+    "se_swish": ((8, 8, 3), lambda x: (lambda h: seq(L.Activation("swish", name="act"), L.GlobalAveragePooling2D(name="gap"),
+                                                        L.Dense(3, name="out"))(
+        L.Multiply(name="scale")([h, seq(L.GlobalAveragePooling2D(name="sq"), L.Reshape((1, 1, 6), name="rs"),
+                                         L.Conv2D(3, 1, activation="relu", name="red"),
+                                         L.Conv2D(6, 1, activation="sigmoid", name="exc"))(h)])))(
+        L.Conv2D(6, 3, padding="same", activation="swish", name="c")(x))),
+    "merge_math": ((10,), lambda x: (lambda a, b, c: seq(L.Dense(3, name="out"))(
+        L.Multiply(name="mul")([L.Maximum(name="max")([a, b, c]), L.Minimum(name="min")([a, c]), L.Subtract(name="sub")([a, b])])))(
+        L.Dense(6, activation="relu", name="da")(x), L.Dense(6, name="db")(x), L.Dense(6, activation="tanh", name="dc")(x))),
     "reshape_permute_crop": ((8, 6, 2), seq(L.Cropping2D(((1, 0), (0, 1)), name="crop"), L.Conv2D(3, 3, activation="relu", name="c"),
                                             L.Permute((2, 1, 3), name="perm"), L.Reshape((5, 9), name="rs"),
                                             L.Flatten(name="fl"), L.Dense(3, name="out"))),

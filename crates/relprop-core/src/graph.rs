@@ -27,6 +27,8 @@ pub enum Activation {
     Gelu,
     HardSigmoid { alpha: f32, beta: f32 },
     Clip { min: f32, max: f32 },
+    /// `x · sigmoid(x)` (Keras `swish`, PyTorch `SiLU`; ONNX: a Sigmoid and a Mul).
+    Swish,
 }
 
 impl Activation {
@@ -47,6 +49,7 @@ impl Activation {
             Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
             // not f32::clamp, which panics on min > max or NaN bounds (rejected by validate anyway)
             Activation::Clip { min, max } => x.max(min).min(max),
+            Activation::Swish => x * (1.0 / (1.0 + (-x).exp())),
         }
     }
 }
@@ -155,6 +158,52 @@ impl BatchNorm {
     }
 }
 
+/// An elementwise merge of computed tensors that is neither a sum nor a mean (Keras Multiply, Subtract, Maximum,
+/// Minimum). signxai has no rule for these layers: relevance goes back by the gradient (SPEC 2), e.g. `R ⊙ b` to
+/// `a` for `a ⊙ b`, and for Maximum all of `R` to the first input holding the maximum (TensorFlow's gradient of
+/// Keras' pairwise loop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    Multiply,
+    /// Exactly two inputs: the first minus the second.
+    Subtract,
+    Maximum,
+    Minimum,
+}
+
+impl Merge {
+    /// The merge of two values.
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            Merge::Multiply => a * b,
+            Merge::Subtract => a - b,
+            Merge::Maximum => a.max(b),
+            Merge::Minimum => a.min(b),
+        }
+    }
+}
+
+/// The output shape of inputs that broadcast against each other: equal ranks, each axis equal or 1 (Keras'
+/// squeeze-and-excitation gate `(C, 1, 1)` against `(C, H, W)`).
+pub fn broadcast_shape(ins: &[&[usize]]) -> std::result::Result<Vec<usize>, String> {
+    let first = ins.first().ok_or("needs inputs")?;
+    let mut out = first.to_vec();
+    for s in &ins[1..] {
+        if s.len() != out.len() {
+            return Err(format!("inputs must have equal ranks, got {ins:?}"));
+        }
+        for (o, &d) in out.iter_mut().zip(s.iter()) {
+            match (*o, d) {
+                (a, b) if a == b => {}
+                (1, b) => *o = b,
+                (_, 1) => {}
+                _ => return Err(format!("input shapes {ins:?} do not broadcast (each axis must be equal or 1)")),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A layer of the IR.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -171,6 +220,8 @@ pub enum Op {
     BatchNorm(BatchNorm),
     /// Elementwise sum of any number of same-shaped inputs (residual connections).
     Add,
+    /// Elementwise product, difference, maximum or minimum of broadcasting inputs ([`Merge`]).
+    Merge(Merge),
     /// Elementwise mean of same-shaped inputs (Keras `Average`, ONNX `Mean`): their sum divided by their count.
     /// signxai routes relevance through it by the gradient (`R/n` to each input), not by the Add rule.
     Mean,
@@ -209,6 +260,12 @@ impl Op {
             Op::BatchNorm(_) => "BatchNorm",
             Op::Add => "Add",
             Op::Mean => "Mean",
+            Op::Merge(m) => match m {
+                Merge::Multiply => "Multiply",
+                Merge::Subtract => "Subtract",
+                Merge::Maximum => "Maximum",
+                Merge::Minimum => "Minimum",
+            },
             Op::Reshape => "Reshape",
             Op::Transpose { .. } => "Transpose",
             Op::Pad { .. } => "Pad",
@@ -530,6 +587,13 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
                 return Err(format!("inputs must have equal shapes (no broadcasting), got {ins:?}"));
             }
             Ok(ins[0].to_vec())
+        }
+        Op::Merge(m) => {
+            let n_ok = if *m == Merge::Subtract { ins.len() == 2 } else { ins.len() >= 2 };
+            if !n_ok {
+                return Err(format!("{} takes {} inputs, got {}", op.kind(), if *m == Merge::Subtract { "exactly 2" } else { "at least 2" }, ins.len()));
+            }
+            broadcast_shape(ins)
         }
         Op::Reshape => Err("Reshape needs a target shape: use Graph::push_reshape".into()),
         Op::Transpose { perm } => {

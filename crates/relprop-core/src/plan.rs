@@ -286,6 +286,7 @@ impl RulePlan {
                 | Op::Pad { .. }
                 | Op::Slice { .. }
                 | Op::Concat { .. }
+                | Op::Merge(_)
                 | Op::Mean => {
                     LayerRule::Gradient
                 }

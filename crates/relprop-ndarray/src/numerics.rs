@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 use rayon::prelude::*;
 use relprop_core::engine::Numerics;
-use relprop_core::graph::{Activation, Op};
+use relprop_core::graph::{Activation, Merge, Op};
 use relprop_core::program::{BiasMod, WeightMod, XMod, BN_EPSILON};
 use relprop_core::rules::KERAS_EPSILON;
 use relprop_core::{Error, Result, Tensor};
@@ -92,6 +92,21 @@ fn conv_weights(c: &relprop_core::graph::Conv, w: WeightMod) -> std::borrow::Cow
         src.iter().map(|&v| w.apply(v)).collect()
     };
     out.into()
+}
+
+/// `t` broadcast to `shape` (size-1 axes repeated), as a view.
+fn broadcast<'a>(t: &'a T, shape: &[usize]) -> Result<ndarray::ArrayViewD<'a, f32>> {
+    t.broadcast(IxDyn(shape)).ok_or_else(|| err(format!("{:?} does not broadcast to {shape:?}", t.shape())))
+}
+
+/// `g` summed over the axes where `shape` has 1 and `g` more: the gradient of a broadcast input.
+fn sum_to(mut g: ArrayD<f32>, shape: &[usize]) -> ArrayD<f32> {
+    for (a, &d) in shape.iter().enumerate() {
+        if d == 1 && g.shape()[a] != 1 {
+            g = g.sum_axis(Axis(a)).insert_axis(Axis(a));
+        }
+    }
+    g
 }
 
 fn sgn1(z: f32) -> f32 {
@@ -276,6 +291,14 @@ impl Numerics for NdModel {
                 let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
                 arc(ndarray::concatenate(Axis(axis + 1), &views).map_err(|e| err(e.to_string()))?)
             }
+            Op::Merge(m) => {
+                let shape = Self::batched(n, &nd.shape);
+                let mut acc = broadcast(x, &shape)?.to_owned();
+                for other in &inputs[1..] {
+                    Zip::from(&mut acc).and(&broadcast(other, &shape)?).for_each(|a, &b| *a = m.apply(*a, b));
+                }
+                arc(acc)
+            }
             Op::Identity | Op::Activation(_) => (*x).clone(),
             op => return Err(err(format!("forward of {} is not a plain op", op.kind()))),
         })
@@ -331,6 +354,40 @@ impl Numerics for NdModel {
                         arc(part)
                     })
                     .collect()
+            }
+            Op::Merge(m) => {
+                let shape = r.shape().to_vec();
+                let grads: Vec<ArrayD<f32>> = match m {
+                    // ∂(Π x_j)/∂x_i = Π_{j≠i} x_j
+                    Merge::Multiply => (0..inputs.len())
+                        .map(|i| {
+                            let mut g = (**r).clone();
+                            for (_, xj) in inputs.iter().enumerate().filter(|&(j, _)| j != i) {
+                                Zip::from(&mut g).and(&broadcast(xj, &shape)?).for_each(|g, &v| *g *= v);
+                            }
+                            Ok(g)
+                        })
+                        .collect::<Result<_>>()?,
+                    Merge::Subtract => vec![(**r).clone(), r.mapv(|v| -v)],
+                    // All of R to the first input holding the extreme value (TensorFlow's gradient of Keras'
+                    // pairwise loop: a tie keeps the running value).
+                    Merge::Maximum | Merge::Minimum => {
+                        let mut best = broadcast(x, &shape)?.to_owned();
+                        let mut winner = ArrayD::<usize>::zeros(IxDyn(&shape));
+                        for (i, xi) in inputs.iter().enumerate().skip(1) {
+                            Zip::from(&mut best).and(&mut winner).and(&broadcast(xi, &shape)?).for_each(|b, w, &v| {
+                                if (*m == Merge::Maximum && v > *b) || (*m == Merge::Minimum && v < *b) {
+                                    *b = v;
+                                    *w = i;
+                                }
+                            });
+                        }
+                        (0..inputs.len())
+                            .map(|i| Ok(Zip::from(&**r).and(&winner).map_collect(|&v, &w| if w == i { v } else { 0.0 })))
+                            .collect::<Result<_>>()?
+                    }
+                };
+                grads.into_iter().zip(inputs).map(|(g, x)| arc(sum_to(g, x.shape()))).collect()
             }
             op => return Err(err(format!("{} has no gradient routing (n={n})", op.kind()))),
         })

@@ -4,12 +4,13 @@
 //! Peepholes that recover Keras layers from tf2onnx output:
 //! * Conv/MatMul/Gemm followed by an `Add` of a per-channel constant (their only consumer) → the layer's bias;
 //! * then an activation in the same layer (its only consumer) → the layer's fused `activation`;
-//! * chained Adds of one layer → one n-ary Add; reshape after reshape → one reshape.
+//! * chained Adds (Muls, Maxes, Mins) of one layer → one n-ary node; reshape after reshape → one reshape;
+//! * `x · Sigmoid(x)` in one layer → a Swish activation (Keras `swish`, PyTorch `SiLU`).
 
 use std::rc::Rc;
 use std::sync::Arc;
 
-use relprop_core::{Activation, BatchNorm, Conv, Dense, Op, Pool, Result, Tensor};
+use relprop_core::{Activation, BatchNorm, Conv, Dense, Merge, Op, Pool, Result, Tensor};
 
 use crate::attrs::NodeCtx;
 use crate::import::{is_op, Importer, MAX_ELEMENTS};
@@ -17,9 +18,10 @@ use crate::shapes::Dim;
 use crate::tensors::Const;
 
 const SUPPORTED: &str = "Conv, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, Selu, Gelu, \
-    HardSigmoid, Clip, MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over all spatial \
-    axes, BatchNormalization, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Pad, Slice (step 1), Concat, Mean, \
-    Mul/Div/Add/Sub by per-channel constants, Dropout, Identity, Constant, a final Softmax/LogSoftmax, and integer \
+    HardSigmoid, Clip, x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over \
+    all spatial axes, BatchNormalization, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Pad, Slice (step 1), \
+    Concat, Mean, Mul/Div/Add/Sub by per-channel constants, Mul/Sub/Max/Min of computed tensors (broadcasting size-1 \
+    axes), Dropout, Identity, Constant, a final Softmax/LogSoftmax, and integer \
     shape arithmetic for reshape targets (Shape, Gather, Concat, Slice, Cast, Unsqueeze, Squeeze, Mul, Div, Add, Sub)";
 
 /// Most inputs an n-ary Add recovered from a chain of binary Adds gets (Keras `Add` layers have a handful).
@@ -81,6 +83,8 @@ impl Importer<'_> {
             "Gemm" => self.gemm(&ctx),
             "Add" | "Sum" => self.add(&ctx),
             "Mul" | "Div" | "Sub" => self.affine(&ctx),
+            "Max" => self.merge(&ctx, Merge::Maximum),
+            "Min" => self.merge(&ctx, Merge::Minimum),
             "Mean" => self.mean(&ctx),
             "Slice" => self.slice(&ctx),
             "MaxPool" | "AveragePool" => self.pool(&ctx),
@@ -102,8 +106,13 @@ impl Importer<'_> {
             _ => match self.parse_activation(&ctx)? {
                 Some(act) => {
                     let x = self.value(&ctx, 0)?;
+                    // A Keras Activation("swish") layer: its Sigmoid, then the Mul by its input.
+                    let (act, out) = match self.swish_mul(&ctx) {
+                        Some(out) => (Activation::Swish, out),
+                        None => (act, ctx.main_output()?.to_string()),
+                    };
                     let id = self.push(&ctx, Op::Activation(act), &[x])?;
-                    self.bind(ctx.main_output()?, id)
+                    self.bind(&out, id)
                 }
                 None => Err(ctx.err(format!("unsupported op '{}' (supported: {SUPPORTED})", ctx.op))),
             },
@@ -248,6 +257,19 @@ impl Importer<'_> {
     /// Fuse `out`'s only consumer when it is an activation of the same layer (Keras `activation=`).
     /// Returns the activation and its output, marking it done.
     fn fuse_activation(&mut self, out: &str, layer: &str) -> Result<Option<(Activation, String)>> {
+        // Keras `activation="swish"`: a Sigmoid and the Mul of `out` by it both read `out`.
+        if let Some(&[a, b]) = self.consumers.get(out).map(Vec::as_slice) {
+            let sigmoid = [a, b].into_iter().find(|&k| is_op(&self.nodes[k], "Sigmoid"));
+            if let Some(k) = sigmoid {
+                let c = self.ctx(k);
+                if c.layer == layer && c.input(0) == Some(out) {
+                    if let Some(o) = self.swish_mul(&c) {
+                        self.done[k] = true;
+                        return Ok(Some((Activation::Swish, o)));
+                    }
+                }
+            }
+        }
         let Some(k) = self.sole_consumer(out) else { return Ok(None) };
         let c = self.ctx(k);
         let domain_ok = matches!(c.proto.domain.as_deref(), None | Some("") | Some("ai.onnx"));
@@ -257,6 +279,25 @@ impl Importer<'_> {
         let (Some(act), Some(o)) = (self.parse_activation(&c)?, c.output(0)) else { return Ok(None) };
         self.done[k] = true;
         Ok(Some((act, o.to_string())))
+    }
+
+    /// For a Sigmoid node `sig` of `x`: when its only reader is a Mul of `x` by it in the same layer (`x · σ(x)`,
+    /// Keras swish, PyTorch SiLU), marks that Mul done and returns its output.
+    fn swish_mul(&mut self, sig: &NodeCtx) -> Option<String> {
+        if sig.op != "Sigmoid" {
+            return None;
+        }
+        let (x, s) = (sig.input(0)?, sig.output(0)?);
+        let k = self.sole_consumer(s)?;
+        let m = self.ctx(k);
+        let ins: Vec<&str> = m.proto.input.iter().map(String::as_str).collect();
+        let pair = ins == [x, s] || ins == [s, x];
+        if m.op != "Mul" || m.layer != sig.layer || !pair {
+            return None;
+        }
+        let out = m.output(0)?.to_string();
+        self.done[k] = true;
+        Some(out)
     }
 
     /// The activation an activation node computes, or None when the node is something else.
@@ -522,16 +563,45 @@ impl Importer<'_> {
             // Keras Add([a, b, c]) becomes chained Adds of one layer: merge them back into one n-ary Add.
             // Merging stops at MAX_MERGED_ADD inputs: a hostile chain of thousands of Adds in one layer would
             // otherwise copy a growing input list at every step (quadratic time and memory).
-            let merge = self.mergeable_adds.get(&id) == Some(&ctx.layer)
-                && self.sole_consumer(name) == Some(ctx.index)
-                && self.graph.nodes.get(id).is_some_and(|n| n.inputs.len() < MAX_MERGED_ADD);
-            match self.graph.nodes.get(id) {
-                Some(n) if merge => ins.extend(n.inputs.iter().copied()),
-                _ => ins.push(id),
-            }
+            ins.extend(self.chain_inputs(ctx, name, id, &Op::Add));
         }
         let id = self.push(ctx, Op::Add, &ins)?;
-        self.mergeable_adds.insert(id, ctx.layer.clone());
+        self.chainable.insert(id, ctx.layer.clone());
+        self.bind(ctx.main_output()?, id)
+    }
+
+    /// The IR inputs that input `name` (IR node `id`) contributes to an associative `op` of this node: the
+    /// inputs of `id` itself when it is the same op in the same layer and only this node reads it (a chain of
+    /// binary ONNX nodes back into one n-ary node), else `id`. Merging stops at MAX_MERGED_ADD inputs: a hostile
+    /// chain of thousands in one layer would otherwise copy a growing input list at every step.
+    fn chain_inputs(&self, ctx: &NodeCtx, name: &str, id: usize, op: &Op) -> Vec<usize> {
+        let chain = self.chainable.get(&id) == Some(&ctx.layer) && self.sole_consumer(name) == Some(ctx.index);
+        match self.graph.nodes.get(id) {
+            Some(n) if chain && n.op == *op && n.inputs.len() < MAX_MERGED_ADD => n.inputs.clone(),
+            _ => vec![id],
+        }
+    }
+
+    /// Keras Multiply, Subtract, Maximum and Minimum (tf2onnx: Mul, Sub, Max, Min of computed tensors, with
+    /// size-1 axes broadcasting, as a squeeze-and-excitation gate): a [`Merge`] node, relevance by the gradient.
+    fn merge(&mut self, ctx: &NodeCtx, kind: Merge) -> Result<()> {
+        let names: Vec<&str> = ctx.proto.input.iter().map(String::as_str).collect();
+        if names.len() < 2 || names.iter().any(|n| n.is_empty()) {
+            return Err(ctx.err("needs at least two inputs, none of them empty"));
+        }
+        if let Some(c) = names.iter().find(|n| self.consts.contains_key(**n)) {
+            return Err(ctx.err(format!("{} with a constant ('{c}') is not supported (only of computed tensors)", ctx.op)));
+        }
+        let mut ins = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let id = self.value(ctx, i)?;
+            let op = Op::Merge(kind);
+            ins.extend(if kind == Merge::Subtract { vec![id] } else { self.chain_inputs(ctx, name, id, &op) });
+        }
+        let id = self.push(ctx, Op::Merge(kind), &ins)?;
+        if kind != Merge::Subtract {
+            self.chainable.insert(id, ctx.layer.clone());
+        }
         self.bind(ctx.main_output()?, id)
     }
 
@@ -550,10 +620,14 @@ impl Importer<'_> {
             (true, false) => (false, *a),
             (true, true) => return Err(ctx.err("both inputs are constants (nothing to compute)")),
             (false, false) => {
-                return Err(ctx.err(format!(
-                    "{} of two computed tensors is not supported (only by a per-channel or scalar constant)",
-                    ctx.op
-                )))
+                return match ctx.op {
+                    "Mul" => self.merge(ctx, Merge::Multiply),
+                    "Sub" => self.merge(ctx, Merge::Subtract),
+                    _ => Err(ctx.err(format!(
+                        "{} of two computed tensors is not supported (only by a per-channel or scalar constant)",
+                        ctx.op
+                    ))),
+                }
             }
         };
         let x = self.value(ctx, if x_first { 0 } else { 1 })?;
@@ -653,13 +727,13 @@ impl Importer<'_> {
             ("Div", Some(&[v])) => k / v,
             _ => return false,
         };
-        let same_layer = self.mergeable_adds.get(&x) == Some(&ctx.layer);
+        let same_layer = self.chainable.get(&x) == Some(&ctx.layer);
         let sole = ctx.input(0).is_some_and(|i| self.sole_consumer(i) == Some(ctx.index));
         if !(same_layer && sole && (factor - 1.0).abs() <= 4.0 * f32::EPSILON) {
             return false;
         }
         self.graph.nodes[x].op = Op::Mean;
-        self.mergeable_adds.remove(&x);
+        self.chainable.remove(&x);
         true
     }
 

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use prost::Message;
-use relprop_core::{Activation, Graph, Node, Op, Pool, Tensor};
+use relprop_core::{Activation, Graph, Merge, Node, Op, Pool, Tensor};
 
 use crate::builder::{
     attr_float, attr_int, attr_ints, make_graph, make_model, make_node, make_tensor, make_tensor_f32, make_tensor_i64,
@@ -172,6 +172,19 @@ impl Writer {
             }
             Op::Add => self.simple(if ins.len() == 2 { "Add" } else { "Sum" }, layer, &in_refs, vec![]),
             Op::Mean => self.simple("Mean", layer, &in_refs, vec![]),
+            Op::Merge(m) => match m {
+                // ONNX Mul and Sub are binary: a Multiply of more inputs is a chain in the layer (read back as one).
+                Merge::Multiply => {
+                    let mut out = in_refs[0].to_string();
+                    for other in &in_refs[1..] {
+                        out = self.simple("Mul", layer, &[&out, other], vec![]);
+                    }
+                    out
+                }
+                Merge::Subtract => self.simple("Sub", layer, &in_refs, vec![]),
+                Merge::Maximum => self.simple("Max", layer, &in_refs, vec![]),
+                Merge::Minimum => self.simple("Min", layer, &in_refs, vec![]),
+            },
             Op::Reshape => self.reshape(layer, x, &n.shape),
             Op::Transpose { perm } => self.simple("Transpose", layer, &[x], vec![attr_ints("perm", &ints(perm))]),
             Op::Slice { begin, end } => {
@@ -212,6 +225,10 @@ impl Writer {
             Activation::Elu(alpha) => self.simple("Elu", layer, &[x], vec![attr_float("alpha", alpha)]),
             Activation::Sigmoid => self.simple("Sigmoid", layer, &[x], vec![]),
             Activation::Tanh => self.simple("Tanh", layer, &[x], vec![]),
+            Activation::Swish => {
+                let sig = self.simple("Sigmoid", layer, &[x], vec![]);
+                self.simple("Mul", layer, &[x, &sig], vec![])
+            }
             Activation::Softplus => self.simple("Softplus", layer, &[x], vec![]),
             Activation::Selu => self.simple("Selu", layer, &[x], vec![]),
             Activation::Gelu => {

@@ -113,7 +113,7 @@ pub fn import_model(model: &ModelProto, file_label: &str, opts: &ImportOptions) 
         done: vec![false; g.node.len()],
         graph: Graph::new(&input_name, input_shape),
         used_names: HashSet::new(),
-        mergeable_adds: HashMap::new(),
+        chainable: HashMap::new(),
         batch,
         shape_values: HashMap::new(),
         merged: HashMap::new(),
@@ -181,8 +181,9 @@ pub(crate) struct Importer<'a> {
     pub graph: Graph,
     /// IR node names in use (generated helper nodes must not collide).
     pub used_names: HashSet<String>,
-    /// IR Add nodes built from an ONNX Add/Sum, with their layer: chains of them in one layer merge.
-    pub mergeable_adds: HashMap<usize, String>,
+    /// IR nodes of an associative n-ary op (Add from an ONNX Add/Sum, Multiply, Maximum, Minimum) with their
+    /// layer: a chain of the same op in one layer (Keras `Add([a, b, c])` → two ONNX Adds) merges into one node.
+    pub chainable: HashMap<usize, String>,
     /// The file's batch size when it is a fixed number rather than symbolic.
     pub batch: Option<usize>,
     /// Integer values computed from shapes that involve the batch size (see `shapes.rs`).

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use relprop_core::{Activation, Graph, Layout, Op, Tensor};
+use relprop_core::{Activation, Graph, Layout, Merge, Op, Tensor};
 use relprop_onnx::builder::*;
 use relprop_onnx::proto::tensor_proto::DataType;
 use relprop_onnx::proto::{NodeProto, TensorProto};
@@ -390,7 +390,8 @@ fn affine_ops_refuse_what_is_not_per_channel() {
     let one = |op: &str, inputs: &[&str], c: TensorProto| {
         err(&model_bytes(vec![make_node(op, "n", inputs, &["y"], vec![])], vec![c], &[2, 3], "y", 17))
     };
-    let e = one("Mul", &["x", "x"], make_tensor_f32("unused", &[1], &[1.0]));
+    // (Mul and Sub of two computed tensors are Keras merges: `merges_of_computed_tensors_and_swish`.)
+    let e = one("Div", &["x", "x"], make_tensor_f32("unused", &[1], &[1.0]));
     assert!(e.contains("'n'") && e.contains("two computed tensors"), "{e}");
     let e = one("Div", &["x", "z"], make_tensor_f32("z", &[3], &[1.0, 0.0, 2.0]));
     assert!(e.contains("divides by zero"), "{e}");
@@ -625,4 +626,80 @@ fn generated_node_layer_ignores_shape_readers() {
     let g = ok(&model_bytes(nodes, inits, &[4, 3], "y", 13));
     let relu = g.nodes.iter().find(|n| n.op.kind() == "Activation").expect("the Relu");
     assert_eq!(relu.layer, "model/dseq", "{:?}", g.nodes.iter().map(|n| (&n.name, &n.layer)).collect::<Vec<_>>());
+}
+
+#[test]
+fn merges_of_computed_tensors_and_swish() {
+    let relu = |name: &str, i: &str, o: &str| make_node("Relu", name, &[i], &[o], vec![]);
+    let tanh = |name: &str, i: &str, o: &str| make_node("Tanh", name, &[i], &[o], vec![]);
+    // Keras Multiply([a, b, c]) through tf2onnx: two chained Muls of one layer, read back as one node; then
+    // Subtract, Maximum and Minimum of computed tensors.
+    let nodes = vec![
+        relu("m/a/Relu", "x", "a"),
+        tanh("m/b/Tanh", "x", "b"),
+        make_node("Mul", "m/mul/mul", &["a", "b"], &["ab"], vec![]),
+        make_node("Mul", "m/mul/mul_1", &["ab", "x"], &["abx"], vec![]),
+        make_node("Sub", "m/sub/sub", &["abx", "a"], &["s"], vec![]),
+        make_node("Max", "m/max/Maximum", &["s", "b", "x"], &["mx"], vec![]),
+        make_node("Min", "m/min/Minimum", &["mx", "a"], &["y"], vec![]),
+    ];
+    let g = ok(&model_bytes(nodes, vec![], &[4], "y", 13));
+    assert_eq!(kinds(&g), ["Input", "Activation", "Activation", "Multiply", "Subtract", "Maximum", "Minimum"]);
+    assert_eq!(g.nodes[3].inputs, [1, 2, 0], "one Multiply of a, b and x");
+    let xv = [-1.5f32, 0.0, 0.5, 2.0];
+    let y = forward(&g, &Tensor::new(vec![4], xv.to_vec()).unwrap());
+    let want: Vec<f32> = xv
+        .iter()
+        .map(|&x| {
+            let (a, b) = (x.max(0.0), x.tanh());
+            (a * b * x - a).max(b).max(x).min(a)
+        })
+        .collect();
+    assert_eq!(y.data, want);
+
+    // A squeeze-and-excitation gate: (C, H, W) times (C, 1, 1); shapes that do not broadcast are refused.
+    let se = |gate_shape: &[i64]| {
+        let nodes = vec![
+            make_node("GlobalAveragePool", "m/sq/Mean", &["x"], &["p"], vec![]),
+            make_node("Sigmoid", "m/exc/Sigmoid", &["p"], &["gate"], vec![]),
+            make_node("Reshape", "m/rs/Reshape", &["gate", "shape"], &["g"], vec![]),
+            make_node("Mul", "m/scale/mul", &["x", "g"], &["y"], vec![]),
+        ];
+        model_bytes(nodes, vec![make_tensor_i64("shape", &[gate_shape.len()], gate_shape)], &[2, 3, 3], "y", 13)
+    };
+    let g = ok(&se(&[-1, 2, 1, 1]));
+    let mul = g.nodes.last().unwrap();
+    assert_eq!((mul.op.clone(), mul.shape.clone()), (Op::Merge(Merge::Multiply), vec![2, 3, 3]));
+    let x = Tensor::new(vec![2, 3, 3], vals(18, 5)).unwrap();
+    let y = forward(&g, &x);
+    for c in 0..2 {
+        let mean = x.data[c * 9..(c + 1) * 9].iter().sum::<f32>() / 9.0;
+        let gate = 1.0 / (1.0 + (-mean).exp());
+        for k in 0..9 {
+            assert!((y.data[c * 9 + k] - x.data[c * 9 + k] * gate).abs() < 1e-6);
+        }
+    }
+    let e = err(&se(&[-1, 1, 2, 1]));
+    assert!(e.contains("m/scale/mul") && e.contains("do not broadcast"), "{e}");
+
+    // x · Sigmoid(x): Keras activation="swish" fuses into the conv; a Swish layer of its own is an activation.
+    let w = vals(2 * 2, 7);
+    let nodes = vec![
+        make_node("Conv", "m/c/Conv2D", &["x", "w"], &["z"], vec![attr_ints("kernel_shape", &[1, 1])]),
+        make_node("Sigmoid", "m/c/Sigmoid", &["z"], &["sz"], vec![]),
+        make_node("Mul", "m/c/mul_1", &["z", "sz"], &["h"], vec![]),
+        make_node("Sigmoid", "m/act/Sigmoid", &["h"], &["sh"], vec![]),
+        make_node("Mul", "m/act/mul_1", &["sh", "h"], &["y"], vec![]),
+    ];
+    let g = ok(&model_bytes(nodes, vec![make_tensor_f32("w", &[2, 2, 1, 1], &w)], &[2, 2, 2], "y", 13));
+    assert_eq!(kinds(&g), ["Input", "Conv2D", "Activation"]);
+    assert_eq!(conv_of(&g, 1).activation, Some(Activation::Swish));
+    assert_eq!(g.nodes[2].op, Op::Activation(Activation::Swish));
+    // Division of two computed tensors, or a Max with a constant: refused, naming the node.
+    let div = model_bytes(vec![relu("m/a/Relu", "x", "a"), make_node("Div", "m/d/div", &["x", "a"], &["y"], vec![])], vec![], &[3], "y", 13);
+    let e = err(&div);
+    assert!(e.contains("m/d/div") && e.contains("two computed tensors"), "{e}");
+    let maxc = model_bytes(vec![make_node("Max", "m/mx/Max", &["x", "c"], &["y"], vec![])], vec![make_tensor_f32("c", &[], &[0.0])], &[3], "y", 13);
+    let e = err(&maxc);
+    assert!(e.contains("m/mx/Max") && e.contains("constant"), "{e}");
 }

@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use relprop_core::{Activation, BatchNorm, Conv, Dense, Graph, Op, Pool, Tensor};
+use relprop_core::{Activation, BatchNorm, Conv, Dense, Graph, Merge, Op, Pool, Tensor};
 use relprop_onnx::{decode, encode_model, graph_to_onnx};
 
 fn roundtrip(g: &Graph) -> Graph {
@@ -105,7 +105,13 @@ fn every_op_roundtrips() {
     };
     let sep = g.push_in_layer("sep/conv", "sep", Op::Conv(sep), &[c2]).unwrap();
     let act = g.push_in_layer("act/Clip", "act", Op::Activation(Activation::Clip { min: 0.0, max: 6.0 }), &[sep]).unwrap();
-    let sum = g.push_in_layer("sum/Sum", "sum", Op::Add, &[c, act, c2]).unwrap();
+    // Merges: a Multiply of three (a chain of ONNX Muls), Subtract, Maximum, Minimum; a Swish layer.
+    let mul = g.push_in_layer("mul/m", "mul", Op::Merge(Merge::Multiply), &[c, act, c2]).unwrap();
+    let sub = g.push_in_layer("sub/s", "sub", Op::Merge(Merge::Subtract), &[mul, c]).unwrap();
+    let mx = g.push_in_layer("max/m", "max", Op::Merge(Merge::Maximum), &[sub, act, c2]).unwrap();
+    let mn = g.push_in_layer("min/m", "min", Op::Merge(Merge::Minimum), &[mx, c]).unwrap();
+    let sw = g.push_in_layer("sw/s", "sw", Op::Activation(Activation::Swish), &[mn]).unwrap();
+    let sum = g.push_in_layer("sum/Sum", "sum", Op::Add, &[c, act, sw]).unwrap();
     let pool = Pool { kernel: vec![2], strides: vec![1], pads_begin: vec![1], pads_end: vec![0], count_include_pad: true, ceil_mode: true };
     let avg = g.push_in_layer("avg/p", "avg", Op::AvgPool(pool.clone()), &[sum]).unwrap();
     // count_include_pad means nothing to a max pool (and ONNX MaxPool has no such attribute).

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use relprop_core::engine::{self, ExplainOptions, Numerics};
-use relprop_core::graph::{Activation, Conv, Graph, Op, Pool};
+use relprop_core::graph::{Activation, Conv, Graph, Merge, Op, Pool};
 use relprop_core::program::{BiasMod, WeightMod, XMod};
 use relprop_core::rules::KERAS_EPSILON;
 use relprop_core::{Error, Result, RulePlan, Target, Tensor};
@@ -463,6 +463,7 @@ impl Numerics for OnnxBuilder<'_> {
                 self.node("HardSigmoid", &[x], vec![attr_float("alpha", alpha), attr_float("beta", beta)])
             }
             Activation::Clip { min, max } => self.node("Clip", &[x, &self.scalar(min), &self.scalar(max)], vec![]),
+            Activation::Swish => self.node("Mul", &[x, &self.node("Sigmoid", &[x], vec![])], vec![]),
         };
         Ok(self.sym(y, z.shape.clone()))
     }
@@ -498,6 +499,20 @@ impl Numerics for OnnxBuilder<'_> {
                 if nd.op == Op::Mean {
                     let count = self.scalar(inputs.len() as f32);
                     acc = self.node("Div", &[&acc, &count], vec![]);
+                }
+                acc
+            }
+            Op::Merge(m) => {
+                // Pairwise from the first input, as the other backends (broadcasting size-1 axes).
+                let op = match m {
+                    Merge::Multiply => "Mul",
+                    Merge::Subtract => "Sub",
+                    Merge::Maximum => "Max",
+                    Merge::Minimum => "Min",
+                };
+                let mut acc = x.name.clone();
+                for other in &inputs[1..] {
+                    acc = self.node(op, &[&acc, &other.name], vec![]);
                 }
                 acc
             }
@@ -634,6 +649,47 @@ impl Numerics for OnnxBuilder<'_> {
                         let (s, e) = (self.i64_vec(&[start as i64]), self.i64_vec(&[(start + len) as i64]));
                         start += len;
                         self.sym(self.node("Slice", &[&r.name, &s, &e, &ax], vec![]), t.shape.clone())
+                    })
+                    .collect()
+            }
+            Op::Merge(m) => {
+                let grads: Vec<String> = match m {
+                    // ∂(Π x_j)/∂x_i = Π_{j≠i} x_j, multiplied in the order the other backends use
+                    Merge::Multiply => (0..inputs.len())
+                        .map(|i| {
+                            let others = inputs.iter().enumerate().filter(|&(j, _)| j != i);
+                            others.fold(r.name.clone(), |g, (_, xj)| self.node("Mul", &[&g, &xj.name], vec![]))
+                        })
+                        .collect(),
+                    Merge::Subtract => vec![r.name.clone(), self.node("Neg", &[&r.name], vec![])],
+                    // All of R to the first input holding the extreme value (a tie keeps the running value).
+                    Merge::Maximum | Merge::Minimum => {
+                        let shape = self.node("Shape", &[&r.name], vec![]);
+                        let mut best = self.node("Expand", &[&x.name, &shape], vec![]);
+                        let mut winner = self.zeros_like(&r.name);
+                        for (i, xi) in inputs.iter().enumerate().skip(1) {
+                            let v = self.node("Expand", &[&xi.name, &shape], vec![]);
+                            let take = self.node(if *m == Merge::Maximum { "Greater" } else { "Less" }, &[&v, &best], vec![]);
+                            best = self.node("Where", &[&take, &v, &best], vec![]);
+                            winner = self.node("Where", &[&take, &self.scalar(i as f32), &winner], vec![]);
+                        }
+                        let zeros = self.zeros_like(&r.name);
+                        (0..inputs.len())
+                            .map(|i| {
+                                let mine = self.node("Equal", &[&winner, &self.scalar(i as f32)], vec![]);
+                                self.node("Where", &[&mine, &r.name, &zeros], vec![])
+                            })
+                            .collect()
+                    }
+                };
+                // A broadcast input gets the sum over the axes it was repeated along.
+                grads
+                    .into_iter()
+                    .zip(inputs)
+                    .map(|(g, t)| {
+                        let axes: Vec<i64> = t.shape.iter().zip(&nd.shape).enumerate().filter(|(_, (&a, &o))| a == 1 && o != 1).map(|(k, _)| k as i64 + 1).collect();
+                        let g = if axes.is_empty() { g } else { self.node("ReduceSum", &[&g, &self.i64_vec(&axes)], vec![attr_int("keepdims", 1)]) };
+                        self.sym(g, t.shape.clone())
                     })
                     .collect()
             }

@@ -19,7 +19,7 @@
 //!   the transposed sum of `s / divisor`.
 
 use relprop_core::engine::Numerics;
-use relprop_core::graph::{window_out, Activation, Op, Pool};
+use relprop_core::graph::{window_out, Activation, Merge, Op, Pool};
 use relprop_core::program::{BiasMod, WeightMod, XMod, BN_EPSILON};
 use relprop_core::rules::KERAS_EPSILON;
 use relprop_core::{Error, Result, Tensor};
@@ -437,6 +437,7 @@ impl Numerics for TchModel {
                 x.f_mul_scalar(alpha as f64).ck()?.f_add_scalar(beta as f64).ck()?.f_clamp(0.0, 1.0).ck()?
             }
             Activation::Clip { min, max } => x.f_clamp_min(min as f64).ck()?.f_clamp_max(max as f64).ck()?,
+            Activation::Swish => x.f_mul(&x.f_neg().ck()?.f_exp().ck()?.f_add_scalar(1.0).ck()?.f_reciprocal().ck()?).ck()?,
         };
         Ok(T(y))
     }
@@ -469,6 +470,19 @@ impl Numerics for TchModel {
                 }
                 if nd.op == Op::Mean {
                     acc = acc.f_div_scalar(inputs.len() as f64).ck()?;
+                }
+                acc
+            }
+            Op::Merge(m) => {
+                let mut acc = x.shallow_clone();
+                for other in &inputs[1..] {
+                    acc = match m {
+                        Merge::Multiply => acc.f_mul(&other.0),
+                        Merge::Subtract => acc.f_sub(&other.0),
+                        Merge::Maximum => acc.f_maximum(&other.0),
+                        Merge::Minimum => acc.f_minimum(&other.0),
+                    }
+                    .ck()?;
                 }
                 acc
             }
@@ -513,6 +527,37 @@ impl Numerics for TchModel {
         let x = &inputs[0].0;
         let xs = x.size();
         Ok(match &nd.op {
+            Op::Merge(m) => {
+                let shape = r.0.size();
+                let grads: Vec<tch::Tensor> = match m {
+                    // ∂(Π x_j)/∂x_i = Π_{j≠i} x_j, multiplied in the order ndarray uses
+                    Merge::Multiply => (0..inputs.len())
+                        .map(|i| {
+                            let mut g = r.0.shallow_clone();
+                            for (_, xj) in inputs.iter().enumerate().filter(|&(j, _)| j != i) {
+                                g = g.f_mul(&xj.0).ck()?;
+                            }
+                            Ok(g)
+                        })
+                        .collect::<Result<_>>()?,
+                    Merge::Subtract => vec![r.0.shallow_clone(), r.0.f_neg().ck()?],
+                    // All of R to the first input holding the extreme value (a tie keeps the running value).
+                    Merge::Maximum | Merge::Minimum => {
+                        let mut best = x.f_expand(shape.as_slice(), false).ck()?;
+                        let mut winner = tch::Tensor::f_zeros(shape.as_slice(), (Kind::Int64, x.device())).ck()?;
+                        for (i, xi) in inputs.iter().enumerate().skip(1) {
+                            let v = xi.0.f_expand(shape.as_slice(), false).ck()?;
+                            let take = if *m == Merge::Maximum { v.f_gt_tensor(&best) } else { v.f_lt_tensor(&best) }.ck()?;
+                            best = v.f_where_self(&take, &best).ck()?;
+                            winner = winner.f_masked_fill(&take, i as i64).ck()?;
+                        }
+                        (0..inputs.len())
+                            .map(|i| r.0.f_where_self(&winner.f_eq(i as i64).ck()?, &r.0.f_zeros_like().ck()?).ck())
+                            .collect::<Result<_>>()?
+                    }
+                };
+                grads.into_iter().zip(inputs).map(|(g, x)| Ok(T(g.f_sum_to_size(x.0.size().as_slice()).ck()?))).collect::<Result<_>>()?
+            }
             Op::MaxPool(p) => {
                 let (_, idx, padded) = self.maxpool(p, x)?;
                 let (n, c) = (xs[0], xs[1]);

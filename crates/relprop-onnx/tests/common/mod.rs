@@ -114,6 +114,24 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
                 }
                 t
             }
+            Op::Merge(m) => {
+                // Broadcasting size-1 axes: index each input by the output position with its own strides.
+                let out_len: usize = n.shape.iter().product();
+                let at = |t: &Tensor, mut k: usize| {
+                    let (mut off, mut stride) = (0, 1);
+                    for a in (0..n.shape.len()).rev() {
+                        let i = k % n.shape[a];
+                        k /= n.shape[a];
+                        if t.shape[a] != 1 {
+                            off += i * stride;
+                        }
+                        stride *= t.shape[a];
+                    }
+                    t.data[off]
+                };
+                let data = (0..out_len).map(|k| ins[1..].iter().fold(at(ins[0], k), |acc, t| m.apply(acc, at(t, k)))).collect();
+                Tensor::new(n.shape.clone(), data).unwrap()
+            }
             Op::Dense(d) => {
                 let (k, m) = (d.weight.shape[0], d.weight.shape[1]);
                 let rows = ins[0].data.len() / k;

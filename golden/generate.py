@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 SHIPPED = ["model_a", "model_b"]
 NEW = ["conv1d_bn", "bn_residual", "strided", "maxpool_overlap", "mlp", "digits_cnn", "keras_stem", "dense_branches",
-       "depthwise", "merges", "cropping", "separable", "se_merges"]
+       "depthwise", "merges", "cropping", "separable", "se_merges", "upsampling"]
 OPSET = 13
 ONNX_TOL = 1e-5  # |ONNX Runtime - Keras| on the logits
 
@@ -118,6 +118,7 @@ EXTRA_CONFIGS = {
     "cropping": until_configs(range(1, 4)),
     "separable": until_configs(range(1, 5)),
     "se_merges": until_configs(range(1, 4)),
+    "upsampling": until_configs(range(1, 4)),
 }
 WRAPPER_PREFIXES = ("lrp_", "lrpsign_", "lrpz_", "w2lrp_", "flatlrp_", "zblrp_")
 WRAPPER_API = "signxai.methods.wrappers"
@@ -475,6 +476,23 @@ def build_se_merges():
                        "swish as x*sigmoid(x)"}
 
 
+def build_upsampling():
+    rng = np.random.default_rng(114)
+    i = keras.Input((6, 5, 3), name="input")
+    h = L.Conv2D(4, 3, padding="same", activation="relu", name="c")(i)
+    h = L.UpSampling2D((2, 3), name="up")(h)                                                   # 12x15
+    h = L.Conv2D(5, 3, strides=2, activation="relu", name="c2")(h)                              # 5x7
+    h = L.MaxPooling2D(2, name="mp")(h)                                                          # 2x3
+    h = L.Flatten(name="flatten")(h)
+    o = L.Dense(3, name="logits")(h)
+    m = keras.Model(i, o, name="upsampling")
+    randomize(m, rng)
+    return m, uniform_inputs((6, 5, 3), rng), {
+        "description": "Conv(relu) -> UpSampling2D((2, 3)) -> Conv stride 2 (relu) -> MaxPool -> Flatten -> Dense: "
+                       "nearest upsampling (ONNX Resize), which signxai routes by the gradient (each input gets the "
+                       "sum of its block) and counts as a layer"}
+
+
 BUILDERS = {
     "conv1d_bn": build_conv1d_bn,
     "bn_residual": build_bn_residual,
@@ -489,6 +507,7 @@ BUILDERS = {
     "cropping": build_cropping,
     "separable": build_separable,
     "se_merges": build_se_merges,
+    "upsampling": build_upsampling,
 }
 
 LAYER_KEYS = ["activation", "padding", "strides", "kernel_size", "pool_size", "use_bias", "data_format",

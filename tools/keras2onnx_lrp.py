@@ -255,6 +255,16 @@ class _Writer:
             y = self.node(layer, op, [t], kernel_shape=ks, strides=st, pads=pads)
             c = shape[-1] if layout == "keras" else shape[0]
             return (y, "cf", [c] + outsp)
+        if cls in ("UpSampling1D", "UpSampling2D"):
+            if cls == "UpSampling2D" and cfg.get("interpolation", "nearest") != "nearest":
+                raise NotImplementedError(f"{layer.name}: interpolation {cfg['interpolation']!r}")
+            f = [cfg["size"]] if cls == "UpSampling1D" else list(cfg["size"])
+            t = self.to_cf(layer, t, layout, rank)
+            scales = self.const(layer, "scales", np.array([1.0, 1.0] + [float(v) for v in f], np.float32))
+            y = self.node(layer, "Resize", [t, "", scales], mode="nearest", coordinate_transformation_mode="asymmetric",
+                          nearest_mode="floor")
+            c = shape[-1] if layout == "keras" else shape[0]
+            return (y, "cf", [c] + [n * k for n, k in zip(spatial, f)])
         if cls in ("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D"):
             if cfg.get("keepdims"):
                 raise NotImplementedError(f"{layer.name}: keepdims")

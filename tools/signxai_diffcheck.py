@@ -122,6 +122,10 @@ ARCHS = {
     "merge_math": ((10,), lambda x: (lambda a, b, c: seq(L.Dense(3, name="out"))(
         L.Multiply(name="mul")([L.Maximum(name="max")([a, b, c]), L.Minimum(name="min")([a, c]), L.Subtract(name="sub")([a, b])])))(
         L.Dense(6, activation="relu", name="da")(x), L.Dense(6, name="db")(x), L.Dense(6, activation="tanh", name="dc")(x))),
+    "upsampling": ((6, 5, 3), seq(L.Conv2D(4, 3, padding="same", activation="relu", name="c"), L.UpSampling2D((2, 3), name="up"),
+                                  L.Conv2D(3, 3, strides=2, activation="relu", name="c2"), L.Flatten(name="fl"), L.Dense(3, name="out"))),
+    "upsampling1d": ((9, 2), seq(L.Conv1D(3, 3, activation="relu", name="c"), L.UpSampling1D(3, name="up"),
+                                 L.Conv1D(4, 4, strides=2, name="c2"), L.Flatten(name="fl"), L.Dense(3, name="out"))),
     "reshape_permute_crop": ((8, 6, 2), seq(L.Cropping2D(((1, 0), (0, 1)), name="crop"), L.Conv2D(3, 3, activation="relu", name="c"),
                                             L.Permute((2, 1, 3), name="perm"), L.Reshape((5, 9), name="rs"),
                                             L.Flatten(name="fl"), L.Dense(3, name="out"))),

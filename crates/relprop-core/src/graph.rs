@@ -220,6 +220,10 @@ pub enum Op {
     BatchNorm(BatchNorm),
     /// Elementwise sum of any number of same-shaped inputs (residual connections).
     Add,
+    /// Nearest-neighbour upsampling of the spatial axes (channels-first) by an integer factor per axis: every
+    /// value repeated into a block (Keras UpSampling1D/2D, ONNX Resize in nearest mode). signxai routes relevance
+    /// through it by the gradient: each input gets the sum of its block.
+    Upsample { factors: Vec<usize> },
     /// Elementwise product, difference, maximum or minimum of broadcasting inputs ([`Merge`]).
     Merge(Merge),
     /// Elementwise mean of same-shaped inputs (Keras `Average`, ONNX `Mean`): their sum divided by their count.
@@ -271,6 +275,7 @@ impl Op {
             Op::Pad { .. } => "Pad",
             Op::Slice { .. } => "Slice",
             Op::Concat { .. } => "Concat",
+            Op::Upsample { .. } => "Upsample",
             Op::Activation(_) => "Activation",
             Op::Identity => "Identity",
         }
@@ -616,6 +621,19 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
             let x = one()?;
             check_geometry(x.len(), &[("pad begin", begin.len()), ("pad end", end.len())])?;
             x.iter().zip(begin.iter().zip(end)).map(|(s, (b, e))| s.checked_add(*b).and_then(|v| v.checked_add(*e)).ok_or_else(|| "padding too large".to_string())).collect()
+        }
+        Op::Upsample { factors } => {
+            let x = one()?;
+            if x.len() < 2 || factors.len() != x.len() - 1 {
+                return Err(format!("{} factors for input {x:?}: one per spatial axis (channels first)", factors.len()));
+            }
+            if factors.contains(&0) {
+                return Err(format!("factors {factors:?} must be at least 1"));
+            }
+            std::iter::once(Some(x[0]))
+                .chain(x[1..].iter().zip(factors).map(|(&d, &f)| d.checked_mul(f)))
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| "upsampled shape too large".to_string())
         }
         Op::Concat { axis } => {
             let first = ins.first().ok_or("Concat needs inputs")?;

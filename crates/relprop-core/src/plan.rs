@@ -287,6 +287,7 @@ impl RulePlan {
                 | Op::Slice { .. }
                 | Op::Concat { .. }
                 | Op::Merge(_)
+                | Op::Upsample { .. }
                 | Op::Mean => {
                     LayerRule::Gradient
                 }

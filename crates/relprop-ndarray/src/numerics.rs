@@ -94,6 +94,24 @@ fn conv_weights(c: &relprop_core::graph::Conv, w: WeightMod) -> std::borrow::Cow
     out.into()
 }
 
+/// For nearest-neighbour upsampling of a plane of spatial shape `sp` by `factors`: the input position (flat, row
+/// major) each output position reads, and the input plane's size.
+fn upsample_index(sp: &[usize], factors: &[usize]) -> (Vec<usize>, usize) {
+    let out: Vec<usize> = sp.iter().zip(factors).map(|(&d, &f)| d * f).collect();
+    let src = (0..out.iter().product())
+        .map(|mut k| {
+            let (mut i, mut stride) = (0, 1);
+            for a in (0..sp.len()).rev() {
+                i += (k % out[a]) / factors[a] * stride;
+                k /= out[a];
+                stride *= sp[a];
+            }
+            i
+        })
+        .collect();
+    (src, sp.iter().product())
+}
+
 /// `t` broadcast to `shape` (size-1 axes repeated), as a view.
 fn broadcast<'a>(t: &'a T, shape: &[usize]) -> Result<ndarray::ArrayViewD<'a, f32>> {
     t.broadcast(IxDyn(shape)).ok_or_else(|| err(format!("{:?} does not broadcast to {shape:?}", t.shape())))
@@ -291,6 +309,12 @@ impl Numerics for NdModel {
                 let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
                 arc(ndarray::concatenate(Axis(axis + 1), &views).map_err(|e| err(e.to_string()))?)
             }
+            Op::Upsample { factors } => {
+                let (src, plane_in) = upsample_index(&x.shape()[2..], factors);
+                let xs = x.as_standard_layout();
+                let out: Vec<f32> = xs.as_slice().expect("standard layout").chunks(plane_in).flat_map(|p| src.iter().map(move |&i| p[i])).collect();
+                arc(ArrayD::from_shape_vec(IxDyn(&Self::batched(n, &nd.shape)), out).map_err(|e| err(e.to_string()))?)
+            }
             Op::Merge(m) => {
                 let shape = Self::batched(n, &nd.shape);
                 let mut acc = broadcast(x, &shape)?.to_owned();
@@ -354,6 +378,18 @@ impl Numerics for NdModel {
                         arc(part)
                     })
                     .collect()
+            }
+            Op::Upsample { factors } => {
+                // The gradient: each input value gets the sum of its block.
+                let (src, plane_in) = upsample_index(&x.shape()[2..], factors);
+                let rs = r.as_standard_layout();
+                let mut acc = vec![0f32; x.len()];
+                for (a, rp) in acc.chunks_mut(plane_in).zip(rs.as_slice().expect("standard layout").chunks(src.len())) {
+                    for (&i, &v) in src.iter().zip(rp) {
+                        a[i] += v;
+                    }
+                }
+                vec![arc(ArrayD::from_shape_vec(x.raw_dim(), acc).map_err(|e| err(e.to_string()))?)]
             }
             Op::Merge(m) => {
                 let shape = r.shape().to_vec();

@@ -26,7 +26,7 @@ fn config(cases: u32) -> ProptestConfig {
 struct Spec {
     /// Channels and spatial extent (1-D or 2-D); no spatial axes = a dense-only model.
     input: Vec<usize>,
-    /// Conv blocks: (out channels, kernel, stride, pad, pooling 0 none / 1 max / 2 avg, residual).
+    /// Conv blocks: (out channels, kernel, stride, pad, pooling 0 none / 1 max / 2 avg / 3 upsampling, residual).
     convs: Vec<(usize, usize, usize, usize, u8, bool)>,
     dense: Vec<usize>,
     classes: usize,
@@ -44,7 +44,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         (1usize..4, 3usize..12).prop_map(|(c, l)| vec![c, l]),
         (1usize..10).prop_map(|n| vec![n]),
     ];
-    let conv = (1usize..5, 1usize..4, 1usize..3, 0usize..2, 0u8..3, any::<bool>());
+    let conv = (1usize..5, 1usize..4, 1usize..3, 0usize..2, 0u8..4, any::<bool>());
     (input, prop::collection::vec(conv, 0..3), prop::collection::vec(1usize..7, 0..3), 1usize..5, any::<bool>(), any::<bool>(), 0u8..5, any::<u64>())
         .prop_map(|(input, convs, dense, classes, bias, batchnorm, merge, seed)| Spec { input, convs, dense, classes, bias, batchnorm, merge, seed })
 }
@@ -113,7 +113,11 @@ fn build(s: &Spec) -> Graph {
                     cur = g.push(&format!("m/add{i}/Add"), join, &[cur, other]).unwrap();
                 }
             }
-            if pool > 0 {
+            if pool == 3 {
+                // nearest-neighbour upsampling, a factor 2 on the first spatial axis (3 on a second)
+                let factors = (0..r).map(|a| 2 + a).collect();
+                cur = g.push(&format!("m/up{i}/Resize"), Op::Upsample { factors }, &[cur]).unwrap();
+            } else if pool > 0 {
                 let p = Pool { kernel: vec![2; r], strides: vec![1 + i % 2; r], pads_begin: vec![0; r], pads_end: vec![i % 2; r], count_include_pad: false, ceil_mode: false };
                 let op = if pool == 1 { Op::MaxPool(p) } else { Op::AvgPool(p) };
                 if let Ok(p) = g.push(&format!("m/pool{i}/Pool"), op, &[cur]) {

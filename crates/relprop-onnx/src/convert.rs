@@ -20,7 +20,7 @@ use crate::tensors::Const;
 const SUPPORTED: &str = "Conv, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, Selu, Gelu, \
     HardSigmoid, Clip, x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over \
     all spatial axes, BatchNormalization, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Pad, Slice (step 1), \
-    Concat, Mean, Mul/Div/Add/Sub by per-channel constants, Mul/Sub/Max/Min of computed tensors (broadcasting size-1 \
+    Concat, Mean, Resize/Upsample (nearest, integer factors), Mul/Div/Add/Sub by per-channel constants, Mul/Sub/Max/Min of computed tensors (broadcasting size-1 \
     axes), Dropout, Identity, Constant, a final Softmax/LogSoftmax, and integer \
     shape arithmetic for reshape targets (Shape, Gather, Concat, Slice, Cast, Unsqueeze, Squeeze, Mul, Div, Add, Sub)";
 
@@ -98,6 +98,7 @@ impl Importer<'_> {
             "Transpose" => self.transpose(&ctx),
             "Pad" => self.pad(&ctx),
             "Concat" => self.concat(&ctx),
+            "Resize" | "Upsample" => self.resize(&ctx),
             "Dropout" | "Identity" => self.identity(&ctx),
             "Softmax" | "LogSoftmax" => Err(ctx.err(
                 "unsupported op inside the graph: a softmax is only accepted as the model's last op, where it must be \
@@ -735,6 +736,93 @@ impl Importer<'_> {
         self.graph.nodes[x].op = Op::Mean;
         self.chainable.remove(&x);
         true
+    }
+
+    /// ONNX Resize (and the older Upsample) in nearest mode by an integer factor per spatial axis, the batch and
+    /// channel axes kept: Keras UpSampling1D/2D through tf2onnx (`tf_half_pixel_for_nn`), PyTorch `nn.Upsample`
+    /// (`asymmetric`, `floor`). The index mapping the attributes define is computed and must repeat every input
+    /// value into a block (output `i` reads input `⌊i / f⌋`); anything else (linear or cubic modes, fractional
+    /// factors, a mapping that shifts or rounds differently) is refused rather than approximated.
+    fn resize(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let in_shape = self.shape(x);
+        let r = in_shape.len().saturating_sub(1);
+        if r == 0 {
+            return Err(ctx.err(format!("input per-sample shape {in_shape:?} needs channels and spatial axes")));
+        }
+        let mode = ctx.string("mode", "nearest")?;
+        if mode != "nearest" {
+            return Err(ctx.err(format!(
+                "mode '{mode}' is not supported: only nearest-neighbour upsampling by integer factors (Keras \
+                 UpSampling with interpolation='nearest', torch nn.Upsample(mode='nearest'))"
+            )));
+        }
+        if ctx.attr("axes").is_some() {
+            return Err(ctx.err("the 'axes' attribute is not supported (scales or sizes must cover every axis)"));
+        }
+        // Scales (Resize input 2, or the older Upsample's input 1 / attribute) or sizes (input 3), full rank.
+        let full: Vec<f64> = if ctx.op == "Upsample" {
+            match ctx.input(1) {
+                Some(_) => self.konst(ctx, 1, "scales")?.f32s().ok_or_else(|| ctx.err("scales must be float32"))?.iter().map(|&v| v as f64).collect(),
+                None => return Err(ctx.err("Upsample needs its scales as a constant input")),
+            }
+        } else if ctx.input(2).is_some_and(|n| self.consts.get(n).is_some_and(|c| !c.dims.contains(&0))) {
+            // (an empty scales tensor means: sizes are given instead)
+            self.konst(ctx, 2, "scales")?.f32s().ok_or_else(|| ctx.err("scales must be float32"))?.iter().map(|&v| v as f64).collect()
+        } else if ctx.input(3).is_some() {
+            let sizes = self.const_ints(ctx, 3, "sizes")?;
+            let full_in: Vec<usize> = std::iter::once(1).chain(in_shape.iter().copied()).collect();
+            if sizes.len() != full_in.len() {
+                return Err(ctx.err(format!("sizes {sizes:?} must have one entry per axis of the input (rank {})", full_in.len())));
+            }
+            sizes.iter().zip(&full_in).enumerate().map(|(a, (&s, &d))| if a == 0 { 1.0 } else { s as f64 / d as f64 }).collect()
+        } else {
+            return Err(ctx.err("needs constant scales or sizes"));
+        };
+        if full.len() != r + 2 {
+            return Err(ctx.err(format!("scales {full:?} must have one entry per axis of the input (rank {})", r + 2)));
+        }
+        if full[0] != 1.0 || full[1] != 1.0 {
+            return Err(ctx.err(format!("scales {full:?} resize the batch or channel axis; only the spatial axes (channels first) may be upsampled")));
+        }
+        let factors: Vec<usize> = full[2..]
+            .iter()
+            .map(|&f| if f >= 1.0 && f.fract() == 0.0 && f <= 1024.0 { Ok(f as usize) } else { Err(ctx.err(format!("scale {f} is not a whole factor of at least 1 (scales {full:?})"))) })
+            .collect::<Result<_>>()?;
+        let coord = ctx.string("coordinate_transformation_mode", if ctx.op == "Upsample" { "asymmetric" } else { "half_pixel" })?;
+        let nearest = ctx.string("nearest_mode", if ctx.op == "Upsample" { "floor" } else { "round_prefer_floor" })?;
+        for (a, &f) in factors.iter().enumerate() {
+            let (len_in, len_out) = (in_shape[a + 1], in_shape[a + 1] * f);
+            for o in 0..len_out {
+                let (of, sf) = (o as f64, f as f64);
+                let src = match coord.as_str() {
+                    "half_pixel" => (of + 0.5) / sf - 0.5,
+                    "pytorch_half_pixel" => if len_out > 1 { (of + 0.5) / sf - 0.5 } else { 0.0 },
+                    "align_corners" => if len_out > 1 { of * (len_in as f64 - 1.0) / (len_out as f64 - 1.0) } else { 0.0 },
+                    "asymmetric" => of / sf,
+                    "tf_half_pixel_for_nn" => (of + 0.5) / sf,
+                    other => return Err(ctx.err(format!("coordinate_transformation_mode '{other}' is not supported in nearest mode"))),
+                };
+                let i = match nearest.as_str() {
+                    "round_prefer_floor" => if src.fract() == 0.5 { src.floor() } else { src.round() },
+                    "round_prefer_ceil" => src.round(),
+                    "floor" => src.floor(),
+                    "ceil" => src.ceil(),
+                    other => return Err(ctx.err(format!("nearest_mode '{other}' is not one of round_prefer_floor, round_prefer_ceil, floor, ceil"))),
+                };
+                let i = i.clamp(0.0, len_in as f64 - 1.0) as usize;
+                if i != o / f {
+                    return Err(ctx.err(format!(
+                        "coordinate_transformation_mode '{coord}' with nearest_mode '{nearest}' maps output {o} of \
+                         axis {} to input {i}, not {}: only block-repeating upsampling is supported",
+                        a + 2,
+                        o / f
+                    )));
+                }
+            }
+        }
+        let id = self.push(ctx, Op::Upsample { factors }, &[x])?;
+        self.bind(ctx.main_output()?, id)
     }
 
     /// ONNX Slice with step 1 (Keras Cropping, PyTorch `x[:, :, 1:-1]`): a window of the per-sample axes; the

@@ -211,8 +211,12 @@ impl<'a> Importer<'a> {
     /// tf2onnx names the nodes its rewriters create `<Op>__<n>` (a DepthwiseConv2D becomes `Conv__195`), which
     /// loses the Keras layer. Such a node takes the layer of its only reader (Shape nodes aside) when that one
     /// has a layer name (`model/dw/Relu`): so the conv and its activation stay one layer, as in Keras, for fused
-    /// activations and for `until_layer_idx`.
+    /// activations and for `until_layer_idx`. A Resize (`Resize__14`, Keras UpSampling) is the exception.
     fn generated_node_layer(&self, name: &str, proto: &NodeProto) -> Option<String> {
+        // A Resize is always a Keras layer of its own (UpSampling): it keeps its name as its layer.
+        if is_op(proto, "Resize") {
+            return None;
+        }
         let (op, n) = name.split_once("__")?;
         if op.is_empty() || !op.chars().all(|c| c.is_ascii_alphanumeric()) || n.is_empty() || !n.chars().all(|c| c.is_ascii_digit()) {
             return None;

@@ -703,3 +703,42 @@ fn merges_of_computed_tensors_and_swish() {
     let e = err(&maxc);
     assert!(e.contains("m/mx/Max") && e.contains("constant"), "{e}");
 }
+
+#[test]
+fn resize_in_nearest_mode_is_upsampling_by_blocks() {
+    let resize = |attrs: Vec<relprop_onnx::proto::AttributeProto>, scales: &[f32], sizes: Option<&[i64]>| {
+        let mut inputs = vec!["x", "", "scales"];
+        let mut inits = vec![make_tensor_f32("scales", &[scales.len()], scales)];
+        if let Some(sz) = sizes {
+            inputs.push("sizes");
+            inits.push(make_tensor_i64("sizes", &[sz.len()], sz));
+        }
+        model_bytes(vec![make_node("Resize", "Resize__14", &inputs, &["y"], attrs)], inits, &[1, 2, 3], "y", 13)
+    };
+    let s = |k: &str, v: &str| attr_string(k, v);
+    // tf2onnx's Keras UpSampling2D((2, 3)) and PyTorch's nn.Upsample: the same block repetition.
+    for attrs in [
+        vec![s("mode", "nearest"), s("coordinate_transformation_mode", "tf_half_pixel_for_nn"), s("nearest_mode", "floor")],
+        vec![s("mode", "nearest"), s("coordinate_transformation_mode", "asymmetric"), s("nearest_mode", "floor")],
+        vec![s("mode", "nearest")], // half_pixel, round_prefer_floor (the defaults)
+    ] {
+        let g = ok(&resize(attrs, &[1.0, 1.0, 2.0, 3.0], None));
+        assert_eq!((g.nodes[1].op.clone(), g.nodes[1].shape.clone()), (Op::Upsample { factors: vec![2, 3] }, vec![1, 4, 9]));
+        assert_eq!(g.nodes[1].layer, "Resize__14", "a Resize is a layer of its own (Keras UpSampling)");
+        let y = forward(&g, &Tensor::new(vec![1, 2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap());
+        assert_eq!(&y.data[..9], &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0]);
+        assert_eq!(&y.data[27..], &[4.0, 4.0, 4.0, 5.0, 5.0, 5.0, 6.0, 6.0, 6.0]);
+    }
+    // Sizes instead of scales (an empty scales tensor).
+    let g = ok(&resize(vec![s("mode", "nearest"), s("nearest_mode", "floor"), s("coordinate_transformation_mode", "asymmetric")], &[], Some(&[1, 1, 4, 6])));
+    assert_eq!(g.nodes[1].op, Op::Upsample { factors: vec![2, 2] });
+    // Refused: interpolating modes, fractional factors, resizing channels, a mapping that is not block repetition.
+    let e = err(&resize(vec![s("mode", "linear")], &[1.0, 1.0, 2.0, 2.0], None));
+    assert!(e.contains("Resize__14") && e.contains("mode 'linear'"), "{e}");
+    let e = err(&resize(vec![s("mode", "nearest")], &[1.0, 1.0, 1.5, 2.0], None));
+    assert!(e.contains("scale 1.5"), "{e}");
+    let e = err(&resize(vec![s("mode", "nearest")], &[1.0, 2.0, 2.0, 2.0], None));
+    assert!(e.contains("batch or channel"), "{e}");
+    let e = err(&resize(vec![s("mode", "nearest"), s("nearest_mode", "floor")], &[1.0, 1.0, 2.0, 2.0], None));
+    assert!(e.contains("half_pixel") && e.contains("maps output 2"), "{e}");
+}

@@ -262,6 +262,15 @@ impl<'g> OnnxBuilder<'g> {
         (pads, outpad)
     }
 
+    /// For upsampling a per-sample `(C, s1, .., sr)` by `factors`: the input as `(C, s1, 1, s2, 1, ..)` and the
+    /// output as `(C, s1, f1, s2, f2, ..)` (each spatial axis followed by its block axis).
+    fn block_shapes(shape: &[usize], factors: &[usize]) -> (Vec<usize>, Vec<usize>) {
+        let pairs = |with: &dyn Fn(usize) -> usize| -> Vec<usize> {
+            std::iter::once(shape[0]).chain(shape[1..].iter().zip(factors).flat_map(|(&d, &f)| [d, with(f)])).collect()
+        };
+        (pairs(&|_| 1), pairs(&|f| f))
+    }
+
     fn conv_attrs(c: &Conv) -> Vec<AttributeProto> {
         let i = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<i64>>();
         let pads: Vec<i64> = c.pads_begin.iter().chain(&c.pads_end).map(|&d| d as i64).collect();
@@ -502,6 +511,15 @@ impl Numerics for OnnxBuilder<'_> {
                 }
                 acc
             }
+            Op::Upsample { factors } => {
+                // (N, C, s1, 1, s2, 1, ..) times ones of (1, 1, 1, f1, 1, f2, ..) repeats each value into its block
+                // exactly; then the blocks are merged into the axes.
+                let (with_ones, _) = Self::block_shapes(&x.shape, factors);
+                let ones: Vec<usize> = [1, 1].into_iter().chain(factors.iter().flat_map(|&f| [1, f])).collect();
+                let v = self.reshape_batched(&x.name, &with_ones);
+                let rep = self.node("Mul", &[&v, &self.const_f32(&ones, &vec![1.0; ones.iter().product()])], vec![]);
+                self.reshape_batched(&rep, &shape)
+            }
             Op::Merge(m) => {
                 // Pairwise from the first input, as the other backends (broadcasting size-1 axes).
                 let op = match m {
@@ -651,6 +669,14 @@ impl Numerics for OnnxBuilder<'_> {
                         self.sym(self.node("Slice", &[&r.name, &s, &e, &ax], vec![]), t.shape.clone())
                     })
                     .collect()
+            }
+            Op::Upsample { factors } => {
+                // The gradient: r viewed as (N, C, s1, f1, s2, f2, ..) summed over the block axes.
+                let (_, blocked) = Self::block_shapes(&in_shape, factors);
+                let v = self.reshape_batched(&r.name, &blocked);
+                let axes: Vec<i64> = (0..factors.len() as i64).map(|a| 3 + 2 * a).collect();
+                let summed = self.node("ReduceSum", &[&v, &self.i64_vec(&axes)], vec![attr_int("keepdims", 0)]);
+                vec![self.sym(summed, in_shape)]
             }
             Op::Merge(m) => {
                 let grads: Vec<String> = match m {

@@ -473,6 +473,13 @@ impl Numerics for TchModel {
                 }
                 acc
             }
+            Op::Upsample { factors } => {
+                let mut y = x.shallow_clone();
+                for (a, &f) in factors.iter().enumerate() {
+                    y = y.f_repeat_interleave_self_int(f as i64, Some(a as i64 + 2), None::<i64>).ck()?;
+                }
+                y
+            }
             Op::Merge(m) => {
                 let mut acc = x.shallow_clone();
                 for other in &inputs[1..] {
@@ -527,6 +534,16 @@ impl Numerics for TchModel {
         let x = &inputs[0].0;
         let xs = x.size();
         Ok(match &nd.op {
+            Op::Upsample { factors } => {
+                // The gradient: r viewed as (N, C, s1, f1, s2, f2, ..) summed over the block axes.
+                let mut view = vec![xs[0], xs[1]];
+                for (a, &f) in factors.iter().enumerate() {
+                    view.extend([xs[a + 2], f as i64]);
+                }
+                let blocks: Vec<i64> = (0..factors.len() as i64).map(|a| 3 + 2 * a).collect();
+                let rv = r.0.f_contiguous().ck()?.f_reshape(view.as_slice()).ck()?;
+                vec![T(rv.f_sum_dim_intlist(blocks.as_slice(), false, None::<Kind>).ck()?)]
+            }
             Op::Merge(m) => {
                 let shape = r.0.size();
                 let grads: Vec<tch::Tensor> = match m {

@@ -114,6 +114,21 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
                 }
                 t
             }
+            Op::Upsample { factors } => {
+                // 1-D or 2-D: output (y, z) reads input (y / fy, z / fz).
+                let xs = ins[0];
+                let [h, w] = as_2d(&xs.shape[1..], 1);
+                let [fy, fz] = as_2d(factors, 1);
+                let mut data = Vec::new();
+                for c in 0..xs.shape[0] {
+                    for y in 0..h * fy {
+                        for z in 0..w * fz {
+                            data.push(xs.data[(c * h + y / fy) * w + z / fz]);
+                        }
+                    }
+                }
+                Tensor::new(n.shape.clone(), data).unwrap()
+            }
             Op::Merge(m) => {
                 // Broadcasting size-1 axes: index each input by the output position with its own strides.
                 let out_len: usize = n.shape.iter().product();

@@ -29,6 +29,8 @@ pub enum Activation {
     Clip { min: f32, max: f32 },
     /// `x · sigmoid(x)` (Keras `swish`, PyTorch `SiLU`; ONNX: a Sigmoid and a Mul).
     Swish,
+    /// `x · clamp(x/6 + ½, 0, 1)` (ONNX HardSwish, PyTorch `Hardswish`).
+    HardSwish,
 }
 
 impl Activation {
@@ -50,6 +52,7 @@ impl Activation {
             // not f32::clamp, which panics on min > max or NaN bounds (rejected by validate anyway)
             Activation::Clip { min, max } => x.max(min).min(max),
             Activation::Swish => x * (1.0 / (1.0 + (-x).exp())),
+            Activation::HardSwish => x * (x * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0),
         }
     }
 }

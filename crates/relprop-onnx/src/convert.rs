@@ -18,7 +18,7 @@ use crate::shapes::Dim;
 use crate::tensors::Const;
 
 const SUPPORTED: &str = "Conv, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, Selu, Gelu, \
-    HardSigmoid, Clip, x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over \
+    HardSigmoid, HardSwish, Clip, x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over \
     all spatial axes, BatchNormalization, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Pad, Slice (step 1), \
     Concat, Mean, Resize/Upsample (nearest, integer factors), Mul/Div/Add/Sub by per-channel constants, Mul/Sub/Max/Min of computed tensors (broadcasting size-1 \
     axes), Dropout, Identity, Constant, a final Softmax/LogSoftmax, and integer \
@@ -307,6 +307,7 @@ impl Importer<'_> {
         let act = match ctx.op {
             "Relu" => Activation::Relu,
             "Sigmoid" => Activation::Sigmoid,
+            "HardSwish" => Activation::HardSwish,
             "Tanh" => Activation::Tanh,
             "Softplus" => Activation::Softplus,
             "LeakyRelu" => Activation::LeakyRelu(finite("alpha", ctx.float("alpha", 0.01)?)?),

@@ -237,6 +237,7 @@ impl Writer {
             Activation::Elu(alpha) => self.simple("Elu", layer, &[x], vec![attr_float("alpha", alpha)]),
             Activation::Sigmoid => self.simple("Sigmoid", layer, &[x], vec![]),
             Activation::Tanh => self.simple("Tanh", layer, &[x], vec![]),
+            Activation::HardSwish => self.simple("HardSwish", layer, &[x], vec![]),
             Activation::Swish => {
                 let sig = self.simple("Sigmoid", layer, &[x], vec![]);
                 self.simple("Mul", layer, &[x, &sig], vec![])

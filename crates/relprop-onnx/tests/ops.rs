@@ -155,6 +155,7 @@ fn activation_fusion_follows_layers() {
         ("Softplus", vec![], Activation::Softplus),
         ("Selu", vec![], Activation::Selu),
         ("Gelu", vec![], Activation::Gelu),
+        ("HardSwish", vec![], Activation::HardSwish),
         ("LeakyRelu", vec![attr_float("alpha", 0.3)], Activation::LeakyRelu(0.3)),
         ("Elu", vec![], Activation::Elu(1.0)),
         ("HardSigmoid", vec![attr_float("alpha", 0.25)], Activation::HardSigmoid { alpha: 0.25, beta: 0.5 }),

@@ -128,7 +128,7 @@ fn every_op_roundtrips() {
     let d = Dense { weight: t(&[2, 3], 7), bias: None, activation: Some(Activation::HardSigmoid { alpha: 0.3, beta: 0.4 }) };
     let d = g.push_in_layer("d/d", "d", Op::Dense(d), &[tr]).unwrap();
     let mut last = g.push_reshape("flat/f", "flat", d, vec![12]).unwrap();
-    for (i, a) in [Activation::Elu(0.7), Activation::Sigmoid, Activation::Tanh, Activation::Softplus, Activation::Selu, Activation::Relu, Activation::Clip { min: f32::NEG_INFINITY, max: 1.0 }]
+    for (i, a) in [Activation::Elu(0.7), Activation::Sigmoid, Activation::Tanh, Activation::Softplus, Activation::Selu, Activation::HardSwish, Activation::Relu, Activation::Clip { min: f32::NEG_INFINITY, max: 1.0 }]
         .into_iter()
         .enumerate()
     {

@@ -473,6 +473,7 @@ impl Numerics for OnnxBuilder<'_> {
             }
             Activation::Clip { min, max } => self.node("Clip", &[x, &self.scalar(min), &self.scalar(max)], vec![]),
             Activation::Swish => self.node("Mul", &[x, &self.node("Sigmoid", &[x], vec![])], vec![]),
+            Activation::HardSwish => self.node("HardSwish", &[x], vec![]),
         };
         Ok(self.sym(y, z.shape.clone()))
     }

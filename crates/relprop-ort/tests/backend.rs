@@ -88,7 +88,7 @@ fn cnn(seed: u64) -> Graph {
 
 /// Everything else: pad → tie-prone max pool on the input → dilated conv → grouped strided conv → ceil-mode max
 /// pool, padded average pools (with and without padding in the count, ceil mode), a 1x1 branch, concat,
-/// channels-last dense on rank 3, global max pool, standalone activations.
+/// channels-last dense on rank 3, global max pool, standalone activations (swish and hard swish included).
 fn zoo(seed: u64) -> Graph {
     let mut rng = Lcg(seed);
     let mut g = Graph::new("input_1", vec![2, 13, 12]);
@@ -112,7 +112,9 @@ fn zoo(seed: u64) -> Graph {
     let hs = g.push("hs", Op::Activation(Activation::HardSigmoid { alpha: 0.2, beta: 0.5 }), &[h]).unwrap();
     let cl = g.push("clip", Op::Activation(Activation::Clip { min: -0.5, max: 0.8 }), &[hs]).unwrap();
     let sg = g.push("sig", Op::Activation(Activation::Sigmoid), &[cl]).unwrap();
-    let id = g.push("drop", Op::Identity, &[sg]).unwrap();
+    let sw = g.push("swish", Op::Activation(Activation::Swish), &[sg]).unwrap();
+    let hw = g.push("hardswish", Op::Activation(Activation::HardSwish), &[sw]).unwrap();
+    let id = g.push("drop", Op::Identity, &[hw]).unwrap();
     g.push("out", dense(&mut rng, 8, 4, None), &[id]).unwrap();
     g
 }

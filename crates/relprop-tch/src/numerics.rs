@@ -438,6 +438,7 @@ impl Numerics for TchModel {
             }
             Activation::Clip { min, max } => x.f_clamp_min(min as f64).ck()?.f_clamp_max(max as f64).ck()?,
             Activation::Swish => x.f_mul(&x.f_neg().ck()?.f_exp().ck()?.f_add_scalar(1.0).ck()?.f_reciprocal().ck()?).ck()?,
+            Activation::HardSwish => x.f_mul(&x.f_mul_scalar(1.0 / 6.0).ck()?.f_add_scalar(0.5).ck()?.f_clamp(0.0, 1.0).ck()?).ck()?,
         };
         Ok(T(y))
     }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, Op, Pool};
+use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, Merge, Op, Pool};
 use relprop_core::{Analyzer, Params, Tensor};
 
 /// Deterministic uniform(-1, 1) numbers.
@@ -140,8 +140,39 @@ pub fn ties() -> Graph {
     g
 }
 
+/// A SeparableConv (multiplier 2, swish), nearest upsampling, a squeeze-and-excitation Multiply (a broadcast
+/// gate), Maximum, Subtract, a three-input Minimum, HardSwish.
+pub fn blocks() -> Graph {
+    let mut r = Lcg(16);
+    let mut g = Graph::new("x", vec![3, 6, 5]);
+    let mut sep = conv(&mut r, 3, 6, &[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 3, Some(Activation::Swish));
+    if let Op::Conv(c) = &mut sep {
+        c.pointwise = Some(r.tensor(&[4, 6, 1, 1]));
+        c.bias = Some(r.tensor(&[4]));
+    }
+    let s = g.push("sep", sep, &[0]).unwrap(); // 4x6x5
+    let up = g.push("up", Op::Upsample { factors: vec![2, 1] }, &[s]).unwrap(); // 4x12x5
+    let sq = g.push("sq", Op::GlobalAvgPool, &[up]).unwrap();
+    let gate = g.push_reshape("rs", "rs", sq, vec![4, 1, 1]).unwrap();
+    let se = g.push("scale", Op::Merge(Merge::Multiply), &[up, gate]).unwrap();
+    let c2 = g.push("c2", conv(&mut r, 4, 4, &[3, 3], &[1, 1], &[1, 1], &[1, 1], &[1, 1], 1, Some(Activation::HardSwish)), &[se]).unwrap();
+    let mx = g.push("max", Op::Merge(Merge::Maximum), &[se, c2]).unwrap();
+    let sb = g.push("sub", Op::Merge(Merge::Subtract), &[mx, c2]).unwrap();
+    let mn = g.push("min", Op::Merge(Merge::Minimum), &[sb, se, mx]).unwrap();
+    let gm = g.push("gap", Op::GlobalAvgPool, &[mn]).unwrap();
+    g.push("out", dense(&mut r, 4, 3, None), &[gm]).unwrap();
+    g
+}
+
 pub fn models() -> Vec<(&'static str, Graph, bool)> {
-    vec![("cnn2d", cnn2d(), false), ("cnn1d", cnn1d(), true), ("cnn3d", cnn3d(), false), ("channels_last", channels_last(), false), ("ties", ties(), true)]
+    vec![
+        ("cnn2d", cnn2d(), false),
+        ("cnn1d", cnn1d(), true),
+        ("cnn3d", cnn3d(), false),
+        ("channels_last", channels_last(), false),
+        ("ties", ties(), true),
+        ("blocks", blocks(), false),
+    ]
 }
 
 /// `LRP` analyzers with one rule everywhere, covering every rule program.

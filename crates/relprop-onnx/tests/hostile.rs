@@ -330,6 +330,13 @@ fn huge_shapes_are_refused() {
     let pads = make_tensor_i64("p", &[6], &[0, p, p, 0, p, p]);
     let bytes = model_bytes(vec![make_node("Pad", "p/Pad", &["x", "p"], &["y"], vec![])], vec![pads], &[2, 2], "y", 17);
     assert_contains(&err(&bytes), &["p/Pad", "too large"]);
+    // Upsampling by the largest factor allowed on both axes of a large plane.
+    let scales = make_tensor_f32("s", &[4], &[1.0, 1.0, 1024.0, 1024.0]);
+    let bytes = model_bytes(vec![make_node("Resize", "up/Resize", &["x", "", "s"], &["y"], vec![attr_string("mode", "nearest")])], vec![scales.clone()], &[4, 512, 512], "y", 17);
+    assert_contains(&err(&bytes), &["activations of one sample would take", "RELPROP_MAX_BYTES"]);
+    let big = make_tensor_f32("s", &[4], &[1.0, 1.0, 1e9, 2.0]);
+    let bytes = model_bytes(vec![make_node("Resize", "up/Resize", &["x", "", "s"], &["y"], vec![attr_string("mode", "nearest")])], vec![big], &[1, 2, 2], "y", 17);
+    assert_contains(&err(&bytes), &["up/Resize", "scale 1000000000"]);
     let vi = value_info("x", &[1 << 30, 1 << 30]);
     let g = make_graph("t", vec![make_node("Relu", "r", &["x"], &["y"], vec![])], vec![vi], vec![untyped("y")], vec![]);
     assert_contains(&err(&encode_model(&make_model(g, 17))), &["input 'x'", "too large"]);

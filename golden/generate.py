@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 SHIPPED = ["model_a", "model_b"]
 NEW = ["conv1d_bn", "bn_residual", "strided", "maxpool_overlap", "mlp", "digits_cnn", "keras_stem", "dense_branches",
-       "depthwise", "merges", "cropping", "separable", "se_merges", "upsampling"]
+       "depthwise", "merges", "cropping", "separable", "se_merges", "upsampling", "conv_transpose"]
 OPSET = 13
 ONNX_TOL = 1e-5  # |ONNX Runtime - Keras| on the logits
 
@@ -119,6 +119,7 @@ EXTRA_CONFIGS = {
     "separable": until_configs(range(1, 5)),
     "se_merges": until_configs(range(1, 4)),
     "upsampling": until_configs(range(1, 4)),
+    "conv_transpose": until_configs(range(1, 4)),
 }
 WRAPPER_PREFIXES = ("lrp_", "lrpsign_", "lrpz_", "w2lrp_", "flatlrp_", "zblrp_")
 WRAPPER_API = "signxai.methods.wrappers"
@@ -493,6 +494,20 @@ def build_upsampling():
                        "sum of its block) and counts as a layer"}
 
 
+def build_conv_transpose():
+    rng = np.random.default_rng(115)
+    i = keras.Input((5, 6, 3), name="input")
+    h = L.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu", name="ct")(i)      # 10x12
+    h = L.Conv2DTranspose(2, (2, 3), strides=(1, 2), name="ct2")(h)                                # 11x25
+    h = L.Flatten(name="flatten")(h)
+    o = L.Dense(3, name="logits")(h)
+    m = keras.Model(i, o, name="conv_transpose")
+    randomize(m, rng)
+    return m, uniform_inputs((5, 6, 3), rng), {
+        "description": "Conv2DTranspose 3x3 stride 2 same (relu) -> Conv2DTranspose (2, 3) stride (1, 2) valid -> "
+                       "Flatten -> Dense: transposed convolutions, which signxai explains as conv layers"}
+
+
 BUILDERS = {
     "conv1d_bn": build_conv1d_bn,
     "bn_residual": build_bn_residual,
@@ -508,6 +523,7 @@ BUILDERS = {
     "separable": build_separable,
     "se_merges": build_se_merges,
     "upsampling": build_upsampling,
+    "conv_transpose": build_conv_transpose,
 }
 
 LAYER_KEYS = ["activation", "padding", "strides", "kernel_size", "pool_size", "use_bias", "data_format",

@@ -20,8 +20,8 @@ tf2onnx's generated node names hiding a DepthwiseConv2D's layer, Keras Average e
 (signxai: the gradient), Cropping (ONNX Slice) unsupported, SeparableConv2D explained as two layers (then
 refused; now one kernel with a pointwise stage), Keras Dense on rank-3 inputs (tf2onnx's Tensordot reshapes merge the batch; now imported as one Dense
 on the last axis), a tf2onnx-generated node (`Transpose__38`) read by a Shape node as well as by its layer
-losing its Keras layer (so until_layer_idx counted it), and Keras Multiply/Subtract/Maximum/Minimum and swish
-(unsupported until then). It also showed signxai applying a Subtract to its inputs in the order they arrive in its
+losing its Keras layer (so until_layer_idx counted it), and Keras Multiply/Subtract/Maximum/Minimum, swish,
+UpSampling and Conv2DTranspose (unsupported until then). It also showed signxai applying a Subtract to its inputs in the order they arrive in its
 forward walk rather than the declared one (docs/divergences.md); `merge_math` declares them in arrival order. Known gaps it does not cover: tf2onnx cannot convert grouped Conv2D; signxai crashes on
 BatchNormalization with center=False or scale=False.
 """
@@ -126,6 +126,9 @@ ARCHS = {
                                   L.Conv2D(3, 3, strides=2, activation="relu", name="c2"), L.Flatten(name="fl"), L.Dense(3, name="out"))),
     "upsampling1d": ((9, 2), seq(L.Conv1D(3, 3, activation="relu", name="c"), L.UpSampling1D(3, name="up"),
                                  L.Conv1D(4, 4, strides=2, name="c2"), L.Flatten(name="fl"), L.Dense(3, name="out"))),
+    "conv_transpose": ((5, 6, 3), seq(L.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu", name="ct"),
+                                      L.Conv2DTranspose(2, (2, 3), strides=(1, 2), name="ct2"), L.Flatten(name="fl"),
+                                      L.Dense(3, name="out"))),
     "reshape_permute_crop": ((8, 6, 2), seq(L.Cropping2D(((1, 0), (0, 1)), name="crop"), L.Conv2D(3, 3, activation="relu", name="c"),
                                             L.Permute((2, 1, 3), name="perm"), L.Reshape((5, 9), name="rs"),
                                             L.Flatten(name="fl"), L.Dense(3, name="out"))),

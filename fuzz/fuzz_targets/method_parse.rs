@@ -19,7 +19,7 @@ fn model() -> &'static (Graph, NdModel, Tensor) {
             Arc::new(Tensor::new(shape.to_vec(), (0..n).map(|i| (i as f32 * k).sin()).collect()).unwrap())
         };
         let mut g = Graph::new("x", vec![2, 5]);
-        let conv = Conv { weight: t(&[3, 2, 2], 1.3), bias: Some(t(&[3], 0.7)), strides: vec![1], dilations: vec![1], pads_begin: vec![1], pads_end: vec![0], groups: 1, activation: Some(Activation::Relu), pointwise: None };
+        let conv = Conv { weight: t(&[3, 2, 2], 1.3), bias: Some(t(&[3], 0.7)), strides: vec![1], dilations: vec![1], pads_begin: vec![1], pads_end: vec![0], groups: 1, activation: Some(Activation::Relu), pointwise: None, transposed: None };
         let c = g.push("m/conv/Conv", Op::Conv(conv), &[0]).unwrap();
         let f = g.push_reshape("m/flat/Reshape", "m/flat", c, vec![15]).unwrap();
         let d = Dense { weight: t(&[15, 4], 0.9), bias: Some(t(&[4], 2.1)), activation: None };

@@ -45,6 +45,11 @@ impl Counter<'_> {
             Op::Dense(d) => out * d.weight.shape[0] as f64,
             // Per output plane position: the first stage's taps for each of its channels, then (SeparableConv)
             // the pointwise mix.
+            // A ConvTranspose: per input position, every tap of every output channel.
+            Op::Conv(c) if c.transposed.is_some() => {
+                let input: usize = self.g.nodes[nd.inputs[0]].shape.iter().product();
+                (input * n) as f64 * c.weight.shape[1..].iter().product::<usize>() as f64
+            }
             Op::Conv(c) => {
                 let plane = out / c.out_channels() as f64;
                 let first = plane * (c.weight.shape[0] * c.weight.shape[1..].iter().product::<usize>()) as f64;

@@ -28,6 +28,7 @@ pub fn gemm_rate(seconds: f64) -> Vec<(String, f64)> {
                 groups: 1,
                 activation: None,
                 pointwise: None,
+                transposed: None,
             };
             let x = ArrayD::from_shape_vec(IxDyn(&[1, k, side, side]), rng.normals(k * side * side, 1.0)).expect("shape");
             let flops = 2.0 * (m * k * side * side) as f64;

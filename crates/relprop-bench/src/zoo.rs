@@ -94,6 +94,7 @@ fn conv_op(rng: &mut Rng, cin: usize, cout: usize, k: usize, stride: usize, pad:
         groups: 1,
         activation: relu.then_some(Activation::Relu),
         pointwise: None,
+        transposed: None,
     })
 }
 

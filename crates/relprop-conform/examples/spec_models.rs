@@ -20,6 +20,7 @@ fn conv(rng: &mut Lcg, cin: usize, cout: usize, k: usize, stride: usize, pads: (
         groups: 1,
         activation: Some(Activation::Relu),
         pointwise: None,
+        transposed: None,
     })
 }
 

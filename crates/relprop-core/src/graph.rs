@@ -92,6 +92,12 @@ pub struct Conv {
     /// layer as one kernel and substitutes every weight tensor of it (W⁺ of both, W² of both, ...), so a rule's
     /// map here is `P_w ∘ D_w` and its transpose `D_wᵀ ∘ P_wᵀ`, never two layers with a rule each.
     pub pointwise: Option<Arc<Tensor>>,
+    /// A ConvTranspose (Keras Conv2DTranspose), holding its output padding per spatial axis: the layer computes
+    /// the transpose (vector-Jacobian product) of the convolution this struct describes, with the weight in
+    /// ONNX ConvTranspose's layout `(in, out/groups, k1, ..)`. Output extent per axis:
+    /// `stride·(i − 1) + dilation·(k − 1) + 1 − pad_begin − pad_end + output_padding`. signxai applies its rules to
+    /// it like to any conv layer (`M_w` is the transposed map with substituted weights).
+    pub transposed: Option<Vec<usize>>,
 }
 
 impl Conv {
@@ -105,13 +111,21 @@ impl Conv {
     }
     /// Output channels of the layer (of the pointwise stage when there is one).
     pub fn out_channels(&self) -> usize {
-        self.pointwise.as_ref().unwrap_or(&self.weight).shape[0]
+        match (&self.pointwise, &self.transposed) {
+            (Some(p), _) => p.shape[0],
+            (None, Some(_)) => self.weight.shape[1] * self.groups,
+            (None, None) => self.weight.shape[0],
+        }
+    }
+    /// For a ConvTranspose: the convolution it is the transpose of (its weight read as `(out, in/groups, k..)`).
+    pub fn untransposed(&self) -> Conv {
+        Conv { transposed: None, ..self.clone() }
     }
     /// The layer as the convolutions it applies in order, each without bias and activation: itself, then its
     /// pointwise stage (a 1×1, stride-1, unpadded convolution). Backends run rules stage by stage with
     /// [`crate::program::WeightMod`] applied to each stage's weight.
     pub fn stages(&self) -> Vec<Conv> {
-        let first = Conv { bias: None, activation: None, pointwise: None, ..self.clone() };
+        let first = Conv { bias: None, activation: None, pointwise: None, transposed: None, ..self.clone() };
         let r = self.rank();
         let second = self.pointwise.as_ref().map(|p| Conv {
             weight: p.clone(),
@@ -123,6 +137,7 @@ impl Conv {
             groups: 1,
             activation: None,
             pointwise: None,
+            transposed: None,
         });
         std::iter::once(first).chain(second).collect()
     }
@@ -468,6 +483,40 @@ pub fn weights_of(op: &Op) -> Vec<&Tensor> {
     }
 }
 
+/// The output shape of a ConvTranspose ([`Conv::transposed`]) on input `x` (`r` spatial axes, output padding
+/// `op`): checked to be exactly the input of the convolution it transposes, so that the two maps are adjoint.
+fn transposed_conv_shape(c: &Conv, x: &[usize], r: usize, op: &[usize]) -> std::result::Result<Vec<usize>, String> {
+    let (cin, opg) = (c.weight.shape[0], c.weight.shape[1]);
+    if c.groups == 0 || x[0] != cin || cin % c.groups != 0 {
+        return Err(format!("{} input channels do not fit ConvTranspose weight {:?} with {} groups", x[0], c.weight.shape, c.groups));
+    }
+    if c.pointwise.is_some() {
+        return Err("a ConvTranspose has no pointwise stage".into());
+    }
+    check_geometry(r, &[("output_padding", op.len())])?;
+    let o = opg * c.groups;
+    if let Some(b) = &c.bias {
+        if b.data.len() != o {
+            return Err(format!("bias has {} values, expected {o}", b.data.len()));
+        }
+    }
+    let mut s = vec![o];
+    for a in 0..r {
+        let (k, st, d) = (c.weight.shape[a + 2], c.strides[a], c.dilations[a]);
+        if k == 0 || st == 0 || d == 0 || op[a] >= st.max(d) {
+            return Err(format!("axis {a}: kernel {k}, stride {st}, dilation {d}, output_padding {} (must be below the stride)", op[a]));
+        }
+        let full = st.checked_mul(x[a + 1].saturating_sub(1)).and_then(|v| v.checked_add(d * (k - 1) + 1 + op[a])).ok_or("output too large")?;
+        let out = full.checked_sub(c.pads_begin[a] + c.pads_end[a]).filter(|&v| v > 0).ok_or_else(|| format!("axis {a}: padding leaves no output"))?;
+        // The convolution it transposes must map this output extent back onto the input extent.
+        if window_out(out, k, st, d, c.pads_begin[a], c.pads_end[a], false)? != x[a + 1] {
+            return Err(format!("axis {a}: output {out} does not map back onto input {} (output_padding too large)", x[a + 1]));
+        }
+        s.push(out);
+    }
+    Ok(s)
+}
+
 /// Output extent of a window op along one axis (ONNX formula).
 pub fn window_out(len: usize, k: usize, stride: usize, dil: usize, pb: usize, pe: usize, ceil: bool) -> std::result::Result<usize, String> {
     if k == 0 || stride == 0 || dil == 0 {
@@ -526,6 +575,9 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
             check_geometry(r, &[("strides", c.strides.len()), ("dilations", c.dilations.len()), ("pads_begin", c.pads_begin.len()), ("pads_end", c.pads_end.len())])?;
             if x.len() != r + 1 {
                 return Err(format!("input {x:?} must be (channels, {r} spatial axes)"));
+            }
+            if let Some(op) = &c.transposed {
+                return transposed_conv_shape(c, x, r, op);
             }
             let (o, ipg) = (c.weight.shape[0], c.weight.shape[1]);
             if c.groups == 0 || x[0] != ipg * c.groups || o % c.groups != 0 {

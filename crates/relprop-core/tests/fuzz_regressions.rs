@@ -33,7 +33,7 @@ fn npy_decode_corpus() {
 fn tiny() -> Graph {
     let t = |shape: &[usize]| Arc::new(Tensor::new(shape.to_vec(), (0..shape.iter().product::<usize>()).map(|i| (i as f32).sin()).collect()).unwrap());
     let mut g = Graph::new("x", vec![2, 5]);
-    let conv = Conv { weight: t(&[3, 2, 2]), bias: Some(t(&[3])), strides: vec![1], dilations: vec![1], pads_begin: vec![1], pads_end: vec![0], groups: 1, activation: None, pointwise: None };
+    let conv = Conv { weight: t(&[3, 2, 2]), bias: Some(t(&[3])), strides: vec![1], dilations: vec![1], pads_begin: vec![1], pads_end: vec![0], groups: 1, activation: None, pointwise: None, transposed: None };
     let c = g.push("m/conv/Conv", Op::Conv(conv), &[0]).unwrap();
     let f = g.push_reshape("m/flat/Reshape", "m/flat", c, vec![15]).unwrap();
     g.push("m/dense/MatMul", Op::Dense(Dense { weight: t(&[15, 4]), bias: None, activation: None }), &[f]).unwrap();

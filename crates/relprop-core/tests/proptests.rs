@@ -213,6 +213,7 @@ proptest! {
             weight: Arc::new(Tensor::new(wshape, vec![0.5; wn]).unwrap()),
             bias: None, strides: geom(&s, 1), dilations: geom(&s, 1), pads_begin: geom(&p, 0), pads_end: p.clone(), groups, activation: None,
             pointwise: None,
+            transposed: None,
         });
         let pool = Pool { kernel: k.clone(), strides: geom(&s, 1), pads_begin: geom(&p, 0), pads_end: geom(&p, 0), count_include_pad: false, ceil_mode: ceil };
         let ops = [

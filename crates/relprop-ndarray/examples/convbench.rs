@@ -25,7 +25,7 @@ fn main() {
             let w: Vec<f32> = (0..co * ci * k * k).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.05).collect();
             let pad = k / 2;
             let ho = (hw + 2 * pad - k) / st + 1;
-            let c = Conv { weight: Arc::new(Tensor { shape: vec![co, ci, k, k], data: w.clone() }), bias: None, strides: vec![st, st], dilations: vec![1, 1], pads_begin: vec![pad, pad], pads_end: vec![pad, pad], groups: 1, activation: None, pointwise: None };
+            let c = Conv { weight: Arc::new(Tensor { shape: vec![co, ci, k, k], data: w.clone() }), bias: None, strides: vec![st, st], dilations: vec![1, 1], pads_begin: vec![pad, pad], pads_end: vec![pad, pad], groups: 1, activation: None, pointwise: None, transposed: None };
             let x = ArrayD::from_shape_fn(IxDyn(&[1, ci, hw, hw]), |i| ((i[1] * 31 + i[2] * 7 + i[3]) % 13) as f32 / 13.0);
             let s = ArrayD::from_shape_fn(IxDyn(&[1, co, ho, ho]), |i| ((i[1] * 17 + i[2] * 5 + i[3]) % 11) as f32 / 11.0 - 0.5);
             let _ = conv_forward(&c, &w, x.view());

@@ -201,6 +201,10 @@ impl Numerics for NdModel {
         }
         match self.node_op(node) {
             Op::Dense(_) => self.dense(node, w, x, false),
+            // A ConvTranspose: the transpose of the convolution it describes, onto this node's output extent.
+            Op::Conv(c) if c.transposed.is_some() => {
+                Ok(arc(kernels::conv_transpose(&c.untransposed(), &conv_weights(c, w), x.view(), &self.graph.nodes[node].shape)))
+            }
             Op::Conv(c) if c.pointwise.is_none() => Ok(arc(kernels::conv_forward(c, &conv_weights(c, w), x.view()))),
             Op::Conv(c) => {
                 // A SeparableConv: each stage with its own substituted weight (SPEC: the rule sees one kernel).
@@ -218,6 +222,7 @@ impl Numerics for NdModel {
         let n = &self.graph.nodes[node];
         match &n.op {
             Op::Dense(_) => self.dense(node, w, s, true),
+            Op::Conv(c) if c.transposed.is_some() => Ok(arc(kernels::conv_forward(&c.untransposed(), &conv_weights(c, w), s.view()))),
             Op::Conv(c) => {
                 // Stage by stage in reverse; a stage's input shape is the layer input or the mid tensor
                 // (the first stage's output channels on the output plane: the pointwise stage keeps the plane).

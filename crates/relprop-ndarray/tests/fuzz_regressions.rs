@@ -45,7 +45,7 @@ fn onnx_decode_corpus_explains_or_fails_cleanly() {
 fn method_parse_corpus_explains_or_fails_cleanly() {
     let t = |shape: &[usize], k: f32| Arc::new(Tensor::new(shape.to_vec(), (0..shape.iter().product::<usize>()).map(|i| (i as f32 * k).sin()).collect()).unwrap());
     let mut g = Graph::new("x", vec![2, 5]);
-    let conv = Conv { weight: t(&[3, 2, 2], 1.3), bias: Some(t(&[3], 0.7)), strides: vec![1], dilations: vec![1], pads_begin: vec![1], pads_end: vec![0], groups: 1, activation: Some(Activation::Relu), pointwise: None };
+    let conv = Conv { weight: t(&[3, 2, 2], 1.3), bias: Some(t(&[3], 0.7)), strides: vec![1], dilations: vec![1], pads_begin: vec![1], pads_end: vec![0], groups: 1, activation: Some(Activation::Relu), pointwise: None, transposed: None };
     let c = g.push("m/conv/Conv", Op::Conv(conv), &[0]).unwrap();
     let f = g.push_reshape("m/flat/Reshape", "m/flat", c, vec![15]).unwrap();
     g.push("m/dense/MatMul", Op::Dense(Dense { weight: t(&[15, 4], 0.9), bias: Some(t(&[4], 2.1)), activation: None }), &[f]).unwrap();

@@ -72,9 +72,19 @@ fn build(s: &Spec) -> Graph {
                     groups: 1,
                     activation: Some(Activation::Relu),
                     pointwise: None,
+                    transposed: None,
                 })
             };
-            let Ok(c) = g.push(&format!("m/conv{i}/Conv"), conv(w, stride, pad, pad, &mut rng, s.bias), &[cur]) else { continue };
+            let mut op = conv(w, stride, pad, pad, &mut rng, s.bias);
+            // For a quarter of the seeds the first block is a ConvTranspose (weight (in, out, k..); output padding
+            // stride − 1 where the padding leaves room).
+            if let (Op::Conv(c), 0, 1) = (&mut op, i, s.seed % 4) {
+                let mut wt = vec![cin, cout];
+                wt.extend(std::iter::repeat_n(k, r));
+                c.weight = rng.tensor(&wt);
+                c.transposed = Some(vec![if pad > 0 { stride - 1 } else { 0 }; r]);
+            }
+            let Ok(c) = g.push(&format!("m/conv{i}/Conv"), op, &[cur]) else { continue };
             cur = c;
             if s.batchnorm && s.bias {
                 let c = g.nodes[cur].shape[0];

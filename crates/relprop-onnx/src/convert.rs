@@ -17,7 +17,7 @@ use crate::import::{is_op, Importer, MAX_ELEMENTS};
 use crate::shapes::Dim;
 use crate::tensors::Const;
 
-const SUPPORTED: &str = "Conv, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, Selu, Gelu, \
+const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, Selu, Gelu, \
     HardSigmoid, HardSwish, Clip, x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over \
     all spatial axes, BatchNormalization, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Pad, Slice (step 1), \
     Concat, Mean, Resize/Upsample (nearest, integer factors), Mul/Div/Add/Sub by per-channel constants, Mul/Sub/Max/Min of computed tensors (broadcasting size-1 \
@@ -78,7 +78,7 @@ impl Importer<'_> {
             return self.shape_op(&ctx);
         }
         match ctx.op {
-            "Conv" => self.conv(&ctx),
+            "Conv" | "ConvTranspose" => self.conv(&ctx),
             "MatMul" => self.matmul(&ctx),
             "Gemm" => self.gemm(&ctx),
             "Add" | "Sum" => self.add(&ctx),
@@ -240,6 +240,45 @@ impl Importer<'_> {
         }
     }
 
+    /// A ConvTranspose's pads and output padding (ONNX semantics): explicit `pads`, or from `output_shape` (the
+    /// total padding `stride·(in − 1) + output_padding + d·(k − 1) + 1 − out`, the odd pixel at the end for
+    /// SAME_UPPER, else at the start), or from `auto_pad` SAME_* with `out = in · stride`.
+    fn transpose_pads(ctx: &NodeCtx, spatial: &[usize], kernel: &[usize], strides: &[usize], dilations: &[usize]) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+        let r = spatial.len();
+        let op = ctx.geometry("output_padding", r, 0, 0)?;
+        let auto = ctx.string("auto_pad", "NOTSET")?;
+        let target: Option<Vec<i64>> = match ctx.ints("output_shape")? {
+            Some(os) if os.len() == r || os.len() == r + 2 => Some(os[os.len() - r..].to_vec()),
+            Some(os) => return Err(ctx.err(format!("output_shape {os:?} must give the {r} spatial extents"))),
+            None if auto.starts_with("SAME") => Some(spatial.iter().zip(strides).map(|(&i, &s)| (i * s) as i64).collect()),
+            None => None,
+        };
+        let Some(target) = target else {
+            return match auto.as_str() {
+                "NOTSET" | "" => {
+                    let p = ctx.geometry("pads", 2 * r, 0, 0)?;
+                    Ok((p[..r].to_vec(), p[r..].to_vec(), op))
+                }
+                "VALID" => Ok((vec![0; r], vec![0; r], op)),
+                other => Err(ctx.err(format!("auto_pad '{other}' is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER"))),
+            };
+        };
+        let (mut begin, mut end) = (Vec::with_capacity(r), Vec::with_capacity(r));
+        for a in 0..r {
+            let full = (strides[a] * spatial[a].saturating_sub(1) + op[a] + dilations[a] * (kernel[a].max(1) - 1) + 1) as i64;
+            let total = full - target[a];
+            if total < 0 {
+                return Err(ctx.err(format!("output_shape {target:?} is larger than the transposed convolution produces ({full} on axis {a})")));
+            }
+            let total = total as usize;
+            let (small, big) = (total / 2, total - total / 2);
+            let (b, e) = if auto == "SAME_UPPER" { (small, big) } else { (big, small) };
+            begin.push(b);
+            end.push(e);
+        }
+        Ok((begin, end, op))
+    }
+
     /// Fold `out`'s only consumer into a bias when it adds a constant broadcasting along `axis` (n entries).
     /// Returns the bias values and the Add's output, marking the Add done.
     fn fold_bias_add(&mut self, out: &str, full_rank: usize, axis: usize, n: usize) -> Option<(Vec<f32>, String)> {
@@ -350,9 +389,12 @@ impl Importer<'_> {
 
     // ---- kernel ops ----------------------------------------------------------------------------------------
 
+    /// Conv, and ConvTranspose (Keras Conv2DTranspose, PyTorch ConvTranspose): the transpose of the convolution
+    /// with the same weight and geometry ([`Conv::transposed`]), its pads from `pads`, `auto_pad` or `output_shape`.
     fn conv(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = self.value(ctx, 0)?;
-        let separable = self.separable_first_stage(ctx, x)?;
+        let transposed = ctx.op == "ConvTranspose";
+        let separable = if transposed { None } else { self.separable_first_stage(ctx, x)? };
         let w = self.weight(ctx, 1, "weight")?;
         let in_shape = self.shape(x);
         let r = w.shape.len().saturating_sub(2);
@@ -371,8 +413,13 @@ impl Importer<'_> {
         let strides = ctx.geometry("strides", r, 1, 1)?;
         let dilations = ctx.geometry("dilations", r, 1, 1)?;
         let groups = ctx.bounded("group", ctx.int("group", 1)?, 1)?;
-        let (pads_begin, pads_end) = Self::pads(ctx, &in_shape[1..], &kernel, &strides, &dilations)?;
-        let m = w.shape[0];
+        let (pads_begin, pads_end, output_padding) = if transposed {
+            Self::transpose_pads(ctx, &in_shape[1..], &kernel, &strides, &dilations)?
+        } else {
+            let (b, e) = Self::pads(ctx, &in_shape[1..], &kernel, &strides, &dilations)?;
+            (b, e, vec![])
+        };
+        let m = if transposed { w.shape[1] * groups } else { w.shape[0] };
         let mut bias = match ctx.input(2) {
             Some(_) => Some(self.weight(ctx, 2, "bias")?.data),
             None => None,
@@ -392,7 +439,10 @@ impl Importer<'_> {
         });
         let bias = bias.map(|b| Arc::new(Tensor { shape: vec![b.len()], data: b }));
         let (conv, input) = match separable {
-            None => (Conv { weight: Arc::new(w), bias, strides, dilations, pads_begin, pads_end, groups, activation, pointwise: None }, x),
+            None => {
+                let transposed = transposed.then_some(output_padding);
+                (Conv { weight: Arc::new(w), bias, strides, dilations, pads_begin, pads_end, groups, activation, pointwise: None, transposed }, x)
+            }
             Some(first) => {
                 let pointwise = kernel.iter().chain(&strides).chain(&dilations).all(|&v| v == 1)
                     && pads_begin.iter().chain(&pads_end).all(|&p| p == 0)
@@ -429,7 +479,7 @@ impl Importer<'_> {
         }
         let prev = &self.graph.nodes[j];
         let nested = prev.layer.len() > ctx.layer.len() + 1 && prev.layer.starts_with(&format!("{}/", ctx.layer));
-        if !(matches!(&prev.op, Op::Conv(c) if c.activation.is_none() && c.pointwise.is_none()) && nested) {
+        if !(matches!(&prev.op, Op::Conv(c) if c.activation.is_none() && c.pointwise.is_none() && c.transposed.is_none()) && nested) {
             return Ok(None);
         }
         let bias_free = matches!(&prev.op, Op::Conv(c) if c.bias.is_none());

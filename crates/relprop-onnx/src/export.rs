@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use prost::Message;
-use relprop_core::{Activation, Graph, Merge, Node, Op, Pool, Tensor};
+use relprop_core::{Activation, Conv, Graph, Merge, Node, Op, Pool, Tensor};
 
 use crate::builder::{
     attr_float, attr_int, attr_ints, attr_string, make_graph, make_model, make_node, make_tensor, make_tensor_f32, make_tensor_i64,
@@ -115,6 +115,28 @@ impl Writer {
                     out = self.emit("Add", &name, &[&out, &bname], vec![]);
                 }
                 match &d.activation {
+                    Some(a) => self.activation(layer, a, &out),
+                    None => out,
+                }
+            }
+            Op::Conv(c @ Conv { transposed: Some(op), .. }) => {
+                let name = self.fresh(layer, "ConvTranspose");
+                let mut inputs = vec![x.to_string(), self.weight(&name, "W", &c.weight)];
+                if let Some(b) = &c.bias {
+                    inputs.push(self.weight(&name, "B", b));
+                }
+                let pads: Vec<usize> = c.pads_begin.iter().chain(&c.pads_end).copied().collect();
+                let attrs = vec![
+                    attr_ints("kernel_shape", &ints(c.kernel())),
+                    attr_ints("strides", &ints(&c.strides)),
+                    attr_ints("dilations", &ints(&c.dilations)),
+                    attr_ints("pads", &ints(&pads)),
+                    attr_ints("output_padding", &ints(op)),
+                    attr_int("group", c.groups as i64),
+                ];
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                let out = self.emit("ConvTranspose", &name, &refs, attrs);
+                match &c.activation {
                     Some(a) => self.activation(layer, a, &out),
                     None => out,
                 }

@@ -743,3 +743,42 @@ fn resize_in_nearest_mode_is_upsampling_by_blocks() {
     let e = err(&resize(vec![s("mode", "nearest"), s("nearest_mode", "floor")], &[1.0, 1.0, 2.0, 2.0], None));
     assert!(e.contains("half_pixel") && e.contains("maps output 2"), "{e}");
 }
+
+#[test]
+fn conv_transpose_is_the_transpose_of_its_conv() {
+    // Keras Conv2DTranspose(4, 3, strides=2, padding="same") through tf2onnx: explicit pads [0, 0, 1, 1].
+    let w = vals(3 * 4 * 9, 8);
+    let ct = |attrs: Vec<relprop_onnx::proto::AttributeProto>, in_sp: &[usize]| {
+        let nodes = vec![make_node("ConvTranspose", "m/ct/conv2d_transpose", &["x", "w", "b"], &["y"], attrs)];
+        let inits = vec![make_tensor_f32("w", &[3, 4, 3, 3], &w), make_tensor_f32("b", &[4], &[0.1, -0.1, 0.2, 0.0])];
+        let shape: Vec<usize> = std::iter::once(3).chain(in_sp.iter().copied()).collect();
+        model_bytes(nodes, inits, &shape, "y", 13)
+    };
+    let k33 = || vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("strides", &[2, 2])];
+    let g = ok(&ct([k33(), vec![attr_ints("pads", &[0, 0, 1, 1])]].concat(), &[5, 6]));
+    assert_eq!(g.nodes[1].shape, [4, 10, 12]);
+    let Op::Conv(c) = &g.nodes[1].op else { panic!("a conv") };
+    assert_eq!((c.transposed.clone(), c.out_channels()), (Some(vec![0, 0]), 4));
+    // The same geometry from output_shape with SAME_UPPER, and from auto_pad SAME_UPPER alone.
+    let same = ok(&ct([k33(), vec![attr_ints("output_shape", &[10, 12]), attr_string("auto_pad", "SAME_UPPER")]].concat(), &[5, 6]));
+    assert_eq!(same.nodes[1].op, g.nodes[1].op);
+    let auto = ok(&ct([k33(), vec![attr_string("auto_pad", "SAME_UPPER")]].concat(), &[5, 6]));
+    assert_eq!(auto.nodes[1].op, g.nodes[1].op);
+    // Output padding: one more row and column.
+    let g2 = ok(&ct([k33(), vec![attr_ints("pads", &[1, 1, 1, 1]), attr_ints("output_padding", &[1, 1])]].concat(), &[5, 6]));
+    assert_eq!(g2.nodes[1].shape, [4, 10, 12]);
+    // Adjoint of the convolution it describes: <CT(x), y> = <x, conv(y)> (bias and activation left out).
+    let Op::Conv(c2) = &g2.nodes[1].op else { panic!("a conv") };
+    let mut lin = relprop_core::Graph::new("x", vec![3, 5, 6]);
+    lin.push("ct", Op::Conv(relprop_core::Conv { bias: None, activation: None, ..c2.clone() }), &[0]).unwrap();
+    let mut fwd = relprop_core::Graph::new("y", vec![4, 10, 12]);
+    fwd.push("c", Op::Conv(relprop_core::Conv { bias: None, activation: None, ..c2.untransposed() }), &[0]).unwrap();
+    let x = Tensor::new(vec![3, 5, 6], vals(90, 2)).unwrap();
+    let y = Tensor::new(vec![4, 10, 12], vals(480, 3)).unwrap();
+    let dot = |a: &Tensor, b: &Tensor| a.data.iter().zip(&b.data).map(|(p, q)| (p * q) as f64).sum::<f64>();
+    let (lhs, rhs) = (dot(&forward(&lin, &x), &y), dot(&x, &forward(&fwd, &y)));
+    assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
+    // Output padding that the convolution cannot map back, or one not below the stride: refused.
+    let e = err(&ct([k33(), vec![attr_ints("output_padding", &[2, 0])]].concat(), &[5, 6]));
+    assert!(e.contains("m/ct/conv2d_transpose") && e.contains("output_padding"), "{e}");
+}

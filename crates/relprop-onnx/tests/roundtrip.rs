@@ -25,7 +25,7 @@ fn assert_same(a: &Graph, b: &Graph) {
 #[test]
 fn golden_models_roundtrip() {
     // (separable: SeparableConv2D layers, two ONNX Convs each)
-    for stem in ONNX_FILES.into_iter().chain(["separable"]) {
+    for stem in ONNX_FILES.into_iter().chain(["separable", "conv_transpose", "upsampling", "se_merges"]) {
         let g = relprop_onnx::load(&onnx_path(stem)).unwrap();
         let back = roundtrip(&g);
         assert_same(&g, &back);
@@ -77,6 +77,7 @@ fn every_op_roundtrips() {
         groups: 1,
         activation: Some(Activation::LeakyRelu(0.2)),
         pointwise: None,
+        transposed: None,
     };
     let c = g.push_in_layer("c/conv", "c", Op::Conv(conv), &[pad]).unwrap();
     let gconv = Conv {
@@ -89,8 +90,25 @@ fn every_op_roundtrips() {
         groups: 2,
         activation: None,
         pointwise: None,
+        transposed: None,
     };
     let c2 = g.push_in_layer("g/conv", "g", Op::Conv(gconv), &[c]).unwrap();
+    // A ConvTranspose (grouped, stride 2, output padding) back to the same extent through a strided conv.
+    let ct = Conv {
+        weight: t(&[4, 3, 3], 13),
+        bias: Some(t(&[6], 14)),
+        strides: vec![2],
+        dilations: vec![1],
+        pads_begin: vec![1],
+        pads_end: vec![1],
+        groups: 2,
+        activation: None,
+        pointwise: None,
+        transposed: Some(vec![1]),
+    };
+    let ct = g.push_in_layer("ct/ConvTranspose", "ct", Op::Conv(ct), &[c2]).unwrap();
+    let back = Conv { weight: t(&[4, 6, 2], 15), bias: None, strides: vec![2], dilations: vec![1], pads_begin: vec![0], pads_end: vec![0], groups: 1, activation: None, pointwise: None, transposed: None };
+    let c2 = g.push_in_layer("back/conv", "back", Op::Conv(back), &[ct]).unwrap();
     // A SeparableConv1D (depth multiplier 2): written as two ONNX Convs, read back as one layer.
     let sep = Conv {
         weight: t(&[8, 1, 3], 10),
@@ -102,6 +120,7 @@ fn every_op_roundtrips() {
         groups: 4,
         activation: Some(Activation::Tanh),
         pointwise: Some(t(&[4, 8, 1], 12)),
+        transposed: None,
     };
     let sep = g.push_in_layer("sep/conv", "sep", Op::Conv(sep), &[c2]).unwrap();
     let act = g.push_in_layer("act/Clip", "act", Op::Activation(Activation::Clip { min: 0.0, max: 6.0 }), &[sep]).unwrap();

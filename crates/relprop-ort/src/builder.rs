@@ -271,6 +271,21 @@ impl<'g> OnnxBuilder<'g> {
         (pairs(&|_| 1), pairs(&|f| f))
     }
 
+    /// Attributes of the ConvTranspose that maps a `out_sp` extent back onto `in_sp` through convolution `c`'s
+    /// geometry.
+    fn transpose_attrs(&self, in_sp: &[usize], out_sp: &[usize], c: &Conv) -> Vec<AttributeProto> {
+        let (pads, outpad) = Self::transpose_geometry(in_sp, out_sp, c.kernel(), &c.strides, &c.dilations, &c.pads_begin);
+        let i = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<i64>>();
+        vec![
+            attr_ints("kernel_shape", &i(c.kernel())),
+            attr_ints("strides", &i(&c.strides)),
+            attr_ints("dilations", &i(&c.dilations)),
+            attr_ints("pads", &pads),
+            attr_ints("output_padding", &outpad),
+            attr_int("group", c.groups as i64),
+        ]
+    }
+
     fn conv_attrs(c: &Conv) -> Vec<AttributeProto> {
         let i = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<i64>>();
         let pads: Vec<i64> = c.pads_begin.iter().chain(&c.pads_end).map(|&d| d as i64).collect();
@@ -369,6 +384,13 @@ impl Numerics for OnnxBuilder<'_> {
                 let wn = self.weight(node, w)?;
                 Ok(self.sym(self.node("MatMul", &[&x.name, &wn], vec![]), shape))
             }
+            // A ConvTranspose: ONNX's own op, its pads and output padding recomputed onto this node's extent.
+            Op::Conv(c) if c.transposed.is_some() => {
+                let wn = self.weight(node, w)?;
+                // (the convolution it transposes maps this node's extent back onto the input's)
+                let attrs = self.transpose_attrs(&shape[1..], &x.shape[1..], c);
+                Ok(self.sym(self.node("ConvTranspose", &[&x.name, &wn], attrs), shape))
+            }
             Op::Conv(c) => {
                 // Stage by stage (a SeparableConv has two), each with its own substituted weight.
                 let shapes = self.stage_shapes(node, c);
@@ -401,23 +423,17 @@ impl Numerics for OnnxBuilder<'_> {
                 };
                 Ok(self.sym(y, in_shape))
             }
+            Op::Conv(c) if c.transposed.is_some() => {
+                let wn = self.weight(node, w)?;
+                Ok(self.sym(self.node("Conv", &[&s.name, &wn], Self::conv_attrs(&c.untransposed())), in_shape))
+            }
             Op::Conv(c) => {
                 // Stage by stage in reverse order.
                 let shapes = self.stage_shapes(node, c);
                 let mut r = s.clone();
                 for (k, st) in c.stages().iter().enumerate().rev() {
                     let wn = self.stage_weight(node, k, st, w)?;
-                    let (pads, outpad) =
-                        Self::transpose_geometry(&shapes[k][1..], &shapes[k + 1][1..], st.kernel(), &st.strides, &st.dilations, &st.pads_begin);
-                    let i = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<i64>>();
-                    let attrs = vec![
-                        attr_ints("kernel_shape", &i(st.kernel())),
-                        attr_ints("strides", &i(&st.strides)),
-                        attr_ints("dilations", &i(&st.dilations)),
-                        attr_ints("pads", &pads),
-                        attr_ints("output_padding", &outpad),
-                        attr_int("group", st.groups as i64),
-                    ];
+                    let attrs = self.transpose_attrs(&shapes[k][1..], &shapes[k + 1][1..], st);
                     r = self.sym(self.node("ConvTranspose", &[&r.name, &wn], attrs), shapes[k].clone());
                 }
                 Ok(r)

@@ -55,6 +55,7 @@ fn conv(rng: &mut Lcg, cin: usize, cout: usize, k: &[usize], stride: usize, dil:
         groups,
         activation: act,
         pointwise: None,
+        transposed: None,
     })
 }
 

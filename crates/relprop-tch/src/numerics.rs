@@ -358,6 +358,11 @@ impl Numerics for TchModel {
         let wt = self.weight(node, w)?;
         match &self.graph.nodes[node].op {
             Op::Dense(_) => Ok(T(per_sample(&x.0, |x| x.f_matmul(&wt).ck())?)),
+            // A ConvTranspose: the transpose of the convolution it describes, onto this node's output extent.
+            Op::Conv(c) if c.transposed.is_some() => {
+                let out_sp = &self.graph.nodes[node].shape[1..];
+                Ok(T(per_sample(&x.0, |x| self.conv_t(x, &wt, &c.strides, &c.dilations, &c.pads_begin, &c.pads_end, c.groups, out_sp))?))
+            }
             Op::Conv(c) => {
                 let y = per_sample(&x.0, |x| self.conv(x, &wt, &c.strides, &c.dilations, &c.pads_begin, &c.pads_end, c.groups))?;
                 match &c.pointwise {
@@ -380,6 +385,9 @@ impl Numerics for TchModel {
             Op::Dense(_) => {
                 let wt = wt.f_tr().ck()?;
                 Ok(T(per_sample(&s.0, |s| s.f_matmul(&wt).ck())?))
+            }
+            Op::Conv(c) if c.transposed.is_some() => {
+                Ok(T(per_sample(&s.0, |s| self.conv(s, &wt, &c.strides, &c.dilations, &c.pads_begin, &c.pads_end, c.groups))?))
             }
             Op::Conv(c) => {
                 let in_shape = &self.graph.nodes[n.inputs[0]].shape;

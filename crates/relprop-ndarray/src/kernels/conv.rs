@@ -904,6 +904,7 @@ mod tests {
             groups,
             activation: None,
             pointwise: None,
+            transposed: None,
         }
     }
 

@@ -162,6 +162,45 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
                 }
                 Tensor::new(n.shape.clone(), out).unwrap()
             }
+            Op::Conv(c) if c.transposed.is_some() => {
+                // Scatter: input (ci, y, z) through tap (i, j) lands on output (y·sh + i·dh − ph, z·sw + j·dw − pw).
+                let xs = ins[0];
+                let [h, w] = as_2d(&xs.shape[1..], 1);
+                let [kh, kw] = as_2d(&c.weight.shape[2..], 1);
+                let [sh, sw] = as_2d(&c.strides, 1);
+                let [dh, dw] = as_2d(&c.dilations, 1);
+                let [ph, pw] = as_2d(&c.pads_begin, 0);
+                let [oh, ow] = as_2d(&n.shape[1..], 1);
+                let (cin, opg) = (c.weight.shape[0], c.weight.shape[1]);
+                let ipg = cin / c.groups;
+                let mut out = vec![0f32; n.shape[0] * oh * ow];
+                for ci in 0..cin {
+                    for k in 0..opg {
+                        let o = (ci / ipg) * opg + k;
+                        for y in 0..h {
+                            for z in 0..w {
+                                for i in 0..kh {
+                                    for j in 0..kw {
+                                        let (yy, zz) = ((y * sh + i * dh) as isize - ph as isize, (z * sw + j * dw) as isize - pw as isize);
+                                        if yy < 0 || zz < 0 || yy >= oh as isize || zz >= ow as isize {
+                                            continue;
+                                        }
+                                        out[(o * oh + yy as usize) * ow + zz as usize] +=
+                                            xs.data[(ci * h + y) * w + z] * c.weight.data[((ci * opg + k) * kh + i) * kw + j];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                for (o, plane) in out.chunks_mut(oh * ow).enumerate() {
+                    for v in plane {
+                        let b = *v + c.bias.as_ref().map_or(0.0, |b| b.data[o]);
+                        *v = c.activation.as_ref().map_or(b, |a| a.apply(b));
+                    }
+                }
+                Tensor::new(n.shape.clone(), out).unwrap()
+            }
             Op::Conv(c) => {
                 let xs = ins[0];
                 let [h, w] = as_2d(&xs.shape[1..], 1);

@@ -40,6 +40,7 @@ pub fn conv(rng: &mut Lcg, cin: usize, cout: usize, k: &[usize], strides: &[usiz
         groups,
         activation: act,
         pointwise: None,
+        transposed: None,
     })
 }
 

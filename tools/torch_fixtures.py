@@ -8,7 +8,7 @@ statistics, exported twice with a dynamic batch axis:
     which keeps the weights in an external data file (and folds BN2d into the conv).
 torch_view_input.npy holds a batch of 3 inputs and torch_view_logits.npy torch's logits for it.
 torch_ops.onnx (TorchScript exporter) holds other common idioms (see `Ops`); torch_ops_logits.npy its logits on
-the same inputs.
+the same inputs. torch_blocks.onnx / torch_blocks_logits.npy: MobileNetV3 / ShuffleNetV2 / decoder idioms (`Blocks`).
 
 Run with the peers venv (`cargo xtask bench --vs-zennit` creates it) plus onnx and onnxscript:
   pip install --target /tmp/onnxpkg onnx onnxscript onnx_ir protobuf ml_dtypes typing_extensions
@@ -58,6 +58,38 @@ class Ops(nn.Module):
         return self.fc(torch.cat([a, b], 1).mean((2, 3)))
 
 
+class Blocks(nn.Module):
+    """Idioms of MobileNetV3, ShuffleNetV2 and decoders: Hardswish (HardSwish), SiLU (Sigmoid + Mul), a
+    squeeze-and-excitation gate (adaptive_avg_pool2d, Hardsigmoid, a broadcasting Mul), torch.chunk (Slices), the
+    channel shuffle (5-D view / transpose / view), torch.maximum (Max), nn.Upsample (Resize, nearest) and
+    ConvTranspose2d with output_padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.se1 = nn.Conv2d(8, 4, 1)
+        self.se2 = nn.Conv2d(4, 8, 1)
+        self.branch = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.tconv = nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1)
+        self.other = nn.Conv2d(8, 6, 1)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x):
+        x = nn.functional.hardswish(self.stem(x))                                      # 8 x 4 x 4
+        g = nn.functional.adaptive_avg_pool2d(x, 1)
+        g = nn.functional.hardsigmoid(self.se2(torch.relu(self.se1(g))))
+        x = x * g
+        a, b = x.chunk(2, dim=1)
+        x = torch.cat([a, nn.functional.silu(self.branch(b))], 1)
+        n, c, h, w = x.shape
+        x = x.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)          # channel shuffle
+        t = self.tconv(x)                                                              # 6 x 8 x 8
+        u = self.other(self.up(x))                                                     # 6 x 8 x 8
+        x = torch.maximum(t, u)
+        return self.fc(x.mean((2, 3)))
+
+
 def main():
     torch.manual_seed(7)
     net = Net().eval()
@@ -82,6 +114,12 @@ def main():
         y = ops(x)
     np.save(os.path.join(OUT, "torch_ops_logits.npy"), y.numpy().astype(np.float32))
     torch.onnx.export(ops, (x,), os.path.join(OUT, "torch_ops.onnx"), input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}}, opset_version=17, dynamo=False)
+    blocks = Blocks().eval()
+    with torch.no_grad():
+        y = blocks(x)
+    np.save(os.path.join(OUT, "torch_blocks_logits.npy"), y.numpy().astype(np.float32))
+    torch.onnx.export(blocks, (x,), os.path.join(OUT, "torch_blocks.onnx"), input_names=["x"], output_names=["logits"],
                       dynamic_axes={"x": {0: "batch"}}, opset_version=17, dynamo=False)
 
 

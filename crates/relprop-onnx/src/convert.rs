@@ -20,7 +20,7 @@ use crate::tensors::Const;
 const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, Selu, Gelu, \
     HardSigmoid, HardSwish, Clip, x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over \
     all spatial axes, BatchNormalization, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Pad, Slice (step 1), \
-    Concat, Mean, Resize/Upsample (nearest, integer factors), Mul/Div/Add/Sub by per-channel constants, Mul/Sub/Max/Min of computed tensors (broadcasting size-1 \
+    Concat, Split, Mean, Resize/Upsample (nearest, integer factors), Mul/Div/Add/Sub by per-channel constants, Mul/Sub/Max/Min of computed tensors (broadcasting size-1 \
     axes), Dropout, Identity, Constant, a final Softmax/LogSoftmax, and integer \
     shape arithmetic for reshape targets (Shape, Gather, Concat, Slice, Cast, Unsqueeze, Squeeze, Mul, Div, Add, Sub)";
 
@@ -87,6 +87,7 @@ impl Importer<'_> {
             "Min" => self.merge(&ctx, Merge::Minimum),
             "Mean" => self.mean(&ctx),
             "Slice" => self.slice(&ctx),
+            "Split" => self.split(&ctx),
             "MaxPool" | "AveragePool" => self.pool(&ctx),
             "GlobalAveragePool" | "GlobalMaxPool" => self.global_pool(&ctx),
             "ReduceMean" | "ReduceMax" => self.reduce(&ctx),
@@ -332,7 +333,11 @@ impl Importer<'_> {
         let m = self.ctx(k);
         let ins: Vec<&str> = m.proto.input.iter().map(String::as_str).collect();
         let pair = ins == [x, s] || ins == [s, x];
-        if m.op != "Mul" || m.layer != sig.layer || !pair {
+        // One layer; or, in a PyTorch export, both at the top level (`F.silu` in the model's own forward:
+        // `/Sigmoid`, `/Mul_3`), where no module groups them.
+        let top_level = |name: &str| name.strip_prefix('/').is_some_and(|n| !n.contains('/'));
+        let together = m.layer == sig.layer || (top_level(&m.name) && top_level(&sig.name));
+        if m.op != "Mul" || !together || !pair {
             return None;
         }
         let out = m.output(0)?.to_string();
@@ -926,6 +931,47 @@ impl Importer<'_> {
         }
         let id = self.push(ctx, Op::Slice { begin, end }, &[x])?;
         self.bind(ctx.main_output()?, id)
+    }
+
+    /// ONNX Split of a per-sample axis (PyTorch `chunk`/`split`, tf2onnx's Keras `repeat_elements`): one Slice node
+    /// per used output, each routing relevance back into its window. Sizes from input 1 (opset 13+), the `split`
+    /// attribute, or equal parts (`num_outputs`, or the number of outputs).
+    fn split(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let shape = self.shape(x);
+        let a = norm_axis(ctx, ctx.int("axis", 0)?, shape.len() + 1)?;
+        if a == 0 {
+            return Err(ctx.err("splits the batch axis"));
+        }
+        let dim = shape[a - 1];
+        let parts = ctx.proto.output.len();
+        let sizes: Vec<i64> = match ctx.input(1) {
+            Some(_) => self.const_ints(ctx, 1, "split")?,
+            None => match ctx.ints("split")? {
+                Some(v) => v,
+                None => {
+                    let n = ctx.int("num_outputs", parts as i64)?.max(1) as usize;
+                    // ONNX: equal parts, the last one smaller when the axis does not divide evenly.
+                    let each = dim.div_ceil(n);
+                    (0..n).map(|k| (each.min(dim.saturating_sub(k * each))) as i64).collect()
+                }
+            },
+        };
+        if sizes.len() != parts || sizes.iter().any(|&v| v <= 0) || sizes.iter().sum::<i64>() != dim as i64 {
+            return Err(ctx.err(format!("split sizes {sizes:?} must be {parts} positive sizes adding up to axis {a}'s extent {dim}")));
+        }
+        let mut start = 0;
+        for (k, &size) in sizes.iter().enumerate() {
+            let (b, e) = (start, start + size as usize);
+            start = e;
+            let Some(out) = ctx.output(k) else { continue };
+            let (mut begin, mut end) = (vec![0; shape.len()], shape.clone());
+            (begin[a - 1], end[a - 1]) = (b, e);
+            let name = self.unique_name(&format!("{}:{k}", ctx.name));
+            let id = self.push_as(&name, &ctx.layer, Op::Slice { begin, end }, &[x])?;
+            self.bind(out, id)?;
+        }
+        Ok(())
     }
 
     fn mean(&mut self, ctx: &NodeCtx) -> Result<()> {

@@ -782,3 +782,34 @@ fn conv_transpose_is_the_transpose_of_its_conv() {
     let e = err(&ct([k33(), vec![attr_ints("output_padding", &[2, 0])]].concat(), &[5, 6]));
     assert!(e.contains("m/ct/conv2d_transpose") && e.contains("output_padding"), "{e}");
 }
+
+#[test]
+fn split_becomes_one_slice_per_output() {
+    let split = |inputs: &[&str], outs: &[&str], attrs: Vec<relprop_onnx::proto::AttributeProto>, inits: Vec<TensorProto>, opset: i64| {
+        let mut nodes = vec![make_node("Split", "m/s/split", inputs, outs, attrs)];
+        // The model output: the used parts concatenated again in reverse order.
+        let used: Vec<&str> = outs.iter().rev().copied().filter(|o| !o.is_empty()).collect();
+        nodes.push(make_node("Concat", "m/cat/concat", &used, &["y"], vec![attr_int("axis", 1)]));
+        model_bytes(nodes, inits, &[5, 2], "y", opset)
+    };
+    let x = Tensor::new(vec![5, 2], (0..10).map(|v| v as f32).collect()).unwrap();
+    // Sizes as an input (opset 13+): channels [0, 2) and [2, 5).
+    let g = ok(&split(&["x", "sz"], &["a", "b"], vec![attr_int("axis", 1)], vec![make_tensor_i64("sz", &[2], &[2, 3])], 13));
+    assert_eq!(kinds(&g), ["Input", "Slice", "Slice", "Concat"]);
+    assert_eq!(g.nodes[1].op, Op::Slice { begin: vec![0, 0], end: vec![2, 2] });
+    assert_eq!(g.nodes[2].op, Op::Slice { begin: vec![2, 0], end: vec![5, 2] });
+    assert_eq!(forward(&g, &x).data, [4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 0.0, 1.0, 2.0, 3.0]);
+    // Sizes as an attribute (opset 11), equal parts by the number of outputs (the last one smaller), an unused
+    // output left out.
+    let g = ok(&split(&["x"], &["a", "b"], vec![attr_int("axis", 1), attr_ints("split", &[4, 1])], vec![], 11));
+    assert_eq!(g.nodes[2].op, Op::Slice { begin: vec![4, 0], end: vec![5, 2] });
+    let g = ok(&split(&["x"], &["a", "", "c"], vec![attr_int("axis", -2)], vec![], 13));
+    assert_eq!(kinds(&g), ["Input", "Slice", "Slice", "Concat"]);
+    assert_eq!(g.nodes[1].op, Op::Slice { begin: vec![0, 0], end: vec![2, 2] });
+    assert_eq!(g.nodes[2].op, Op::Slice { begin: vec![4, 0], end: vec![5, 2] });
+    // The batch axis, or sizes that do not add up: refused, naming the node.
+    let e = err(&split(&["x"], &["a", "b"], vec![attr_int("axis", 0)], vec![], 13));
+    assert!(e.contains("m/s/split") && e.contains("batch"), "{e}");
+    let e = err(&split(&["x", "sz"], &["a", "b"], vec![attr_int("axis", 1)], vec![make_tensor_i64("sz", &[2], &[2, 2])], 13));
+    assert!(e.contains("m/s/split") && e.contains("adding up"), "{e}");
+}

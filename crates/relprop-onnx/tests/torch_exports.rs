@@ -155,3 +155,33 @@ fn common_pytorch_idioms() {
         }
     }
 }
+
+#[test]
+fn mobilenet_shufflenet_and_decoder_idioms() {
+    // Hardswish, an SE gate (Hardsigmoid, broadcasting Mul), chunk (Slices with computed ends), F.silu at the top
+    // level (Sigmoid + Mul, one Swish), the 5-D channel shuffle, ConvTranspose2d with output_padding, nn.Upsample
+    // (Resize), torch.maximum.
+    let g = relprop_onnx::load(&data("torch_blocks.onnx")).unwrap();
+    let k = kinds(&g);
+    for op in ["Conv2D", "Multiply", "Slice", "Concat", "Transpose", "Upsample", "Maximum", "GlobalAvgPool", "Dense"] {
+        assert!(k.contains(&op), "{op} missing from {k:?}");
+    }
+    let acts: Vec<_> = g.nodes.iter().filter_map(|n| match &n.op {
+        relprop_core::Op::Activation(a) => Some(a.clone()),
+        relprop_core::Op::Conv(c) => c.activation.clone(),
+        _ => None,
+    }).collect();
+    for a in [relprop_core::Activation::HardSwish, relprop_core::Activation::Swish] {
+        assert!(acts.contains(&a), "{a:?} missing from {acts:?}");
+    }
+    assert!(g.nodes.iter().any(|n| matches!(&n.op, relprop_core::Op::Conv(c) if c.transposed == Some(vec![1, 1]))), "ConvTranspose2d");
+    let x = read_npy_at(&data("torch_view_input.npy"));
+    let want = read_npy_at(&data("torch_blocks_logits.npy"));
+    let per: usize = x.shape[1..].iter().product();
+    for b in 0..x.shape[0] {
+        let y = forward(&g, &Tensor::new(x.shape[1..].to_vec(), x.data[b * per..(b + 1) * per].to_vec()).unwrap());
+        for (a, e) in y.data.iter().zip(&want.data[b * 5..(b + 1) * 5]) {
+            assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "sample {b}: {a} vs torch {e}");
+        }
+    }
+}

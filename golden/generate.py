@@ -47,7 +47,8 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 SHIPPED = ["model_a", "model_b"]
 NEW = ["conv1d_bn", "bn_residual", "strided", "maxpool_overlap", "mlp", "digits_cnn", "keras_stem", "dense_branches",
-       "depthwise", "merges", "cropping", "separable", "se_merges", "upsampling", "conv_transpose"]
+       "depthwise", "merges", "cropping", "separable", "se_merges", "upsampling", "conv_transpose",
+       "upsampling_bilinear"]
 OPSET = 13
 ONNX_TOL = 1e-5  # |ONNX Runtime - Keras| on the logits
 
@@ -120,6 +121,7 @@ EXTRA_CONFIGS = {
     "se_merges": until_configs(range(1, 4)),
     "upsampling": until_configs(range(1, 4)),
     "conv_transpose": until_configs(range(1, 4)),
+    "upsampling_bilinear": until_configs(range(1, 4)),
 }
 WRAPPER_PREFIXES = ("lrp_", "lrpsign_", "lrpz_", "w2lrp_", "flatlrp_", "zblrp_")
 WRAPPER_API = "signxai.methods.wrappers"
@@ -508,6 +510,22 @@ def build_conv_transpose():
                        "Flatten -> Dense: transposed convolutions, which signxai explains as conv layers"}
 
 
+def build_upsampling_bilinear():
+    rng = np.random.default_rng(116)
+    i = keras.Input((6, 5, 3), name="input")
+    h = L.Conv2D(4, 3, padding="same", activation="relu", name="c")(i)
+    h = L.UpSampling2D((2, 3), interpolation="bilinear", name="up")(h)                          # 12x15
+    h = L.Conv2D(5, 3, strides=2, activation="relu", name="c2")(h)                              # 5x7
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    o = L.Dense(3, name="logits")(h)
+    m = keras.Model(i, o, name="upsampling_bilinear")
+    randomize(m, rng)
+    return m, uniform_inputs((6, 5, 3), rng), {
+        "description": "Conv(relu) -> UpSampling2D((2, 3), bilinear) -> Conv stride 2 (relu) -> GAP -> Dense: linear "
+                       "upsampling with half-pixel centres (ONNX Resize linear), which signxai routes by the "
+                       "gradient (the transposed interpolation)"}
+
+
 BUILDERS = {
     "conv1d_bn": build_conv1d_bn,
     "bn_residual": build_bn_residual,
@@ -524,6 +542,7 @@ BUILDERS = {
     "se_merges": build_se_merges,
     "upsampling": build_upsampling,
     "conv_transpose": build_conv_transpose,
+    "upsampling_bilinear": build_upsampling_bilinear,
 }
 
 LAYER_KEYS = ["activation", "padding", "strides", "kernel_size", "pool_size", "use_bias", "data_format",

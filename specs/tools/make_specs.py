@@ -76,6 +76,8 @@ ILL_CONDITIONED = {
     # Z without bias below gradient-routed merges (R at a Dense output no longer proportional to its z)
     ("se_merges", "se_merges__input0.npy", "LRPZIgnoreBias"): (1.1e-2, 2e-2),
     ("se_merges", "se_merges__input1.npy", "LRPZIgnoreBias"): (4.5e-3, 1e-2),
+    ("upsampling_bilinear", "upsampling_bilinear__input1.npy", "LRPGamma_0.5"): (4.7e-4, 1e-3),
+    ("upsampling_bilinear", "upsampling_bilinear__input1.npy", "LRPGamma_0.25"): (4.0e-4, 1e-3),
 }
 
 

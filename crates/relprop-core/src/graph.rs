@@ -222,6 +222,57 @@ pub fn broadcast_shape(ins: &[&[usize]]) -> std::result::Result<Vec<usize>, Stri
     Ok(out)
 }
 
+/// How [`Op::Upsample`] computes an output position from the input along each axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interpolation {
+    /// Output `o` reads input `⌊o / f⌋`.
+    Nearest,
+    /// Linear between the two inputs around the source coordinate, edges clamped (ONNX Resize `linear`, TF and
+    /// PyTorch bilinear), the source coordinate per ONNX's `coordinate_transformation_mode`.
+    Linear(Coordinates),
+}
+
+/// ONNX Resize's coordinate transformations that relprop supports for linear upsampling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coordinates {
+    /// `(o + ½)/f − ½` (Keras bilinear UpSampling2D, PyTorch `align_corners=False`).
+    HalfPixel,
+    /// `o · (len − 1)/(f·len − 1)` (PyTorch `align_corners=True`).
+    AlignCorners,
+    /// `o / f`.
+    Asymmetric,
+}
+
+impl Interpolation {
+    /// The two input positions output `o` of an axis of `len` upsampled by `f` reads, with their weights
+    /// (nearest: one position, weight 1, twice with weight 0). Every backend builds its maps from this.
+    pub fn taps(self, len: usize, f: usize, o: usize) -> [(usize, f32); 2] {
+        let Interpolation::Linear(c) = self else { return [(o / f, 1.0), (o / f, 0.0)] };
+        let (of, ff, out) = (o as f64, f as f64, (len * f) as f64);
+        let src = match c {
+            Coordinates::HalfPixel => (of + 0.5) / ff - 0.5,
+            Coordinates::AlignCorners if out > 1.0 => of * (len as f64 - 1.0) / (out - 1.0),
+            Coordinates::AlignCorners => 0.0,
+            Coordinates::Asymmetric => of / ff,
+        };
+        let lo = src.floor();
+        let lambda = (src - lo) as f32;
+        let at = |i: f64| i.clamp(0.0, len as f64 - 1.0) as usize;
+        [(at(lo), 1.0 - lambda), (at(lo + 1.0), lambda)]
+    }
+
+    /// The map of one axis of `len` upsampled by `f` as a row-major `(len·f) × len` matrix.
+    pub fn matrix(self, len: usize, f: usize) -> Vec<f32> {
+        let mut m = vec![0f32; len * f * len];
+        for o in 0..len * f {
+            for (i, w) in self.taps(len, f, o) {
+                m[o * len + i] += w;
+            }
+        }
+        m
+    }
+}
+
 /// A layer of the IR.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
@@ -238,10 +289,11 @@ pub enum Op {
     BatchNorm(BatchNorm),
     /// Elementwise sum of any number of same-shaped inputs (residual connections).
     Add,
-    /// Nearest-neighbour upsampling of the spatial axes (channels-first) by an integer factor per axis: every
-    /// value repeated into a block (Keras UpSampling1D/2D, ONNX Resize in nearest mode). signxai routes relevance
-    /// through it by the gradient: each input gets the sum of its block.
-    Upsample { factors: Vec<usize> },
+    /// Upsampling of the spatial axes (channels-first) by an integer factor per axis (Keras UpSampling1D/2D,
+    /// ONNX Resize): nearest (every value repeated into a block) or linear along each axis ([`Interpolation`]).
+    /// A linear map; signxai routes relevance through it by the gradient (nearest: each input gets the sum of its
+    /// block).
+    Upsample { factors: Vec<usize>, mode: Interpolation },
     /// Elementwise product, difference, maximum or minimum of broadcasting inputs ([`Merge`]).
     Merge(Merge),
     /// Elementwise mean of same-shaped inputs (Keras `Average`, ONNX `Mean`): their sum divided by their count.
@@ -677,7 +729,7 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
             check_geometry(x.len(), &[("pad begin", begin.len()), ("pad end", end.len())])?;
             x.iter().zip(begin.iter().zip(end)).map(|(s, (b, e))| s.checked_add(*b).and_then(|v| v.checked_add(*e)).ok_or_else(|| "padding too large".to_string())).collect()
         }
-        Op::Upsample { factors } => {
+        Op::Upsample { factors, .. } => {
             let x = one()?;
             if x.len() < 2 || factors.len() != x.len() - 1 {
                 return Err(format!("{} factors for input {x:?}: one per spatial axis (channels first)", factors.len()));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 use rayon::prelude::*;
 use relprop_core::engine::Numerics;
-use relprop_core::graph::{Activation, Merge, Op};
+use relprop_core::graph::{Activation, Interpolation, Merge, Op};
 use relprop_core::program::{BiasMod, WeightMod, XMod, BN_EPSILON};
 use relprop_core::rules::KERAS_EPSILON;
 use relprop_core::{Error, Result, Tensor};
@@ -92,6 +92,27 @@ fn conv_weights(c: &relprop_core::graph::Conv, w: WeightMod) -> std::borrow::Cow
         src.iter().map(|&v| w.apply(v)).collect()
     };
     out.into()
+}
+
+/// `t` with axis `axis` mapped through the row-major matrix `m` (output × input), or with `transpose` through
+/// its transpose (then `m` is read as rows × output); the axis' extent becomes `out`.
+fn along_axis(t: ArrayD<f32>, axis: usize, m: &[f32], out: usize, transpose: bool) -> ArrayD<f32> {
+    let last = t.ndim() - 1;
+    let mut perm: Vec<usize> = (0..=last).collect();
+    perm.swap(axis, last);
+    let moved = t.permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned();
+    let mut shape = moved.shape().to_vec();
+    let len = shape[last];
+    let rows = moved.into_shape_with_order((shape[..last].iter().product(), len)).expect("standard layout");
+    let prod = if transpose {
+        rows.dot(&ndarray::ArrayView2::from_shape((len, out), m).expect("matrix shape"))
+    } else {
+        rows.dot(&ndarray::ArrayView2::from_shape((out, len), m).expect("matrix shape").t())
+    };
+    shape[last] = out;
+    let y = prod.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&shape)).expect("same size");
+    // (swapping two axes is its own inverse)
+    y.permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned()
 }
 
 /// For nearest-neighbour upsampling of a plane of spatial shape `sp` by `factors`: the input position (flat, row
@@ -314,7 +335,15 @@ impl Numerics for NdModel {
                 let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
                 arc(ndarray::concatenate(Axis(axis + 1), &views).map_err(|e| err(e.to_string()))?)
             }
-            Op::Upsample { factors } => {
+            Op::Upsample { factors, mode: mode @ Interpolation::Linear(_) } => {
+                let mut y: ArrayD<f32> = (***x).clone();
+                for (a, &f) in factors.iter().enumerate() {
+                    let len = x.shape()[a + 2];
+                    y = along_axis(y, a + 2, &mode.matrix(len, f), len * f, false);
+                }
+                arc(y)
+            }
+            Op::Upsample { factors, .. } => {
                 let (src, plane_in) = upsample_index(&x.shape()[2..], factors);
                 let xs = x.as_standard_layout();
                 let out: Vec<f32> = xs.as_slice().expect("standard layout").chunks(plane_in).flat_map(|p| src.iter().map(move |&i| p[i])).collect();
@@ -384,7 +413,16 @@ impl Numerics for NdModel {
                     })
                     .collect()
             }
-            Op::Upsample { factors } => {
+            Op::Upsample { factors, mode: mode @ Interpolation::Linear(_) } => {
+                // The gradient: the transposed interpolation along each axis.
+                let mut g = (**r).clone();
+                for (a, &f) in factors.iter().enumerate() {
+                    let len = x.shape()[a + 2];
+                    g = along_axis(g, a + 2, &mode.matrix(len, f), len, true);
+                }
+                vec![arc(g)]
+            }
+            Op::Upsample { factors, .. } => {
                 // The gradient: each input value gets the sum of its block.
                 let (src, plane_in) = upsample_index(&x.shape()[2..], factors);
                 let rs = r.as_standard_layout();

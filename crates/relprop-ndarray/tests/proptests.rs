@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use relprop_conform::backends;
 use relprop_core::rng::{ulp_nudge, Lcg};
 use relprop_core::analyzers::ANALYZER_CLASSES;
-use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, Merge, Op, Pool};
+use relprop_core::graph::{Activation, BatchNorm, Conv, Coordinates, Dense, Graph, Interpolation, Merge, Op, Pool};
 use relprop_core::methods::{method_names, parse_method};
 use relprop_core::{Analyzer, CompiledModel, ExplainOptions, Params, RulePlan, Target, Tensor};
 use relprop_ndarray::NdModel;
@@ -33,7 +33,8 @@ struct Spec {
     bias: bool,
     batchnorm: bool,
     /// How a residual branch joins: 0 Add, 1 a squeeze-and-excitation Multiply (gate broadcast over the plane),
-    /// 2 Maximum, 3 Subtract, 4 Minimum (the last four by the gradient, so not conserving).
+    /// 2 Maximum, 3 Subtract, 4 Minimum (the last four by the gradient, so not conserving). With 3 and 4,
+    /// upsampling is linear (relevance routed to positions whose activation is 0 is lost below them).
     merge: u8,
     seed: u64,
 }
@@ -124,9 +125,15 @@ fn build(s: &Spec) -> Graph {
                 }
             }
             if pool == 3 {
-                // nearest-neighbour upsampling, a factor 2 on the first spatial axis (3 on a second)
+                // upsampling, a factor 2 on the first spatial axis (3 on a second): nearest, or with the two
+                // non-conserving merges (see `merge`) linear, with half-pixel centres or aligned corners
                 let factors = (0..r).map(|a| 2 + a).collect();
-                cur = g.push(&format!("m/up{i}/Resize"), Op::Upsample { factors }, &[cur]).unwrap();
+                let mode = match s.merge {
+                    3 => Interpolation::Linear(Coordinates::HalfPixel),
+                    4 => Interpolation::Linear(Coordinates::AlignCorners),
+                    _ => Interpolation::Nearest,
+                };
+                cur = g.push(&format!("m/up{i}/Resize"), Op::Upsample { factors, mode }, &[cur]).unwrap();
             } else if pool > 0 {
                 let p = Pool { kernel: vec![2; r], strides: vec![1 + i % 2; r], pads_begin: vec![0; r], pads_end: vec![i % 2; r], count_include_pad: false, ceil_mode: false };
                 let op = if pool == 1 { Op::MaxPool(p) } else { Op::AvgPool(p) };
@@ -261,7 +268,7 @@ proptest! {
     #[test]
     fn z_without_bias_conserves_relevance(mut s in spec(), t in 0usize..3) {
         s.bias = false;
-        s.merge = 0; // the other merges route relevance by the gradient, which does not conserve it
+        s.merge = 0; // the other merges and linear upsampling route relevance by the gradient: not conserving
         let g = build(&s);
         let m = NdModel::new(Arc::new(g.clone())).unwrap();
         let x = input(&g, 2, s.seed);

@@ -10,7 +10,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use relprop_core::{Activation, BatchNorm, Conv, Dense, Merge, Op, Pool, Result, Tensor};
+use relprop_core::{Activation, BatchNorm, Conv, Coordinates, Dense, Interpolation, Merge, Op, Pool, Result, Tensor};
 
 use crate::attrs::NodeCtx;
 use crate::import::{is_op, Importer, MAX_ELEMENTS};
@@ -794,11 +794,12 @@ impl Importer<'_> {
         true
     }
 
-    /// ONNX Resize (and the older Upsample) in nearest mode by an integer factor per spatial axis, the batch and
-    /// channel axes kept: Keras UpSampling1D/2D through tf2onnx (`tf_half_pixel_for_nn`), PyTorch `nn.Upsample`
-    /// (`asymmetric`, `floor`). The index mapping the attributes define is computed and must repeat every input
-    /// value into a block (output `i` reads input `⌊i / f⌋`); anything else (linear or cubic modes, fractional
-    /// factors, a mapping that shifts or rounds differently) is refused rather than approximated.
+    /// ONNX Resize (and the older Upsample) by an integer factor per spatial axis, the batch and channel axes
+    /// kept. Nearest mode: Keras UpSampling1D/2D through tf2onnx (`tf_half_pixel_for_nn`), PyTorch `nn.Upsample`
+    /// (`asymmetric`, `floor`); the index mapping the attributes define is computed and must repeat every input
+    /// value into a block (output `i` reads input `⌊i / f⌋`). Linear mode (Keras bilinear: `half_pixel`; PyTorch
+    /// `align_corners` either way) keeps its coordinate transformation. Anything else (cubic, fractional factors,
+    /// a nearest mapping that shifts or rounds differently) is refused rather than approximated.
     fn resize(&mut self, ctx: &NodeCtx) -> Result<()> {
         let x = self.value(ctx, 0)?;
         let in_shape = self.shape(x);
@@ -807,10 +808,11 @@ impl Importer<'_> {
             return Err(ctx.err(format!("input per-sample shape {in_shape:?} needs channels and spatial axes")));
         }
         let mode = ctx.string("mode", "nearest")?;
-        if mode != "nearest" {
+        if mode != "nearest" && mode != "linear" {
             return Err(ctx.err(format!(
-                "mode '{mode}' is not supported: only nearest-neighbour upsampling by integer factors (Keras \
-                 UpSampling with interpolation='nearest', torch nn.Upsample(mode='nearest'))"
+                "mode '{mode}' is not supported: only nearest and linear upsampling by whole factors (Keras \
+                 UpSampling with interpolation 'nearest' or 'bilinear', torch nn.Upsample in 'nearest' or \
+                 '(bi)linear' mode)"
             )));
         }
         if ctx.attr("axes").is_some() {
@@ -846,6 +848,17 @@ impl Importer<'_> {
             .map(|&f| if f >= 1.0 && f.fract() == 0.0 && f <= 1024.0 { Ok(f as usize) } else { Err(ctx.err(format!("scale {f} is not a whole factor of at least 1 (scales {full:?})"))) })
             .collect::<Result<_>>()?;
         let coord = ctx.string("coordinate_transformation_mode", if ctx.op == "Upsample" { "asymmetric" } else { "half_pixel" })?;
+        if mode == "linear" {
+            // (pytorch_half_pixel differs from half_pixel only for an output extent of 1)
+            let c = match coord.as_str() {
+                "half_pixel" | "pytorch_half_pixel" => Coordinates::HalfPixel,
+                "align_corners" => Coordinates::AlignCorners,
+                "asymmetric" => Coordinates::Asymmetric,
+                other => return Err(ctx.err(format!("coordinate_transformation_mode '{other}' is not supported in linear mode"))),
+            };
+            let id = self.push(ctx, Op::Upsample { factors, mode: Interpolation::Linear(c) }, &[x])?;
+            return self.bind(ctx.main_output()?, id);
+        }
         let nearest = ctx.string("nearest_mode", if ctx.op == "Upsample" { "floor" } else { "round_prefer_floor" })?;
         for (a, &f) in factors.iter().enumerate() {
             let (len_in, len_out) = (in_shape[a + 1], in_shape[a + 1] * f);
@@ -877,7 +890,7 @@ impl Importer<'_> {
                 }
             }
         }
-        let id = self.push(ctx, Op::Upsample { factors }, &[x])?;
+        let id = self.push(ctx, Op::Upsample { factors, mode: Interpolation::Nearest }, &[x])?;
         self.bind(ctx.main_output()?, id)
     }
 

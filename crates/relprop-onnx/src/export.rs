@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use prost::Message;
-use relprop_core::{Activation, Conv, Graph, Merge, Node, Op, Pool, Tensor};
+use relprop_core::{Activation, Conv, Coordinates, Graph, Interpolation, Merge, Node, Op, Pool, Tensor};
 
 use crate::builder::{
     attr_float, attr_int, attr_ints, attr_string, make_graph, make_model, make_node, make_tensor, make_tensor_f32, make_tensor_i64,
@@ -227,16 +227,26 @@ impl Writer {
                 self.emit("Pad", &name, &[x, &pname, &vname], vec![])
             }
             Op::Concat { axis } => self.simple("Concat", layer, &in_refs, vec![attr_int("axis", *axis as i64 + 1)]),
-            Op::Upsample { factors } => {
+            Op::Upsample { factors, mode } => {
                 // Nearest mode with the `asymmetric` / `floor` index mapping: output i reads input ⌊i / f⌋.
                 let name = self.fresh(layer, "Resize");
                 let scales: Vec<f32> = [1.0, 1.0].into_iter().chain(factors.iter().map(|&f| f as f32)).collect();
                 let s = self.init(&name, "scales", make_tensor_f32("", &[scales.len()], &scales));
-                let attrs = vec![
-                    attr_string("mode", "nearest"),
-                    attr_string("coordinate_transformation_mode", "asymmetric"),
-                    attr_string("nearest_mode", "floor"),
-                ];
+                let attrs = match mode {
+                    Interpolation::Nearest => vec![
+                        attr_string("mode", "nearest"),
+                        attr_string("coordinate_transformation_mode", "asymmetric"),
+                        attr_string("nearest_mode", "floor"),
+                    ],
+                    Interpolation::Linear(c) => vec![
+                        attr_string("mode", "linear"),
+                        attr_string("coordinate_transformation_mode", match c {
+                            Coordinates::HalfPixel => "half_pixel",
+                            Coordinates::AlignCorners => "align_corners",
+                            Coordinates::Asymmetric => "asymmetric",
+                        }),
+                    ],
+                };
                 self.emit("Resize", &name, &[x, "", &s], attrs)
             }
             Op::Activation(a) => self.activation(layer, a, x),

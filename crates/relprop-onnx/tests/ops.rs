@@ -724,7 +724,7 @@ fn resize_in_nearest_mode_is_upsampling_by_blocks() {
         vec![s("mode", "nearest")], // half_pixel, round_prefer_floor (the defaults)
     ] {
         let g = ok(&resize(attrs, &[1.0, 1.0, 2.0, 3.0], None));
-        assert_eq!((g.nodes[1].op.clone(), g.nodes[1].shape.clone()), (Op::Upsample { factors: vec![2, 3] }, vec![1, 4, 9]));
+        assert_eq!((g.nodes[1].op.clone(), g.nodes[1].shape.clone()), (Op::Upsample { factors: vec![2, 3], mode: relprop_core::Interpolation::Nearest }, vec![1, 4, 9]));
         assert_eq!(g.nodes[1].layer, "Resize__14", "a Resize is a layer of its own (Keras UpSampling)");
         let y = forward(&g, &Tensor::new(vec![1, 2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap());
         assert_eq!(&y.data[..9], &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 3.0, 3.0]);
@@ -732,10 +732,20 @@ fn resize_in_nearest_mode_is_upsampling_by_blocks() {
     }
     // Sizes instead of scales (an empty scales tensor).
     let g = ok(&resize(vec![s("mode", "nearest"), s("nearest_mode", "floor"), s("coordinate_transformation_mode", "asymmetric")], &[], Some(&[1, 1, 4, 6])));
-    assert_eq!(g.nodes[1].op, Op::Upsample { factors: vec![2, 2] });
-    // Refused: interpolating modes, fractional factors, resizing channels, a mapping that is not block repetition.
-    let e = err(&resize(vec![s("mode", "linear")], &[1.0, 1.0, 2.0, 2.0], None));
-    assert!(e.contains("Resize__14") && e.contains("mode 'linear'"), "{e}");
+    assert_eq!(g.nodes[1].op, Op::Upsample { factors: vec![2, 2], mode: relprop_core::Interpolation::Nearest });
+    // Linear mode keeps its coordinate transformation (Keras bilinear: half_pixel).
+    let g = ok(&resize(vec![s("mode", "linear")], &[1.0, 1.0, 2.0, 3.0], None));
+    assert_eq!(g.nodes[1].op, Op::Upsample { factors: vec![2, 3], mode: relprop_core::Interpolation::Linear(relprop_core::Coordinates::HalfPixel) });
+    let y = forward(&g, &Tensor::new(vec![1, 2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap());
+    // Row 0 is input row 0 (half-pixel centres clamp at the edge); along the row, output 1 sits on input 0's
+    // centre, output 2 a third of the way to input 1.
+    let close = |got: &[f32], want: &[f32]| got.iter().zip(want).all(|(a, b)| (a - b).abs() <= 1e-6);
+    assert!(close(&y.data[..3], &[1.0, 1.0, 1.0 + 1.0 / 3.0]), "{:?}", &y.data[..3]);
+    let want = [4.0, 4.0, 4.0 + 1.0 / 3.0, 4.0 + 2.0 / 3.0, 5.0, 5.0 + 1.0 / 3.0, 5.0 + 2.0 / 3.0, 6.0, 6.0];
+    assert!(close(&y.data[27..36], &want), "{:?}", &y.data[27..36]);
+    // Refused: cubic mode, fractional factors, resizing channels, a nearest mapping that is not block repetition.
+    let e = err(&resize(vec![s("mode", "cubic")], &[1.0, 1.0, 2.0, 2.0], None));
+    assert!(e.contains("Resize__14") && e.contains("mode 'cubic'"), "{e}");
     let e = err(&resize(vec![s("mode", "nearest")], &[1.0, 1.0, 1.5, 2.0], None));
     assert!(e.contains("scale 1.5"), "{e}");
     let e = err(&resize(vec![s("mode", "nearest")], &[1.0, 2.0, 2.0, 2.0], None));

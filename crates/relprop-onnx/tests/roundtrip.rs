@@ -136,7 +136,8 @@ fn every_op_roundtrips() {
     // count_include_pad means nothing to a max pool (and ONNX MaxPool has no such attribute).
     let max = g.push_in_layer("max/p", "max", Op::MaxPool(Pool { count_include_pad: false, ..pool }), &[sum]).unwrap();
     let cat = g.push_in_layer("cat/c", "cat", Op::Concat { axis: 0 }, &[avg, max]).unwrap();
-    let up = g.push_in_layer("up/Resize", "up", Op::Upsample { factors: vec![2] }, &[cat]).unwrap();
+    let up = g.push_in_layer("up/Resize", "up", Op::Upsample { factors: vec![2], mode: relprop_core::Interpolation::Nearest }, &[cat]).unwrap();
+    let up = g.push_in_layer("lin/Resize", "lin", Op::Upsample { factors: vec![1], mode: relprop_core::Interpolation::Linear(relprop_core::Coordinates::AlignCorners) }, &[up]).unwrap();
     let cat = g.push_in_layer("down/p", "down", Op::MaxPool(Pool { kernel: vec![2], strides: vec![2], pads_begin: vec![0], pads_end: vec![0], count_include_pad: false, ceil_mode: false }), &[up]).unwrap();
     let bn = BatchNorm { gamma: t(&[8], 4), beta: t(&[8], 5), mean: t(&[8], 6), var: Arc::new(Tensor::new(vec![8], vec![0.5; 8]).unwrap()), epsilon: 1e-3 };
     let bn = g.push_in_layer("bn/b", "bn", Op::BatchNorm(bn), &[cat]).unwrap();

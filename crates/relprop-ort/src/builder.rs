@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use relprop_core::engine::{self, ExplainOptions, Numerics};
-use relprop_core::graph::{Activation, Conv, Graph, Merge, Op, Pool};
+use relprop_core::graph::{Activation, Conv, Graph, Interpolation, Merge, Op, Pool};
 use relprop_core::program::{BiasMod, WeightMod, XMod};
 use relprop_core::rules::KERAS_EPSILON;
 use relprop_core::{Error, Result, RulePlan, Target, Tensor};
@@ -260,6 +260,16 @@ impl<'g> OnnxBuilder<'g> {
             }
         }
         (pads, outpad)
+    }
+
+    /// `x` (full rank `rank`) with axis `axis` moved last, multiplied by the constant matrix `m` (its extent ×
+    /// the new extent), and moved back.
+    fn along_axis(&self, x: &str, axis: usize, rank: usize, m: &str) -> String {
+        let mut perm: Vec<i64> = (0..rank as i64).collect();
+        perm.swap(axis, rank - 1);
+        let t = self.node("Transpose", &[x], vec![attr_ints("perm", &perm)]);
+        let p = self.node("MatMul", &[&t, m], vec![]);
+        self.node("Transpose", &[&p], vec![attr_ints("perm", &perm)])
     }
 
     /// For upsampling a per-sample `(C, s1, .., sr)` by `factors`: the input as `(C, s1, 1, s2, 1, ..)` and the
@@ -528,7 +538,16 @@ impl Numerics for OnnxBuilder<'_> {
                 }
                 acc
             }
-            Op::Upsample { factors } => {
+            Op::Upsample { factors, mode: mode @ Interpolation::Linear(_) } => {
+                let mut y = x.name.clone();
+                for (a, &f) in factors.iter().enumerate() {
+                    let len = x.shape[a + 1];
+                    let mt: Vec<f32> = transpose_matrix(&mode.matrix(len, f), len * f, len);
+                    y = self.along_axis(&y, a + 2, x.shape.len() + 1, &self.const_f32(&[len, len * f], &mt));
+                }
+                y
+            }
+            Op::Upsample { factors, .. } => {
                 // (N, C, s1, 1, s2, 1, ..) times ones of (1, 1, 1, f1, 1, f2, ..) repeats each value into its block
                 // exactly; then the blocks are merged into the axes.
                 let (with_ones, _) = Self::block_shapes(&x.shape, factors);
@@ -687,7 +706,16 @@ impl Numerics for OnnxBuilder<'_> {
                     })
                     .collect()
             }
-            Op::Upsample { factors } => {
+            Op::Upsample { factors, mode: mode @ Interpolation::Linear(_) } => {
+                // The gradient: the transposed interpolation along each axis.
+                let mut g = r.name.clone();
+                for (a, &f) in factors.iter().enumerate() {
+                    let len = in_shape[a + 1];
+                    g = self.along_axis(&g, a + 2, in_shape.len() + 1, &self.const_f32(&[len * f, len], &mode.matrix(len, f)));
+                }
+                vec![self.sym(g, in_shape)]
+            }
+            Op::Upsample { factors, .. } => {
                 // The gradient: r viewed as (N, C, s1, f1, s2, f2, ..) summed over the block axes.
                 let (_, blocked) = Self::block_shapes(&in_shape, factors);
                 let v = self.reshape_batched(&r.name, &blocked);
@@ -920,6 +948,11 @@ pub fn build_forward(g: &Graph) -> Result<ModelProto> {
     engine::forward(&b, g, &dummy)?;
     let out = b.st.borrow_mut().last_output.take().ok_or_else(|| err("forward pass produced no output"))?;
     finish(b, vec![(LOGITS.to_string(), &out)])
+}
+
+/// The transpose of a row-major `rows × cols` matrix.
+fn transpose_matrix(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    (0..cols).flat_map(|c| (0..rows).map(move |r| m[r * cols + c])).collect()
 }
 
 #[cfg(test)]

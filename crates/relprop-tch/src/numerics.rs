@@ -19,7 +19,7 @@
 //!   the transposed sum of `s / divisor`.
 
 use relprop_core::engine::Numerics;
-use relprop_core::graph::{window_out, Activation, Merge, Op, Pool};
+use relprop_core::graph::{window_out, Activation, Interpolation, Merge, Op, Pool};
 use relprop_core::program::{BiasMod, WeightMod, XMod, BN_EPSILON};
 use relprop_core::rules::KERAS_EPSILON;
 use relprop_core::{Error, Result, Tensor};
@@ -125,6 +125,11 @@ fn rows_view(v: &T, a: &T) -> Result<tch::Tensor> {
 /// GEMM and convolution kernels pick their blocking (and so the summation order) by batch size, and LRP maps with
 /// a near-zero denominator turn that last-bit difference into ~1e-4 of the map. Per sample, a batch explains
 /// exactly like its samples one by one, as on the ndarray backend.
+/// The extent of axis `a` of `t`.
+fn xs_of(t: &tch::Tensor, a: usize) -> usize {
+    t.size()[a] as usize
+}
+
 fn per_sample(x: &tch::Tensor, f: impl Fn(&tch::Tensor) -> Result<tch::Tensor>) -> Result<tch::Tensor> {
     let n = x.size()[0];
     let fresh = |t: &tch::Tensor| -> Result<tch::Tensor> {
@@ -482,7 +487,17 @@ impl Numerics for TchModel {
                 }
                 acc
             }
-            Op::Upsample { factors } => {
+            Op::Upsample { factors, mode: mode @ Interpolation::Linear(_) } => {
+                // Along each axis: the axis last, times the interpolation matrix transposed, back.
+                let mut y = x.shallow_clone();
+                for (a, &f) in factors.iter().enumerate() {
+                    let len = xs_of(&y, a + 2);
+                    let m = self.upload(&mode.matrix(len, f), &[len * f, len])?;
+                    y = y.f_transpose(a as i64 + 2, -1).ck()?.f_matmul(&m.f_tr().ck()?).ck()?.f_transpose(a as i64 + 2, -1).ck()?;
+                }
+                y
+            }
+            Op::Upsample { factors, .. } => {
                 let mut y = x.shallow_clone();
                 for (a, &f) in factors.iter().enumerate() {
                     y = y.f_repeat_interleave_self_int(f as i64, Some(a as i64 + 2), None::<i64>).ck()?;
@@ -543,7 +558,17 @@ impl Numerics for TchModel {
         let x = &inputs[0].0;
         let xs = x.size();
         Ok(match &nd.op {
-            Op::Upsample { factors } => {
+            Op::Upsample { factors, mode: mode @ Interpolation::Linear(_) } => {
+                // The gradient: the transposed interpolation along each axis.
+                let mut g = r.0.shallow_clone();
+                for (a, &f) in factors.iter().enumerate() {
+                    let len = xs[a + 2] as usize;
+                    let m = self.upload(&mode.matrix(len, f), &[len * f, len])?;
+                    g = g.f_transpose(a as i64 + 2, -1).ck()?.f_matmul(&m).ck()?.f_transpose(a as i64 + 2, -1).ck()?;
+                }
+                vec![T(g.f_contiguous().ck()?)]
+            }
+            Op::Upsample { factors, .. } => {
                 // The gradient: r viewed as (N, C, s1, f1, s2, f2, ..) summed over the block axes.
                 let mut view = vec![xs[0], xs[1]];
                 for (a, &f) in factors.iter().enumerate() {

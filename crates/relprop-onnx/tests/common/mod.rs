@@ -114,8 +114,8 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
                 }
                 t
             }
-            Op::Upsample { factors } => {
-                // 1-D or 2-D: output (y, z) reads input (y / fy, z / fz).
+            Op::Upsample { factors, mode } => {
+                // 1-D or 2-D: output (y, z) mixes the inputs its taps name on each axis.
                 let xs = ins[0];
                 let [h, w] = as_2d(&xs.shape[1..], 1);
                 let [fy, fz] = as_2d(factors, 1);
@@ -123,7 +123,13 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
                 for c in 0..xs.shape[0] {
                     for y in 0..h * fy {
                         for z in 0..w * fz {
-                            data.push(xs.data[(c * h + y / fy) * w + z / fz]);
+                            let mut v = 0.0;
+                            for (iy, wy) in mode.taps(h, fy, y) {
+                                for (iz, wz) in mode.taps(w, fz, z) {
+                                    v += wy * wz * xs.data[(c * h + iy) * w + iz];
+                                }
+                            }
+                            data.push(v);
                         }
                     }
                 }

@@ -152,7 +152,8 @@ pub fn blocks() -> Graph {
         c.bias = Some(r.tensor(&[4]));
     }
     let s = g.push("sep", sep, &[0]).unwrap(); // 4x6x5
-    let up = g.push("up", Op::Upsample { factors: vec![2, 1] }, &[s]).unwrap(); // 4x12x5
+    let up = g.push("up", Op::Upsample { factors: vec![2, 1], mode: relprop_core::Interpolation::Nearest }, &[s]).unwrap(); // 4x12x5
+    let up = g.push("up2", Op::Upsample { factors: vec![1, 2], mode: relprop_core::Interpolation::Linear(relprop_core::Coordinates::HalfPixel) }, &[up]).unwrap(); // 4x12x10
     let sq = g.push("sq", Op::GlobalAvgPool, &[up]).unwrap();
     let gate = g.push_reshape("rs", "rs", sq, vec![4, 1, 1]).unwrap();
     let se = g.push("scale", Op::Merge(Merge::Multiply), &[up, gate]).unwrap();

@@ -17,12 +17,13 @@ use crate::import::{is_op, Importer, MAX_ELEMENTS};
 use crate::shapes::Dim;
 use crate::tensors::Const;
 
-const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, Selu, Gelu, \
-    HardSigmoid, HardSwish, Clip, x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over \
-    all spatial axes, BatchNormalization, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Pad, Slice (step 1), \
-    Concat, Split, Mean, Resize/Upsample (nearest, integer factors), Mul/Div/Add/Sub by per-channel constants, Mul/Sub/Max/Min of computed tensors (broadcasting size-1 \
-    axes), Dropout, Identity, Constant, a final Softmax/LogSoftmax, and integer \
-    shape arithmetic for reshape targets (Shape, Gather, Concat, Slice, Cast, Unsqueeze, Squeeze, Mul, Div, Add, Sub)";
+const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, \
+    Selu, Gelu, HardSigmoid, HardSwish, Clip, x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, \
+    ReduceMean/ReduceMax over all spatial axes, BatchNormalization, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, \
+    Pad, Slice (step 1), Concat, Split, Mean, Resize/Upsample (nearest or linear, whole factors), Mul/Div/Add/Sub by \
+    per-channel constants, Mul/Sub/Max/Min of computed tensors (broadcasting size-1 axes), Dropout, Identity, \
+    Constant, a final Softmax/LogSoftmax, and integer shape arithmetic for reshape targets (Shape, Gather, Concat, \
+    Slice, Cast, Unsqueeze, Squeeze, Mul, Div, Add, Sub)";
 
 /// Most inputs an n-ary Add recovered from a chain of binary Adds gets (Keras `Add` layers have a handful).
 const MAX_MERGED_ADD: usize = 64;

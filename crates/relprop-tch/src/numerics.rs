@@ -125,11 +125,6 @@ fn rows_view(v: &T, a: &T) -> Result<tch::Tensor> {
 /// GEMM and convolution kernels pick their blocking (and so the summation order) by batch size, and LRP maps with
 /// a near-zero denominator turn that last-bit difference into ~1e-4 of the map. Per sample, a batch explains
 /// exactly like its samples one by one, as on the ndarray backend.
-/// The extent of axis `a` of `t`.
-fn xs_of(t: &tch::Tensor, a: usize) -> usize {
-    t.size()[a] as usize
-}
-
 fn per_sample(x: &tch::Tensor, f: impl Fn(&tch::Tensor) -> Result<tch::Tensor>) -> Result<tch::Tensor> {
     let n = x.size()[0];
     let fresh = |t: &tch::Tensor| -> Result<tch::Tensor> {
@@ -491,7 +486,7 @@ impl Numerics for TchModel {
                 // Along each axis: the axis last, times the interpolation matrix transposed, back.
                 let mut y = x.shallow_clone();
                 for (a, &f) in factors.iter().enumerate() {
-                    let len = xs_of(&y, a + 2);
+                    let len = y.size()[a + 2] as usize;
                     let m = self.upload(&mode.matrix(len, f), &[len * f, len])?;
                     y = y.f_transpose(a as i64 + 2, -1).ck()?.f_matmul(&m.f_tr().ck()?).ck()?.f_transpose(a as i64 + 2, -1).ck()?;
                 }

@@ -173,6 +173,18 @@ impl Importer<'_> {
         Ok(Tensor { shape: c.dims.clone(), data: data.to_vec() })
     }
 
+    /// Input 0 of a windowed or resizing op: its IR node, per-sample shape `(channels, spatial..)` and number of
+    /// spatial axes, which must be at least one.
+    fn spatial_input(&self, ctx: &NodeCtx) -> Result<(usize, Vec<usize>, usize)> {
+        let x = self.value(ctx, 0)?;
+        let in_shape = self.shape(x);
+        let r = in_shape.len().saturating_sub(1);
+        if r == 0 {
+            return Err(ctx.err(format!("input per-sample shape {in_shape:?} needs channels and spatial axes")));
+        }
+        Ok((x, in_shape, r))
+    }
+
     /// Per-sample shape of IR node `id`.
     pub(crate) fn shape(&self, id: usize) -> Vec<usize> {
         self.graph.nodes.get(id).map(|n| n.shape.clone()).unwrap_or_default()
@@ -802,12 +814,7 @@ impl Importer<'_> {
     /// `align_corners` either way) keeps its coordinate transformation. Anything else (cubic, fractional factors,
     /// a nearest mapping that shifts or rounds differently) is refused rather than approximated.
     fn resize(&mut self, ctx: &NodeCtx) -> Result<()> {
-        let x = self.value(ctx, 0)?;
-        let in_shape = self.shape(x);
-        let r = in_shape.len().saturating_sub(1);
-        if r == 0 {
-            return Err(ctx.err(format!("input per-sample shape {in_shape:?} needs channels and spatial axes")));
-        }
+        let (x, in_shape, r) = self.spatial_input(ctx)?;
         let mode = ctx.string("mode", "nearest")?;
         if mode != "nearest" && mode != "linear" {
             return Err(ctx.err(format!(
@@ -1014,12 +1021,7 @@ impl Importer<'_> {
     }
 
     fn pool(&mut self, ctx: &NodeCtx) -> Result<()> {
-        let x = self.value(ctx, 0)?;
-        let in_shape = self.shape(x);
-        let r = in_shape.len().saturating_sub(1);
-        if r == 0 {
-            return Err(ctx.err(format!("input per-sample shape {in_shape:?} needs channels and spatial axes")));
-        }
+        let (x, in_shape, r) = self.spatial_input(ctx)?;
         if ctx.attr("kernel_shape").is_none() {
             return Err(ctx.err("attribute 'kernel_shape' is required"));
         }
@@ -1098,11 +1100,7 @@ impl Importer<'_> {
     /// ONNX global pools keep the spatial axes as 1s; the IR's drop them, so a reshape restores them (and
     /// collapses away again when a Squeeze or Flatten follows, as in Keras' GlobalAveragePooling2D).
     fn global_pool(&mut self, ctx: &NodeCtx) -> Result<()> {
-        let x = self.value(ctx, 0)?;
-        let in_shape = self.shape(x);
-        if in_shape.len() < 2 {
-            return Err(ctx.err(format!("input per-sample shape {in_shape:?} needs channels and spatial axes")));
-        }
+        let (x, in_shape, _) = self.spatial_input(ctx)?;
         let op = if ctx.op == "GlobalMaxPool" { Op::GlobalMaxPool } else { Op::GlobalAvgPool };
         let pooled = self.push(ctx, op, &[x])?;
         let mut keep = vec![in_shape[0]];

@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 SHIPPED = ["model_a", "model_b"]
 NEW = ["conv1d_bn", "bn_residual", "strided", "maxpool_overlap", "mlp", "digits_cnn", "keras_stem", "dense_branches",
        "depthwise", "merges", "cropping", "separable", "se_merges", "upsampling", "conv_transpose",
-       "upsampling_bilinear"]
+       "upsampling_bilinear", "dense_blocks"]
 OPSET = 13
 ONNX_TOL = 1e-5  # |ONNX Runtime - Keras| on the logits
 
@@ -122,6 +122,7 @@ EXTRA_CONFIGS = {
     "upsampling": until_configs(range(1, 4)),
     "conv_transpose": until_configs(range(1, 4)),
     "upsampling_bilinear": until_configs(range(1, 4)),
+    "dense_blocks": until_configs(range(1, 8)),
 }
 WRAPPER_PREFIXES = ("lrp_", "lrpsign_", "lrpz_", "w2lrp_", "flatlrp_", "zblrp_")
 WRAPPER_API = "signxai.methods.wrappers"
@@ -526,6 +527,36 @@ def build_upsampling_bilinear():
                        "gradient (the transposed interpolation)"}
 
 
+def build_dense_blocks():
+    rng = np.random.default_rng(117)
+    i = keras.Input((8, 8, 3), name="input")
+    h = L.Rescaling(0.5, offset=-0.1, name="rescale")(i)
+    h = L.Normalization(axis=-1, mean=[0.1, -0.2, 0.05], variance=[1.5, 0.8, 1.2], name="norm")(h)
+    h = L.Conv2D(6, 3, padding="same", use_bias=False, name="stem")(h)
+    h = L.BatchNormalization(epsilon=1e-3, name="stem_bn")(h)
+    h = L.ReLU(name="stem_relu")(h)
+    for b in (1, 2):                                                     # DenseNet blocks: concat([x, f(x)])
+        y = L.BatchNormalization(epsilon=1e-3, name=f"b{b}_bn")(h)
+        y = L.ReLU(name=f"b{b}_relu")(y)
+        y = L.Conv2D(3, 3, padding="same", use_bias=False, name=f"b{b}_conv")(y)
+        h = L.Concatenate(name=f"b{b}_concat")([h, y])
+    h = L.AveragePooling2D(2, name="pool")(h)                                                 # 4x4x12
+    a = L.Conv2D(4, 1, activation="relu", name="a")(h)
+    c = L.Conv2D(4, 1, activation="relu", name="c1")(h)
+    c = L.Conv2D(4, 1, activation="relu", name="c2")(c)
+    h = L.Subtract(name="sub")([a, c])                                   # c's branch is deeper: it arrives first
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    o = L.Dense(3, name="logits")(h)
+    m = keras.Model(i, o, name="dense_blocks")
+    randomize(m, rng)
+    return m, uniform_inputs((8, 8, 3), rng), {
+        "description": "Rescaling(0.5, offset -0.1) -> Normalization -> Conv -> BN -> ReLU -> two DenseNet blocks "
+                       "(BN -> ReLU -> Conv, Concatenate([x, f(x)])) -> AvgPool -> Subtract(a, c) of a 1-layer and "
+                       "a 2-layer branch -> GAP -> Dense. signxai applies the Concatenates and the Subtract to their "
+                       "inputs in the order its forward walk delivers them ([f(x), x]; c - a), and passes relevance "
+                       "through Rescaling and Normalization unchanged"}
+
+
 BUILDERS = {
     "conv1d_bn": build_conv1d_bn,
     "bn_residual": build_bn_residual,
@@ -543,6 +574,7 @@ BUILDERS = {
     "upsampling": build_upsampling,
     "conv_transpose": build_conv_transpose,
     "upsampling_bilinear": build_upsampling_bilinear,
+    "dense_blocks": build_dense_blocks,
 }
 
 LAYER_KEYS = ["activation", "padding", "strides", "kernel_size", "pool_size", "use_bias", "data_format",

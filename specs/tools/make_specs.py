@@ -78,6 +78,12 @@ ILL_CONDITIONED = {
     ("se_merges", "se_merges__input1.npy", "LRPZIgnoreBias"): (4.5e-3, 1e-2),
     ("upsampling_bilinear", "upsampling_bilinear__input1.npy", "LRPGamma_0.5"): (4.7e-4, 1e-3),
     ("upsampling_bilinear", "upsampling_bilinear__input1.npy", "LRPGamma_0.25"): (4.0e-4, 1e-3),
+    # WSquare and signxai's Gamma through the DenseNet blocks' BN rules
+    ("dense_blocks", "dense_blocks__input0.npy", "LRPWSquare"): (2.9e-4, 6e-4),
+    ("dense_blocks", "dense_blocks__input0.npy", "LRPGamma_0.5"): (6.9e-4, 1.5e-3),
+    ("dense_blocks", "dense_blocks__input0.npy", "LRPGamma_0.25"): (7.0e-4, 1.5e-3),
+    ("dense_blocks", "dense_blocks__input1.npy", "LRPGamma_0.5"): (4.8e-4, 1e-3),
+    ("dense_blocks", "dense_blocks__input1.npy", "LRPGamma_0.25"): (8.4e-4, 2e-3),
 }
 
 

@@ -9,7 +9,7 @@ use relprop_core::analyzers::ANALYZER_CLASSES;
 use relprop_core::methods::method_names;
 use relprop_core::rules::RULE_NAMES;
 use relprop_conform::{backends, heatmap};
-use relprop_core::{analyzer_from, npy, Error, ExplainOptions, Graph, Params, Result, RulePlan, Target};
+use relprop_core::{analyzer_from, npy, Error, ExplainOptions, Graph, MergeOrder, Params, Result, RulePlan, Target};
 
 #[derive(Parser)]
 #[command(name = "relprop", version, about = "Layer-wise Relevance Propagation with signxai's numbers, from ONNX models")]
@@ -40,6 +40,11 @@ struct ModelArg {
     /// Drop a Softmax/LogSoftmax at the output instead of refusing the model.
     #[arg(long)]
     strip_softmax: bool,
+    /// The order merge layers (Concatenate, Subtract, ...) take their inputs in: signxai (the order signxai's
+    /// forward walk delivers them, not always the declared one; docs/divergences.md) or declared (the model's own
+    /// function). PyTorch exports keep the declared order.
+    #[arg(long, default_value = "signxai")]
+    merge_order: MergeOrder,
 }
 
 #[derive(Subcommand)]
@@ -114,7 +119,20 @@ enum Cmd {
 }
 
 fn load_model(m: &ModelArg) -> Result<Graph> {
-    relprop_onnx::load_with(&m.model, &relprop_onnx::ImportOptions { strip_softmax: m.strip_softmax, ..Default::default() })
+    let g = relprop_onnx::load_with(&m.model, &relprop_onnx::ImportOptions { strip_softmax: m.strip_softmax, ..Default::default() })?;
+    let reordered = m.merge_order.apply(g.clone());
+    // Say where signxai's order changes the model's function, so a user comparing with other tools knows why.
+    for (a, b) in g.nodes.iter().zip(&reordered.nodes).filter(|(a, b)| a.inputs != b.inputs) {
+        let names = |ins: &[usize]| ins.iter().map(|&i| g.nodes[i].name.as_str()).collect::<Vec<_>>().join(", ");
+        eprintln!(
+            "note: signxai applies '{}' to its inputs in the order [{}], not as declared [{}]; relprop follows signxai \
+             (--merge-order declared explains the model as declared)",
+            a.name,
+            names(&b.inputs),
+            names(&a.inputs)
+        );
+    }
+    Ok(reordered)
 }
 
 fn plan_for(g: &Graph, c: &Choice) -> Result<RulePlan> {

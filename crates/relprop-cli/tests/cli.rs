@@ -85,6 +85,32 @@ fn explain_reproduces_a_signxai_map_and_writes_a_heatmap() {
 }
 
 #[test]
+fn merge_layers_take_signxai_order_unless_declared_is_asked() {
+    // dense_blocks: signxai applies its Concatenates as [f(x), x] and its Subtract as c - a (docs/divergences.md).
+    let model = golden("onnx/dense_blocks.onnx");
+    let x = golden("dense_blocks__input0.npy");
+    let out = tmp("blocks.npy");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["explain", "--model", model.to_str().unwrap(), "--input", x.to_str().unwrap(), "--analyzer", "LRPZ", "--output", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let (code, _, err) = relprop(&args);
+        assert_eq!(code, 0, "{err}");
+        (npy::read(&out).unwrap(), err)
+    };
+    let (r, err) = run(&[]);
+    assert_eq!(err.matches("note: signxai applies").count(), 3, "{err}");
+    assert!(err.contains("dense_blocks/b1_concat") && err.contains("dense_blocks/sub"), "{err}");
+    let reference = npy::read(&golden("dense_blocks__in0__LRPZ__max.npy")).unwrap();
+    assert!(Tensor::new(vec![8, 8, 3], r.data.clone()).unwrap().max_rel_diff(&reference) <= 1e-4);
+    // The model as declared: no note, and another map (another function).
+    let (d, err) = run(&["--merge-order", "declared"]);
+    assert!(!err.contains("note:"), "{err}");
+    assert!(Tensor::new(vec![8, 8, 3], d.data).unwrap().max_rel_diff(&reference) > 1e-2);
+    let (code, err) = explain(&model, &x, &["--analyzer", "LRPZ", "--merge-order", "sideways"]);
+    assert_refused(code, &err, "merge-order");
+}
+
+#[test]
 fn methods_and_plan() {
     let (code, out, _) = relprop(&["methods"]);
     assert_eq!(code, 0);

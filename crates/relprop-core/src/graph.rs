@@ -287,6 +287,11 @@ pub enum Op {
     /// Max over all spatial axes (channels-first), output `(C,)`.
     GlobalMaxPool,
     BatchNorm(BatchNorm),
+    /// A per-channel `x·a + b` that is not a BatchNormalization layer (Keras Rescaling and Normalization,
+    /// arithmetic with a constant, PyTorch's in-model `(x − mean) / std`), held as a [`BatchNorm`] (γ = a, β = b,
+    /// mean 0, variance 1). signxai passes relevance through such same-shape layers unchanged (SPEC 2), so its
+    /// rule is the identity, not the BN rule.
+    Affine(BatchNorm),
     /// Elementwise sum of any number of same-shaped inputs (residual connections).
     Add,
     /// Upsampling of the spatial axes (channels-first) by an integer factor per axis (Keras UpSampling1D/2D,
@@ -332,6 +337,7 @@ impl Op {
             Op::GlobalAvgPool => "GlobalAvgPool",
             Op::GlobalMaxPool => "GlobalMaxPool",
             Op::BatchNorm(_) => "BatchNorm",
+            Op::Affine(_) => "Affine",
             Op::Add => "Add",
             Op::Mean => "Mean",
             Op::Merge(m) => match m {
@@ -398,13 +404,16 @@ pub struct Graph {
     /// Index of the output node.
     pub output: usize,
     pub layout: Layout,
+    /// The ONNX file's `producer_name` ("tf2onnx", "pytorch", ...; empty when unknown). Decides whether
+    /// signxai's order of merge inputs applies ([`crate::arrival`]): signxai explains Keras models only.
+    pub producer: String,
 }
 
 impl Graph {
     /// A graph holding only its input, of per-sample shape `shape`.
     pub fn new(input_name: &str, shape: Vec<usize>) -> Graph {
         let node = Node { name: input_name.into(), layer: input_name.into(), op: Op::Input, inputs: vec![], shape };
-        Graph { nodes: vec![node], output: 0, layout: Layout::Unknown }
+        Graph { nodes: vec![node], output: 0, layout: Layout::Unknown, producer: String::new() }
     }
 
     /// Append a node (its layer named like the node), infer its shape, make it the output. Returns its index.
@@ -530,7 +539,7 @@ pub fn weights_of(op: &Op) -> Vec<&Tensor> {
     match op {
         Op::Dense(d) => std::iter::once(&*d.weight).chain(d.bias.as_deref()).collect(),
         Op::Conv(c) => std::iter::once(&*c.weight).chain(c.pointwise.as_deref()).chain(c.bias.as_deref()).collect(),
-        Op::BatchNorm(b) => vec![&*b.gamma, &*b.beta, &*b.mean, &*b.var],
+        Op::BatchNorm(b) | Op::Affine(b) => vec![&*b.gamma, &*b.beta, &*b.mean, &*b.var],
         _ => vec![],
     }
 }
@@ -678,7 +687,7 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
             }
             Ok(vec![x[0]])
         }
-        Op::BatchNorm(b) => {
+        Op::BatchNorm(b) | Op::Affine(b) => {
             let x = one()?;
             let c = *x.first().ok_or("input must have a channel axis")?;
             for (n, t) in [("gamma", &b.gamma), ("beta", &b.beta), ("mean", &b.mean), ("var", &b.var)] {

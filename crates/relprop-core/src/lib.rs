@@ -6,6 +6,7 @@
 //! primitives, and the [`backend`] trait the front ends use.
 
 pub mod analyzers;
+pub mod arrival;
 pub mod backend;
 pub mod engine;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod target;
 pub mod tensor;
 
 pub use analyzers::{Analyzer, KernelChoice};
+pub use arrival::MergeOrder;
 pub use backend::{Backend, CompiledModel};
 pub use engine::{ExplainOptions, Explanation};
 pub use error::{Error, Result};

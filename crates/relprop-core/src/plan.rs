@@ -69,7 +69,7 @@ pub fn is_input_layer(g: &Graph, node: usize) -> bool {
 
 /// Whether two nodes' layer names belong to one Keras layer: equal, or one a path prefix of the other
 /// (tf2onnx names the nodes it adds inside a layer `model/conv/Conv1D/Squeeze` next to `model/conv/BiasAdd`).
-fn same_layer(a: &str, b: &str) -> bool {
+pub(crate) fn same_layer(a: &str, b: &str) -> bool {
     let nested = |long: &str, short: &str| long.len() > short.len() && long.starts_with(short) && long.as_bytes()[short.len()] == b'/';
     a == b || nested(a, b) || nested(b, a)
 }
@@ -278,7 +278,7 @@ impl RulePlan {
                 Op::BatchNorm(_) => LayerRule::BatchNorm,
                 Op::AvgPool(_) | Op::GlobalAvgPool => LayerRule::AvgPoolZ,
                 Op::Add => LayerRule::AddZ,
-                Op::Activation(_) | Op::Identity => LayerRule::Identity,
+                Op::Activation(_) | Op::Identity | Op::Affine(_) => LayerRule::Identity,
                 Op::MaxPool(_)
                 | Op::GlobalMaxPool
                 | Op::Reshape

@@ -302,7 +302,7 @@ impl Numerics for NdModel {
             Op::AvgPool(p) => arc(kernels::avgpool_forward(p, x.view())),
             Op::GlobalAvgPool => arc(kernels::global_avgpool_forward(x.view())),
             Op::GlobalMaxPool => arc(kernels::global_maxpool_forward(x.view()).0),
-            Op::BatchNorm(bn) => {
+            Op::BatchNorm(bn) | Op::Affine(bn) => {
                 let (scale, shift) = bn.scale_shift();
                 let mut y = (***x).clone();
                 for mut lane in y.axis_iter_mut(Axis(0)) {
@@ -573,6 +573,8 @@ impl Numerics for NdModel {
 
     fn batch_norm_rule(&self, x: &T, y: &T, r: &T, beta: &[f32], mean: &[f32]) -> Result<T> {
         let c = beta.len();
+        // Relevance routed back through a Concat at batch > 1 is a strided view: copy what is not contiguous.
+        let (x, y, r) = (x.as_standard_layout(), y.as_standard_layout(), r.as_standard_layout());
         let (Some(xs), Some(ys), Some(rs)) = (x.as_slice(), y.as_slice(), r.as_slice()) else {
             return Err(err("batch norm rule: non-contiguous tensors"));
         };

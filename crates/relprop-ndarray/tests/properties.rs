@@ -397,3 +397,26 @@ fn nonnegative_sees_every_negative_and_nan() {
         assert!(!m.nonnegative(&t(&d)), "{v} at {at}");
     }
 }
+
+#[test]
+fn affine_passes_relevance_unchanged_and_batchnorm_does_not() {
+    // A constant scaling and shift that is not a BN layer (Keras Rescaling/Normalization) is signxai's identity;
+    // the same numbers as a BatchNorm get the BN rule, which moves relevance by x·w/y.
+    let mut rng = Lcg(11);
+    let affine = BatchNorm {
+        gamma: Arc::new(Tensor::new(vec![3], vec![2.0, -1.0, 0.5]).unwrap()),
+        beta: Arc::new(Tensor::new(vec![3], vec![1.0, 0.3, -3.0]).unwrap()),
+        mean: Arc::new(Tensor::new(vec![3], vec![0.0; 3]).unwrap()),
+        var: Arc::new(Tensor::new(vec![3], vec![1.0; 3]).unwrap()),
+        epsilon: 0.0,
+    };
+    let x = Tensor::new(vec![1, 3], vec![0.5, -2.0, 1.5]).unwrap();
+    for (op, identity) in [(Op::Affine(affine.clone()), true), (Op::BatchNorm(affine), false)] {
+        let mut g = Graph::new("x", vec![3]);
+        let a = g.push("scale", op, &[0]).unwrap();
+        g.push("out", dense(&mut rng, 3, 2, true, false), &[a]).unwrap();
+        let (r, layers) = explain(&g, "Epsilon", &[], &x, Target::Index(0), true);
+        let above = layers[a].clone().unwrap();
+        assert_eq!(r.data == above.data, identity, "{:?} vs {:?}", r.data, above.data);
+    }
+}

@@ -461,7 +461,7 @@ impl Importer<'_> {
                 let transposed = transposed.then_some(output_padding);
                 (Conv { weight: Arc::new(w), bias, strides, dilations, pads_begin, pads_end, groups, activation, pointwise: None, transposed }, x)
             }
-            Some(first) => {
+            Some((first, between)) => {
                 let pointwise = kernel.iter().chain(&strides).chain(&dilations).all(|&v| v == 1)
                     && pads_begin.iter().chain(&pads_end).all(|&p| p == 0)
                     && groups == 1;
@@ -472,9 +472,13 @@ impl Importer<'_> {
                         ctx.layer
                     )));
                 }
-                // The first stage was the last node pushed (checked): it becomes this one layer.
+                // The first stage and the no-op reshapes after it were the last nodes pushed (checked): they
+                // become this one layer.
                 let input = first.inputs[0];
-                self.graph.nodes.pop();
+                let keep = self.graph.nodes.len() - 1 - between;
+                self.graph.nodes.truncate(keep);
+                // (Their values had no other reader; none may name the nodes pushed next.)
+                self.values.retain(|_, v| *v < keep);
                 let Op::Conv(dw) = first.op else { unreachable!("checked to be a Conv") };
                 (Conv { pointwise: Some(Arc::new(w)), bias, activation, ..dw }, input)
             }
@@ -488,12 +492,17 @@ impl Importer<'_> {
     /// convolutions with positive weights, ε on the composite output), so the pair becomes one IR Conv with a
     /// pointwise stage ([`Conv::pointwise`]). A conv whose input comes straight from a bias-free,
     /// activation-free conv of a layer nested in its own is taken as such a pair: returns that first stage's
-    /// node. Through reshapes (or read by anything else) it cannot be merged and is refused, rather than
-    /// explained as two layers with a rule each (different numbers from signxai's).
-    fn separable_first_stage(&self, ctx: &NodeCtx, x: usize) -> Result<Option<relprop_core::graph::Node>> {
-        let mut j = x;
+    /// node and how many shape-keeping Reshapes lie between the two. Through other reshapes (or read by anything
+    /// else) it cannot be merged and is refused, rather than explained as two layers with a rule each (different
+    /// numbers from signxai's).
+    fn separable_first_stage(&self, ctx: &NodeCtx, x: usize) -> Result<Option<(relprop_core::graph::Node, usize)>> {
+        // Walk back through reshapes and transposes; `noop` while they are Reshapes that keep the shape (tf2onnx
+        // puts one between the two convolutions of a strided SeparableConv).
+        let (mut j, mut between, mut noop) = (x, 0, true);
         while matches!(self.graph.nodes[j].op, Op::Reshape | Op::Transpose { .. }) {
-            j = self.graph.nodes[j].inputs[0];
+            let input = self.graph.nodes[j].inputs[0];
+            noop &= self.graph.nodes[j].op == Op::Reshape && self.shape(j) == self.shape(input) && self.sole_reader(j);
+            (j, between) = (input, between + 1);
         }
         let prev = &self.graph.nodes[j];
         let nested = prev.layer.len() > ctx.layer.len() + 1 && prev.layer.starts_with(&format!("{}/", ctx.layer));
@@ -501,15 +510,16 @@ impl Importer<'_> {
             return Ok(None);
         }
         let bias_free = matches!(&prev.op, Op::Conv(c) if c.bias.is_none());
-        if j != x || j + 1 != self.graph.nodes.len() || !bias_free || !self.sole_reader(j) {
+        let direct = noop && x == j + between && x + 1 == self.graph.nodes.len();
+        if !direct || !bias_free || !self.sole_reader(j) {
             return Err(ctx.err(format!(
                 "this convolution and '{}' form one Keras layer (a SeparableConv): relprop explains such a pair as \
-                 one kernel only when the first convolution (bias-free) feeds this one directly and nothing else \
-                 reads it",
+                 one kernel only when the first convolution (bias-free) feeds this one directly (or through \
+                 shape-keeping reshapes) and nothing else reads it",
                 prev.name
             )));
         }
-        Ok(Some(prev.clone()))
+        Ok(Some((prev.clone(), between)))
     }
 
     /// Whether every ONNX value that IR node `id` computes has exactly one reader (later nodes are not
@@ -678,10 +688,12 @@ impl Importer<'_> {
     /// `x·c`, `x/c`, `x+c`, `x−c` or `c−x` with a per-channel (or scalar) constant `c`, outside a Conv/Dense:
     /// tf2onnx's lowering of a Keras BatchNormalization that is not fused (inputs of rank 2 or 3, i.e. after
     /// Dense or Conv1D: `x·a + b`), PyTorch's in-model normalisation (`(x − mean) / std`) and scalar scalings.
-    /// A Mul/Div whose only consumer is an Add/Sub of a constant in the same layer absorbs it. Imported as a
-    /// BatchNorm with γ = a, β = b, mean 0, variance 1 and epsilon 0, which computes the same function and gets
-    /// signxai's BN rule. For a lowered Keras BN that rule differs from the one on the original layer only in
-    /// its stabiliser's argument (`x·y` instead of `(x − μ)·y`; crates/relprop-onnx/README.md).
+    /// A Mul/Div whose only consumer is an Add/Sub of a constant in the same layer absorbs it. Held as γ = a,
+    /// β = b, mean 0, variance 1 and epsilon 0, which computes the same function. A lowered Keras BN (node names
+    /// `.../batchnorm/...`) is an [`Op::BatchNorm`] with signxai's BN rule, which differs from the one on the
+    /// original layer only in its stabiliser's argument (`x·y` instead of `(x − μ)·y`;
+    /// crates/relprop-onnx/README.md). Anything else (Keras Rescaling and Normalization, arithmetic with a
+    /// constant, PyTorch's `(x − mean) / std`) is an [`Op::Affine`], whose relevance passes unchanged as in signxai.
     fn affine(&mut self, ctx: &NodeCtx) -> Result<()> {
         let names: Vec<&str> = ctx.proto.input.iter().map(String::as_str).collect();
         let [a, b] = names.as_slice() else { return Err(ctx.err("needs exactly two inputs")) };
@@ -771,16 +783,20 @@ impl Importer<'_> {
             var: ones(1.0),
             epsilon: 0.0,
         };
+        // Only tf2onnx's lowering of a Keras BatchNormalization (`.../batchnorm/mul_1`) is a BN layer with the BN
+        // rule; every other constant scaling or shift is an Affine, which signxai passes relevance through.
+        let lowered_bn = ctx.name.split('/').any(|part| part == "batchnorm");
+        let op = if lowered_bn { Op::BatchNorm(bn) } else { Op::Affine(bn) };
         // The IR's BatchNorm works on per-sample axis 0: a channels-last tensor is transposed around it.
         let id = if axis == 1 {
-            self.push(ctx, Op::BatchNorm(bn), &[x])?
+            self.push(ctx, op, &[x])?
         } else {
             let to_first: Vec<usize> = [0, axis].into_iter().chain(1..axis).collect();
             let back: Vec<usize> = [0].into_iter().chain(2..=axis).chain([1]).collect();
             let t1 = self.unique_name(&format!("{}__channels_first", ctx.name));
             let t2 = self.unique_name(&format!("{}__channels_last", ctx.name));
             let pre = self.push_as(&t1, &ctx.layer, Op::Transpose { perm: to_first }, &[x])?;
-            let mid = self.push(ctx, Op::BatchNorm(bn), &[pre])?;
+            let mid = self.push(ctx, op, &[pre])?;
             self.push_as(&t2, &ctx.layer, Op::Transpose { perm: back }, &[mid])?
         };
         self.bind(&out, id)

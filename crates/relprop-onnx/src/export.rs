@@ -182,6 +182,18 @@ impl Writer {
                 // ONNX keeps the spatial axes as 1s; the IR's output is (C,).
                 self.reshape(layer, &pooled, &n.shape)
             }
+            Op::Affine(b) => {
+                // A Mul and an Add by per-channel constants, which read back as an Affine (a BatchNormalization
+                // node would read back as a BN layer, with the BN rule).
+                let (scale, shift) = b.scale_shift();
+                let shape: Vec<usize> = std::iter::once(scale.len()).chain(n.shape.iter().skip(1).map(|_| 1)).collect();
+                let mul = self.fresh(layer, "Mul");
+                let a = self.weight(&mul, "scale", &Tensor { shape: shape.clone(), data: scale });
+                let scaled = self.emit("Mul", &mul, &[x, &a], vec![]);
+                let add = self.fresh(layer, "Add");
+                let c = self.weight(&add, "shift", &Tensor { shape, data: shift });
+                self.emit("Add", &add, &[&scaled, &c], vec![])
+            }
             Op::BatchNorm(b) => {
                 let name = self.fresh(layer, "BatchNormalization");
                 let params = [("scale", &b.gamma), ("B", &b.beta), ("mean", &b.mean), ("var", &b.var)];

@@ -158,6 +158,7 @@ pub fn import_model(model: &ModelProto, file_label: &str, opts: &ImportOptions) 
     graph.output = out;
     let mut graph = drop_dead(graph);
     graph.layout = detect_layout(&graph);
+    graph.producer = model.producer_name.clone().unwrap_or_default();
     check_output_shape(output, &graph, &merr)?;
     graph.check_limits(&opts.limits).map_err(|e| merr(e.to_string()))?;
     graph.validate()?;
@@ -476,7 +477,7 @@ fn drop_dead(graph: Graph) -> Graph {
         }
     }
     let output = map.get(graph.output).copied().unwrap_or(0);
-    Graph { nodes, output, layout: graph.layout }
+    Graph { nodes, output, ..graph }
 }
 
 /// tf2onnx models start with a Transpose NHWC→NCHW; channels-first models feed a conv or pool directly.

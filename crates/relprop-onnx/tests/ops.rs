@@ -124,7 +124,7 @@ fn bias_adds_fold_into_kernels() {
     ];
     let inits = vec![make_tensor_f32("W", &[4, 3], &vals(12, 1)), make_tensor_f32("B", &[3], &[1.0, 2.0, 3.0])];
     let g = ok(&model_bytes(nodes, inits, &[4], "y", 17));
-    assert_eq!(kinds(&g), ["Input", "Dense", "BatchNorm", "Add"]);
+    assert_eq!(kinds(&g), ["Input", "Dense", "Affine", "Add"]);
     assert!(dense_of(&g, 1).bias.is_none());
 }
 
@@ -350,7 +350,7 @@ fn forward_of_imported_conv_matches_by_hand() {
 }
 
 #[test]
-fn per_channel_affine_ops_become_batchnorm() {
+fn per_channel_affine_ops_become_batchnorm_or_affine() {
     // tf2onnx's lowering of a Keras BN on channels-last data (N, L, C): Mul then Add of (C,) constants, one layer.
     let nodes = vec![
         make_node("Mul", "m/bn/batchnorm/mul_1", &["x", "a"], &["t"], vec![]),
@@ -365,14 +365,15 @@ fn per_channel_affine_ops_become_batchnorm() {
     let y = forward(&g, &Tensor::new(vec![2, 3], vec![1.0, 2.0, 4.0, -1.0, 0.0, 2.0]).unwrap());
     assert_eq!(y.data, [3.0, -2.0, -1.0, -1.0, 0.0, -2.0]);
 
-    // PyTorch-style in-model normalisation on NCHW: (x - mean) / std with (C,1,1) constants: two BNs.
+    // PyTorch-style in-model normalisation on NCHW: (x - mean) / std with (C,1,1) constants: two Affines (not a
+    // BN layer: relevance passes through them unchanged, as signxai does for Keras Rescaling/Normalization).
     let nodes = vec![
         make_node("Sub", "/norm/Sub", &["x", "mu"], &["c"], vec![]),
         make_node("Div", "/norm/Div", &["c", "sd"], &["y"], vec![]),
     ];
     let inits = vec![make_tensor_f32("mu", &[2, 1, 1], &[1.0, -1.0]), make_tensor_f32("sd", &[2, 1, 1], &[2.0, 4.0])];
     let g = ok(&model_bytes(nodes, inits, &[2, 1, 2], "y", 17));
-    assert_eq!(kinds(&g), ["Input", "BatchNorm", "BatchNorm"]);
+    assert_eq!(kinds(&g), ["Input", "Affine", "Affine"]);
     let y = forward(&g, &Tensor::new(vec![2, 1, 2], vec![3.0, 5.0, 3.0, -1.0]).unwrap());
     assert_eq!(y.data, [1.0, 2.0, 1.0, 0.0]);
     // c - x and a scalar factor.
@@ -425,7 +426,7 @@ fn conv_bias_after_squeeze_folds_into_the_conv() {
     two.push(make_node("Add", "m/other", &["cv", "cv"], &["z"], vec![]));
     let g = ok(&model_bytes(two, inits, &[2, 5], "y", 13));
     assert!(conv_of(&g, 2).bias.is_none());
-    assert_eq!(g.nodes[g.output].op.kind(), "BatchNorm");
+    assert_eq!(g.nodes[g.output].op.kind(), "Affine");
 }
 
 #[test]
@@ -447,8 +448,8 @@ fn keras_average_and_onnx_mean_become_mean() {
     // In another layer, or by another factor, it stays an Add and a scaling.
     let mut other = nodes.clone();
     other[3] = make_node("Mul", "m/scale/mul", &["s", "half"], &["y"], vec![]);
-    assert_eq!(kinds(&ok(&model_bytes(other, vec![make_tensor_f32("half", &[], &[0.5])], &[3], "y", 13))), ["Input", "Activation", "Activation", "Add", "BatchNorm"]);
-    assert_eq!(kinds(&ok(&model_bytes(nodes, vec![make_tensor_f32("half", &[], &[0.25])], &[3], "y", 13))), ["Input", "Activation", "Activation", "Add", "BatchNorm"]);
+    assert_eq!(kinds(&ok(&model_bytes(other, vec![make_tensor_f32("half", &[], &[0.5])], &[3], "y", 13))), ["Input", "Activation", "Activation", "Add", "Affine"]);
+    assert_eq!(kinds(&ok(&model_bytes(nodes, vec![make_tensor_f32("half", &[], &[0.25])], &[3], "y", 13))), ["Input", "Activation", "Activation", "Add", "Affine"]);
     // ONNX's own Mean.
     let nodes = vec![make_node("Relu", "r", &["x"], &["a"], vec![]), make_node("Mean", "mean", &["a", "x", "x"], &["y"], vec![])];
     let g = ok(&model_bytes(nodes, vec![], &[2], "y", 13));
@@ -494,6 +495,27 @@ fn separable_conv_pairs_become_one_layer() {
     assert!(e.contains("m/sep/separable_conv2d") && e.contains("pointwise") && e.contains("strides [2, 2]"), "{e}");
     let e = err(&pair("m/sep/separable_conv2d/depthwise", "m/sep/separable_conv2d", one_by_one(), true));
     assert!(e.contains("m/sep/separable_conv2d/depthwise") && e.contains("nothing else reads it"), "{e}");
+    // tf2onnx puts a shape-keeping Reshape between the two stages of a strided SeparableConv (NASNet): still one
+    // layer. A Reshape that changes the shape is refused.
+    let through = |target: &[i64]| {
+        let nodes = vec![
+            make_node("Conv", "m/sep/separable_conv2d/depthwise", &["x", "dw"], &["h"], vec![attr_ints("kernel_shape", &[3, 3]), attr_int("group", 2), attr_ints("pads", &[1, 1, 1, 1])]),
+            make_node("Reshape", "m/sep/separable_conv2d__7", &["h", "shape"], &["hr"], vec![]),
+            make_node("Conv", "m/sep/separable_conv2d", &["hr", "pw", "b"], &["z"], one_by_one()),
+        ];
+        let inits = vec![
+            make_tensor_f32("dw", &[2, 1, 3, 3], &dw),
+            make_tensor_f32("pw", &[4, 2, 1, 1], &pw),
+            make_tensor_f32("b", &[4], &[0.1, -0.2, 0.3, 0.0]),
+            make_tensor_i64("shape", &[4], target),
+        ];
+        model_bytes(nodes, inits, &[2, 5, 5], "z", 13)
+    };
+    let g = ok(&through(&[-1, 2, 5, 5]));
+    assert_eq!(kinds(&g), ["Input", "Conv2D"]);
+    assert!(matches!(&g.nodes[1].op, Op::Conv(c) if c.pointwise.is_some()));
+    let e = err(&through(&[-1, 2, 25, 1]));
+    assert!(e.contains("shape-keeping reshapes"), "{e}");
 }
 
 #[test]

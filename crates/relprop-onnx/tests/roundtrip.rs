@@ -141,7 +141,12 @@ fn every_op_roundtrips() {
     let cat = g.push_in_layer("down/p", "down", Op::MaxPool(Pool { kernel: vec![2], strides: vec![2], pads_begin: vec![0], pads_end: vec![0], count_include_pad: false, ceil_mode: false }), &[up]).unwrap();
     let bn = BatchNorm { gamma: t(&[8], 4), beta: t(&[8], 5), mean: t(&[8], 6), var: Arc::new(Tensor::new(vec![8], vec![0.5; 8]).unwrap()), epsilon: 1e-3 };
     let bn = g.push_in_layer("bn/b", "bn", Op::BatchNorm(bn), &[cat]).unwrap();
-    let gmp = g.push_in_layer("gmp/g", "gmp", Op::GlobalMaxPool, &[bn]).unwrap();
+    // A constant scaling and shift that is not a BN layer (written as Mul + Add, read back as one Affine).
+    let zeros = Arc::new(Tensor::new(vec![8], vec![0.0; 8]).unwrap());
+    let ones = Arc::new(Tensor::new(vec![8], vec![1.0; 8]).unwrap());
+    let aff = BatchNorm { gamma: t(&[8], 10), beta: t(&[8], 11), mean: zeros, var: ones, epsilon: 0.0 };
+    let aff = g.push_in_layer("aff/a", "aff", Op::Affine(aff), &[bn]).unwrap();
+    let gmp = g.push_in_layer("gmp/g", "gmp", Op::GlobalMaxPool, &[aff]).unwrap();
     let id = g.push_in_layer("id/i", "id", Op::Identity, &[gmp]).unwrap();
     let r = g.push_reshape("r/r", "r", id, vec![2, 4]).unwrap();
     let tr = g.push_in_layer("tr/t", "tr", Op::Transpose { perm: vec![0, 2, 1] }, &[r]).unwrap();

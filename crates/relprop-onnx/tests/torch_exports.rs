@@ -140,10 +140,11 @@ fn shape_arithmetic_for_reshape_targets() {
 
 #[test]
 fn common_pytorch_idioms() {
-    // (x - mean) / std, relu6, slicing, torch.cat, x.mean((2, 3)): consecutive slices of one axis each.
+    // (x - mean) / std (two Affines: not BN layers), relu6, slicing, torch.cat, x.mean((2, 3)): consecutive
+    // slices of one axis each.
     let g = relprop_onnx::load(&data("torch_ops.onnx")).unwrap();
     let k = kinds(&g);
-    for op in ["BatchNorm", "Activation", "Slice", "Concat", "GlobalAvgPool", "Dense"] {
+    for op in ["Affine", "Activation", "Slice", "Concat", "GlobalAvgPool", "Dense"] {
         assert!(k.contains(&op), "{op} missing from {k:?}");
     }
     check_logits(&g, "torch_ops_logits.npy");

@@ -519,7 +519,7 @@ impl Numerics for OnnxBuilder<'_> {
                 let y = self.node("GlobalMaxPool", &[&x.name], vec![]);
                 self.node("Flatten", &[&y], vec![attr_int("axis", 1)])
             }
-            Op::BatchNorm(bn) => {
+            Op::BatchNorm(bn) | Op::Affine(bn) => {
                 let (scale, shift) = bn.scale_shift();
                 let mut dims = vec![1; x.shape.len()];
                 dims[0] = scale.len();

@@ -464,7 +464,7 @@ impl Numerics for TchModel {
                 per_sample(&f, |f| f.f_sum_dim_intlist([2i64].as_slice(), false, Kind::Float).ck())?.f_div_scalar(len as f64).ck()?
             }
             Op::GlobalMaxPool => x.f_flatten(2, -1).ck()?.f_amax([2i64].as_slice(), false).ck()?,
-            Op::BatchNorm(bn) => {
+            Op::BatchNorm(bn) | Op::Affine(bn) => {
                 let (scale, shift) = (
                     self.misc.get((node, "scale".into()), || self.channel_vec(&bn.scale_shift().0, x.dim()))?,
                     self.misc.get((node, "shift".into()), || self.channel_vec(&bn.scale_shift().1, x.dim()))?,

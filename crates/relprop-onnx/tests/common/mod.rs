@@ -298,7 +298,7 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
                     .collect();
                 Tensor::new(n.shape.clone(), out).unwrap()
             }
-            Op::BatchNorm(b) => {
+            Op::BatchNorm(b) | Op::Affine(b) => {
                 let (scale, shift) = b.scale_shift();
                 let xs = ins[0];
                 let per = xs.data.len() / xs.shape[0];

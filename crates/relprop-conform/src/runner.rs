@@ -198,10 +198,7 @@ fn conditioning(case: &Case, models: &mut Models) -> Result<f32> {
         .collect();
     // And every input times 1 ± 1e-7 (three sign patterns): a first layer that adds a constant (Keras Rescaling
     // with an offset) rounds most one-ulp steps away, and the few that survive decide what the map shows.
-    for seed in 1..=3u64 {
-        let mut rng = relprop_core::rng::Lcg(seed);
-        nudged.push(Tensor { shape: x.shape.clone(), data: x.data.iter().map(|&v| v * (1.0 + 1e-7f32.copysign(rng.next()))).collect() });
-    }
+    nudged.extend((1..=3).map(|seed| relprop_core::rng::sign_nudge(&x, seed)));
     for xn in &nudged {
         let rp = explain(m, &g, case, &analyzer, xn, false)?.relevance;
         worst = worst.max(difference(&rp, &r));

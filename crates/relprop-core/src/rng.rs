@@ -36,6 +36,19 @@ pub fn ulp_nudge(x: &Tensor) -> Tensor {
     Tensor { shape: x.shape.clone(), data: x.data.iter().map(|&v| v * (1.0 + 4.0 * r.next() * f32::EPSILON)).collect() }
 }
 
+/// `x` with every value multiplied by `1 ± 1e-7` (signs from `seed`): about one ulp in every entry. Where a first
+/// layer adds a constant (Keras Rescaling with an offset), most smaller steps round away.
+pub fn sign_nudge(x: &Tensor, seed: u64) -> Tensor {
+    let mut r = Lcg(seed);
+    Tensor { shape: x.shape.clone(), data: x.data.iter().map(|&v| v * (1.0 + 1e-7f32.copysign(r.next()))).collect() }
+}
+
+/// [`ulp_nudge`] and three [`sign_nudge`]s of `x`: a map's largest change under them estimates how much it
+/// amplifies rounding (one nudge alone can miss the few entries a near-zero denominator hangs on).
+pub fn rounding_nudges(x: &Tensor) -> Vec<Tensor> {
+    std::iter::once(ulp_nudge(x)).chain((1..=3).map(|seed| sign_nudge(x, seed))).collect()
+}
+
 /// How two backends' maps `a` and `b` are compared in the backend test suites: the relative difference must stay
 /// within 1e-5, or, where the map amplifies float rounding, within 10× the reference map's own change under a
 /// rounding-sized nudge of the input (`b_nudged`, from [`ulp_nudge`]). Maps that are zero up to 1e-6 (signxai's

@@ -33,6 +33,7 @@ layers).
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -279,6 +280,12 @@ def main():
                         expected = EXPECTED_REFUSALS.get(name)
                         kind = "refused as expected" if expected and expected in str(e) else "relprop error"
                         counts[kind] += 1
+                        if kind == "relprop error":
+                            # keep the file and input to look at (reports/ is git-ignored for these)
+                            keep = os.path.join(ROOT, "reports", "diffcheck")
+                            os.makedirs(keep, exist_ok=True)
+                            shutil.copy(path, os.path.join(keep, os.path.basename(path)))
+                            np.save(os.path.join(keep, f"{name}__input.npy"), x)
                         print(f"{name:18s} {method:42s} {label}: {kind}: {str(e)[:120]}")
                         continue
                     err = rel(got, ref)

@@ -291,6 +291,16 @@ mod tests {
         })
     }
 
+    /// DenseNet's block: x feeds a 3-layer branch and a Concat of the two; returns (graph, x, branch, concat).
+    fn dense_block(declared_branch_first: bool) -> (Graph, usize, usize, usize) {
+        let mut g = Graph::new("in", vec![4]);
+        let x = chain(&mut g, "x", 0, 1);
+        let b = chain(&mut g, "branch", x, 3);
+        let ins = if declared_branch_first { [b, x] } else { [x, b] };
+        let cat = g.push_in_layer("cat/concat", "cat", Op::Concat { axis: 0 }, &ins).unwrap();
+        (g, x, b, cat)
+    }
+
     fn names(g: &Graph, ins: &[usize]) -> Vec<String> {
         ins.iter().map(|&i| g.nodes[i].layer.clone()).collect()
     }
@@ -299,20 +309,13 @@ mod tests {
     fn dense_block_concat_takes_the_branch_first() {
         // DenseNet: x feeds a branch and the Concatenate([x, branch(x)]); the branch is deeper, so it comes first
         // in model.layers and signxai's walk delivers its output first.
-        let mut g = Graph::new("in", vec![4]);
-        let x = chain(&mut g, "x", 0, 1);
-        let b = chain(&mut g, "branch", x, 3);
-        let cat = g.push_in_layer("cat/concat", "cat", Op::Concat { axis: 0 }, &[x, b]).unwrap();
+        let (mut g, _, _, cat) = dense_block(false);
         chain(&mut g, "out", cat, 1);
         let r = reordered_inputs(&g);
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].0, names(&g, &r[0].1)), (cat, vec!["branch2".to_string(), "x0".into()]));
         // Declared in arrival order: nothing changes.
-        let mut h = Graph::new("in", vec![4]);
-        let x = chain(&mut h, "x", 0, 1);
-        let b = chain(&mut h, "branch", x, 3);
-        h.push_in_layer("cat/concat", "cat", Op::Concat { axis: 0 }, &[b, x]).unwrap();
-        assert!(reordered_inputs(&h).is_empty());
+        assert!(reordered_inputs(&dense_block(true).0).is_empty());
     }
 
     #[test]
@@ -382,10 +385,7 @@ mod tests {
 
     #[test]
     fn pytorch_exports_and_declared_order_keep_the_declared_inputs() {
-        let mut g = Graph::new("in", vec![4]);
-        let x = chain(&mut g, "x", 0, 1);
-        let b = chain(&mut g, "branch", x, 3);
-        let cat = g.push_in_layer("cat/concat", "cat", Op::Concat { axis: 0 }, &[x, b]).unwrap();
+        let (mut g, x, b, cat) = dense_block(false);
         assert_eq!(MergeOrder::Declared.apply(g.clone()).nodes[cat].inputs, [x, b]);
         assert_eq!(MergeOrder::Signxai.apply(g.clone()).nodes[cat].inputs, [b, x]);
         g.producer = "pytorch".into();

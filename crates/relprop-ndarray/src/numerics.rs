@@ -575,9 +575,7 @@ impl Numerics for NdModel {
         let c = beta.len();
         // Relevance routed back through a Concat at batch > 1 is a strided view: copy what is not contiguous.
         let (x, y, r) = (x.as_standard_layout(), y.as_standard_layout(), r.as_standard_layout());
-        let (Some(xs), Some(ys), Some(rs)) = (x.as_slice(), y.as_slice(), r.as_slice()) else {
-            return Err(err("batch norm rule: non-contiguous tensors"));
-        };
+        let [xs, ys, rs] = [&x, &y, &r].map(|t| t.as_slice().expect("standard layout"));
         if x.shape() != y.shape() || x.shape() != r.shape() || x.shape().get(1) != Some(&c) || mean.len() != c {
             return Err(err(format!("batch norm rule: shapes {:?} {:?} {:?} for {c} channels", x.shape(), y.shape(), r.shape())));
         }

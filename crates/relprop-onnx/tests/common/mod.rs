@@ -76,6 +76,32 @@ fn as_2d(v: &[usize], fill: usize) -> [usize; 2] {
     }
 }
 
+/// A 1-D or 2-D convolution's sizes as the reference forward reads them (1-D as height 1): input, kernel, strides,
+/// dilations, leading pads, output.
+struct ConvGeometry {
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    ph: usize,
+    pw: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl ConvGeometry {
+    fn of(c: &relprop_core::Conv, input: &[usize], output: &[usize]) -> ConvGeometry {
+        let ([h, w], [kh, kw]) = (as_2d(&input[1..], 1), as_2d(&c.weight.shape[2..], 1));
+        let ([sh, sw], [dh, dw]) = (as_2d(&c.strides, 1), as_2d(&c.dilations, 1));
+        let ([ph, pw], [oh, ow]) = (as_2d(&c.pads_begin, 0), as_2d(&output[1..], 1));
+        ConvGeometry { h, w, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow }
+    }
+}
+
 /// Naive per-sample forward pass of the IR (one sample, no batch axis), for 1-D/2-D models.
 pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
     assert_eq!(x.shape, g.input_shape());
@@ -171,12 +197,7 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
             Op::Conv(c) if c.transposed.is_some() => {
                 // Scatter: input (ci, y, z) through tap (i, j) lands on output (y·sh + i·dh − ph, z·sw + j·dw − pw).
                 let xs = ins[0];
-                let [h, w] = as_2d(&xs.shape[1..], 1);
-                let [kh, kw] = as_2d(&c.weight.shape[2..], 1);
-                let [sh, sw] = as_2d(&c.strides, 1);
-                let [dh, dw] = as_2d(&c.dilations, 1);
-                let [ph, pw] = as_2d(&c.pads_begin, 0);
-                let [oh, ow] = as_2d(&n.shape[1..], 1);
+                let ConvGeometry { h, w, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow } = ConvGeometry::of(c, &xs.shape, &n.shape);
                 let (cin, opg) = (c.weight.shape[0], c.weight.shape[1]);
                 let ipg = cin / c.groups;
                 let mut out = vec![0f32; n.shape[0] * oh * ow];
@@ -209,12 +230,7 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
             }
             Op::Conv(c) => {
                 let xs = ins[0];
-                let [h, w] = as_2d(&xs.shape[1..], 1);
-                let [kh, kw] = as_2d(&c.weight.shape[2..], 1);
-                let [sh, sw] = as_2d(&c.strides, 1);
-                let [dh, dw] = as_2d(&c.dilations, 1);
-                let [ph, pw] = as_2d(&c.pads_begin, 0);
-                let [oh, ow] = as_2d(&n.shape[1..], 1);
+                let ConvGeometry { h, w, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow } = ConvGeometry::of(c, &xs.shape, &n.shape);
                 let (m, cpg) = (c.weight.shape[0], c.weight.shape[1]);
                 let opg = m / c.groups;
                 let mut out = vec![0f32; m * oh * ow];

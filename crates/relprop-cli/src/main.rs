@@ -73,6 +73,9 @@ enum Cmd {
         /// Also write a heatmap PNG (image inputs).
         #[arg(long)]
         heatmap: Option<PathBuf>,
+        /// Also write the model's output for the batch (.npy, the logits the explanation starts from).
+        #[arg(long)]
+        logits: Option<PathBuf>,
     },
     /// List the method names, analyzer classes and rules.
     Methods,
@@ -200,7 +203,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Export { model, choice, target, all_layers, output } => export(&model, &choice, &target, all_layers, &output),
-        Cmd::Explain { model, input, choice, target, backend: be, device, output, heatmap } => {
+        Cmd::Explain { model, input, choice, target, backend: be, device, output, heatmap, logits } => {
             let target: Target = target.parse()?;
             let be = backends::by_name(&be, &device)?;
             let g = load_model(&model)?;
@@ -212,6 +215,9 @@ fn run(cli: Cli) -> Result<()> {
             npy::write(&output, &e.relevance)?;
             if let Some(h) = heatmap {
                 write_file(&h, &heatmap::encode(&e.relevance, layout)?)?;
+            }
+            if let Some(l) = logits {
+                npy::write(&l, &e.output)?;
             }
             let total: f64 = e.relevance.data.iter().map(|&v| v as f64).sum();
             eprintln!("{}: relevance {:?} written to {} (sum {total:.6e})", plan.analyzer, e.relevance.shape, output.display());

@@ -75,6 +75,16 @@ fn explain_reproduces_a_signxai_map_and_writes_a_heatmap() {
     assert!(Tensor::new(vec![8, 8, 3], r.data.clone()).unwrap().max_rel_diff(&reference) <= 1e-4);
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[1..4], b"PNG");
+    // `--logits` writes the model output the explanation starts from: Keras' logits for this input.
+    let logits = tmp("golden_logits.npy");
+    let (code, _, err) = relprop(&[
+        "explain", "--model", model_a().to_str().unwrap(), "--input", input().to_str().unwrap(), "--method", "lrp_z",
+        "--output", out.to_str().unwrap(), "--logits", logits.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (got, keras) = (npy::read(&logits).unwrap(), npy::read(&golden("model_a__logits.npy")).unwrap());
+    assert_eq!(got.shape, keras.shape);
+    assert!(got.max_rel_diff(&keras) <= 1e-5, "logits {:?} vs Keras {:?}", got.data, keras.data);
     // The class API with parameters gives the same map.
     let (code, _, err) = relprop(&[
         "explain", "--model", model_a().to_str().unwrap(), "--input", input().to_str().unwrap(), "--analyzer", "LRPEpsilon",

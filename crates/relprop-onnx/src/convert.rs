@@ -492,18 +492,25 @@ impl Importer<'_> {
     /// convolutions with positive weights, ε on the composite output), so the pair becomes one IR Conv with a
     /// pointwise stage ([`Conv::pointwise`]). A conv whose input comes straight from a bias-free,
     /// activation-free conv of a layer nested in its own is taken as such a pair: returns that first stage's
-    /// node and how many shape-keeping Reshapes lie between the two. Through other reshapes (or read by anything
+    /// node and how many no-op layout nodes lie between the two. Through anything else (or read by anything
     /// else) it cannot be merged and is refused, rather than explained as two layers with a rule each (different
     /// numbers from signxai's).
     fn separable_first_stage(&self, ctx: &NodeCtx, x: usize) -> Result<Option<(relprop_core::graph::Node, usize)>> {
-        // Walk back through reshapes and transposes; `noop` while they are Reshapes that keep the shape (tf2onnx
-        // puts one between the two convolutions of a strided SeparableConv).
+        // Walk back through reshapes and transposes. `noop` while each keeps the values' row-major order and the
+        // chain ends at the shape it started from, i.e. the chain changes nothing: tf2onnx puts a shape-keeping
+        // Reshape between the two convolutions of a strided SeparableConv, and on a 1×1 plane it sometimes
+        // writes its NCHW→NHWC→NCHW pair as a Reshape to (1, 1, C) and a Transpose back (NASNet's last cells).
         let (mut j, mut between, mut noop) = (x, 0, true);
         while matches!(self.graph.nodes[j].op, Op::Reshape | Op::Transpose { .. }) {
             let input = self.graph.nodes[j].inputs[0];
-            noop &= self.graph.nodes[j].op == Op::Reshape && self.shape(j) == self.shape(input) && self.sole_reader(j);
+            let keeps_order = match &self.graph.nodes[j].op {
+                Op::Transpose { perm } => moves_only_unit_axes(perm, &self.shape(input)),
+                _ => true,
+            };
+            noop &= keeps_order && self.sole_reader(j);
             (j, between) = (input, between + 1);
         }
+        noop &= self.shape(x) == self.shape(j);
         let prev = &self.graph.nodes[j];
         let nested = prev.layer.len() > ctx.layer.len() + 1 && prev.layer.starts_with(&format!("{}/", ctx.layer));
         if !(matches!(&prev.op, Op::Conv(c) if c.activation.is_none() && c.pointwise.is_none() && c.transposed.is_none()) && nested) {
@@ -515,7 +522,7 @@ impl Importer<'_> {
             return Err(ctx.err(format!(
                 "this convolution and '{}' form one Keras layer (a SeparableConv): relprop explains such a pair as \
                  one kernel only when the first convolution (bias-free) feeds this one directly (or through \
-                 shape-keeping reshapes) and nothing else reads it",
+                 reshapes and transposes that change nothing) and nothing else reads it",
                 prev.name
             )));
         }
@@ -1396,4 +1403,11 @@ impl Importer<'_> {
         let id = self.push(ctx, Op::Identity, &[x])?;
         self.bind(&out, id)
     }
+}
+
+/// Whether a transpose (`perm` of the batched tensor, batch axis first) of a tensor with per-sample shape `shape`
+/// keeps the values' row-major order: the axes longer than 1 stay in the same order.
+fn moves_only_unit_axes(perm: &[usize], shape: &[usize]) -> bool {
+    let long: Vec<usize> = perm.iter().copied().filter(|&a| a == 0 || shape.get(a - 1).is_some_and(|&d| d > 1)).collect();
+    long.windows(2).all(|w| w[0] < w[1])
 }

@@ -495,27 +495,35 @@ fn separable_conv_pairs_become_one_layer() {
     assert!(e.contains("m/sep/separable_conv2d") && e.contains("pointwise") && e.contains("strides [2, 2]"), "{e}");
     let e = err(&pair("m/sep/separable_conv2d/depthwise", "m/sep/separable_conv2d", one_by_one(), true));
     assert!(e.contains("m/sep/separable_conv2d/depthwise") && e.contains("nothing else reads it"), "{e}");
-    // tf2onnx puts a shape-keeping Reshape between the two stages of a strided SeparableConv (NASNet): still one
-    // layer. A Reshape that changes the shape is refused.
-    let through = |target: &[i64]| {
-        let nodes = vec![
+    // tf2onnx puts a shape-keeping Reshape between the two stages of a strided SeparableConv (NASNet), and on a 1x1
+    // plane sometimes a Reshape to (1, 1, C) and a Transpose back: still one layer. Layout nodes that change the
+    // shape, or the order of the values, are refused.
+    let through = |plane: i64, target: &[i64], perm: Option<&[i64]>| {
+        let mut nodes = vec![
             make_node("Conv", "m/sep/separable_conv2d/depthwise", &["x", "dw"], &["h"], vec![attr_ints("kernel_shape", &[3, 3]), attr_int("group", 2), attr_ints("pads", &[1, 1, 1, 1])]),
             make_node("Reshape", "m/sep/separable_conv2d__7", &["h", "shape"], &["hr"], vec![]),
             make_node("Conv", "m/sep/separable_conv2d", &["hr", "pw", "b"], &["z"], one_by_one()),
         ];
+        if let Some(p) = perm {
+            nodes.insert(2, make_node("Transpose", "m/sep/separable_conv2d__8", &["hr"], &["ht"], vec![attr_ints("perm", p)]));
+            nodes[3].input[0] = "ht".into();
+        }
         let inits = vec![
             make_tensor_f32("dw", &[2, 1, 3, 3], &dw),
             make_tensor_f32("pw", &[4, 2, 1, 1], &pw),
             make_tensor_f32("b", &[4], &[0.1, -0.2, 0.3, 0.0]),
             make_tensor_i64("shape", &[4], target),
         ];
-        model_bytes(nodes, inits, &[2, 5, 5], "z", 13)
+        model_bytes(nodes, inits, &[2, plane as usize, plane as usize], "z", 13)
     };
-    let g = ok(&through(&[-1, 2, 5, 5]));
-    assert_eq!(kinds(&g), ["Input", "Conv2D"]);
-    assert!(matches!(&g.nodes[1].op, Op::Conv(c) if c.pointwise.is_some()));
-    let e = err(&through(&[-1, 2, 25, 1]));
-    assert!(e.contains("shape-keeping reshapes"), "{e}");
+    for g in [ok(&through(5, &[-1, 2, 5, 5], None)), ok(&through(1, &[-1, 1, 1, 2], Some(&[0, 3, 1, 2])))] {
+        assert_eq!(kinds(&g), ["Input", "Conv2D"]);
+        assert!(matches!(&g.nodes[1].op, Op::Conv(c) if c.pointwise.is_some()));
+    }
+    for bad in [through(5, &[-1, 2, 25, 1], None), through(5, &[-1, 5, 5, 2], Some(&[0, 3, 1, 2]))] {
+        let e = err(&bad);
+        assert!(e.contains("change nothing"), "{e}");
+    }
 }
 
 #[test]

@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 SHIPPED = ["model_a", "model_b"]
 NEW = ["conv1d_bn", "bn_residual", "strided", "maxpool_overlap", "mlp", "digits_cnn", "keras_stem", "dense_branches",
        "depthwise", "merges", "cropping", "separable", "se_merges", "upsampling", "conv_transpose",
-       "upsampling_bilinear", "dense_blocks"]
+       "upsampling_bilinear", "dense_blocks", "convnext_block"]
 OPSET = 13
 ONNX_TOL = 1e-5  # |ONNX Runtime - Keras| on the logits
 
@@ -123,6 +123,7 @@ EXTRA_CONFIGS = {
     "conv_transpose": until_configs(range(1, 4)),
     "upsampling_bilinear": until_configs(range(1, 4)),
     "dense_blocks": until_configs(range(1, 8)),
+    "convnext_block": until_configs(range(1, 8)),
 }
 WRAPPER_PREFIXES = ("lrp_", "lrpsign_", "lrpz_", "w2lrp_", "flatlrp_", "zblrp_")
 WRAPPER_API = "signxai.methods.wrappers"
@@ -557,6 +558,30 @@ def build_dense_blocks():
                        "through Rescaling and Normalization unchanged"}
 
 
+def build_convnext_block():
+    rng = np.random.default_rng(118)
+    i = keras.Input((8, 8, 3), name="input")
+    h = L.Conv2D(6, 2, strides=2, name="stem")(i)                                              # 4x4x6
+    h = L.LayerNormalization(epsilon=1e-6, name="stem_ln")(h)
+    y = L.DepthwiseConv2D(3, padding="same", name="dw")(h)
+    y = L.LayerNormalization(epsilon=1e-6, name="ln")(y)
+    y = L.Dense(12, name="pw1")(y)                                                              # Dense on rank 4
+    y = L.Activation("gelu", name="gelu")(y)
+    y = L.Dense(6, name="pw2")(y)
+    h = L.Add(name="add")([h, y])
+    h = L.GlobalAveragePooling2D(name="gap")(h)
+    h = L.LayerNormalization(epsilon=1e-6, name="head_ln")(h)
+    h = L.Dense(8, activation="gelu", name="fc")(h)
+    o = L.Dense(3, name="logits")(h)
+    m = keras.Model(i, o, name="convnext_block")
+    randomize(m, rng)
+    return m, uniform_inputs((8, 8, 3), rng), {
+        "description": "Conv 2x2 stride 2 -> LayerNorm -> a ConvNeXt block (DepthwiseConv 3x3 -> LayerNorm -> Dense "
+                       "on the rank-4 tensor -> GELU -> Dense, residual Add) -> GAP -> LayerNorm -> Dense(gelu) -> "
+                       "Dense: signxai passes relevance through LayerNormalization and a standalone GELU unchanged "
+                       "and applies its rules to Dense layers on every position"}
+
+
 BUILDERS = {
     "conv1d_bn": build_conv1d_bn,
     "bn_residual": build_bn_residual,
@@ -575,6 +600,7 @@ BUILDERS = {
     "conv_transpose": build_conv_transpose,
     "upsampling_bilinear": build_upsampling_bilinear,
     "dense_blocks": build_dense_blocks,
+    "convnext_block": build_convnext_block,
 }
 
 LAYER_KEYS = ["activation", "padding", "strides", "kernel_size", "pool_size", "use_bias", "data_format",

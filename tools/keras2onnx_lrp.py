@@ -301,6 +301,33 @@ class _Writer:
                 y = self.node(layer, "Add", [y, self.const(layer, "bias", layer.bias.numpy().astype(np.float32))])
             y = self.activation(layer, y, cfg["activation"])
             return (y, "keras", [int(d) for d in layer.output_shape[1:]])
+        if cls == "LayerNormalization":
+            # TensorFlow's own ops (tf.nn.moments, tf.nn.batch_normalization), as tf2onnx writes them: relprop
+            # reads them back as one LayerNorm layer.
+            axes = cfg["axis"] if isinstance(cfg["axis"], (list, tuple)) else [cfg["axis"]]
+            axes = sorted(a if a >= 0 else rank + a for a in axes)
+            t = self.to_keras(layer, t, layout, rank)
+            kshape = [int(d) for d in layer.output_shape[1:]]
+            pshape = [kshape[a - 1] if a in axes else 1 for a in range(1, rank)]
+            f32 = lambda v: np.asarray(v, np.float32)
+            mean = self.node(layer, "ReduceMean", [t], name_as="moments/mean", axes=axes, keepdims=1)
+            d = self.node(layer, "Sub", [t, mean], name_as="moments/SquaredDifference")
+            var = self.node(layer, "ReduceMean", [self.node(layer, "Mul", [d, d], name_as="moments/square")],
+                            name_as="moments/variance", axes=axes, keepdims=1)
+            ve = self.node(layer, "Add", [var, self.const(layer, "epsilon", f32(cfg["epsilon"]))], name_as="batchnorm/add")
+            s = self.node(layer, "Reciprocal", [self.node(layer, "Sqrt", [ve], name_as="batchnorm/Rsqrt")],
+                          name_as="batchnorm/Rsqrt_recip")
+            if cfg["scale"]:
+                s = self.node(layer, "Mul", [s, self.const(layer, "gamma", f32(layer.gamma.numpy()).reshape(pshape))],
+                              name_as="batchnorm/mul")
+            ms = self.node(layer, "Mul", [mean, s], name_as="batchnorm/mul_2")
+            if cfg["center"]:
+                shift = self.node(layer, "Sub", [self.const(layer, "beta", f32(layer.beta.numpy()).reshape(pshape)), ms],
+                                  name_as="batchnorm/sub")
+            else:
+                shift = self.node(layer, "Neg", [ms], name_as="batchnorm/neg")
+            xs = self.node(layer, "Mul", [t, s], name_as="batchnorm/mul_1")
+            return (self.node(layer, "Add", [xs, shift], name_as="batchnorm/add_1"), "keras", kshape)
         if cls == "ReLU":
             if cfg.get("max_value") is not None or cfg.get("negative_slope", 0) != 0 or cfg.get("threshold", 0) != 0:
                 raise NotImplementedError(f"{layer.name}: ReLU options")

@@ -153,6 +153,14 @@ ARCHS = {
                                                   L.ReLU(name="r2"), L.Conv2D(4, 3, padding="same", name="c3"),
                                                   L.BatchNormalization(name="bn3")), L.ReLU(name="r3")),
                                      L.GlobalAveragePooling2D(name="gap"), L.Dense(3, name="out"))),
+    "gelu_dense4d": ((6, 6, 3), seq(L.Conv2D(4, 3, padding="same", name="c"), L.Dense(6, activation="gelu", name="d0"),
+                                    L.Activation("gelu", name="act"), L.Dense(4, name="d1"),
+                                    L.GlobalAveragePooling2D(name="gap"), L.Dense(3, name="out"))),
+    "layernorm": ((6, 6, 3), seq(L.Conv2D(4, 3, padding="same", name="c"), L.LayerNormalization(name="ln"), L.ReLU(name="r"),
+                                 L.Conv2D(5, 3, name="c2"), L.LayerNormalization(axis=[1, 2, 3], name="ln2"),
+                                 L.GlobalAveragePooling2D(name="gap"), L.Dense(3, name="out"))),
+    "layernorm_dense": ((10,), seq(L.Dense(8, name="d1"), L.LayerNormalization(name="ln1"), L.Dense(6, activation="relu", name="d2"),
+                                   L.LayerNormalization(center=False, scale=False, epsilon=0.01, name="ln2"), L.Dense(3, name="out"))),
     # keras.applications architectures (random weights, small inputs, no softmax): real-world layer mixes.
     "app_mobilenetv2": ((32, 32, 3), lambda x: tf.keras.applications.MobileNetV2(
         input_tensor=x, alpha=0.35, weights=None, classes=4, classifier_activation=None).output),

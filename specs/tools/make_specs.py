@@ -84,6 +84,12 @@ ILL_CONDITIONED = {
     ("dense_blocks", "dense_blocks__input0.npy", "LRPGamma_0.25"): (7.0e-4, 1.5e-3),
     ("dense_blocks", "dense_blocks__input1.npy", "LRPGamma_0.5"): (4.8e-4, 1e-3),
     ("dense_blocks", "dense_blocks__input1.npy", "LRPGamma_0.25"): (8.4e-4, 2e-3),
+    # Z above WSquare/Flat input layers through the LayerNorms (identity) of a ConvNeXt block: a z near 0
+    # (one-sided: the 1 - 1e-7 nudge moves the map, the 1 + 1e-7 one does not)
+    ("convnext_block", "convnext_block__input0.npy", "LRP_Z_input_WSquare"): (1.4e-4, 5e-4),
+    ("convnext_block", "convnext_block__input0.npy", "w2lrp_z"): (1.4e-4, 5e-4),
+    ("convnext_block", "convnext_block__input0.npy", "LRP_Z_input_Flat"): (1.3e-4, 5e-4),
+    ("convnext_block", "convnext_block__input0.npy", "flatlrp_z"): (1.3e-4, 5e-4),
 }
 
 

@@ -375,13 +375,32 @@ fn run_check(c: &Check, case: &Case, m: &dyn CompiledModel, g: &Graph, analyzer:
             ];
             let batch = Tensor::concat_batch(&variants);
             let rb = explain(m, g, case, analyzer, &batch, false)?.relevance;
-            let mut worst = 0f32;
+            let (mut worst, mut worst_at) = (0f32, 0);
+            let mut singles = Vec::with_capacity(variants.len());
             for (n, v) in variants.iter().enumerate() {
                 let r1 = explain(m, g, case, analyzer, v, false)?.relevance;
-                let part = rb.slice_batch(n, 1);
-                worst = worst.max(if r1.max_abs() < 1e-6 { part.max_abs_diff(&r1) } else { part.max_rel_diff(&r1) });
+                let d = difference(&rb.slice_batch(n, 1), &r1);
+                if d > worst {
+                    (worst, worst_at) = (d, n);
+                }
+                singles.push(r1);
             }
-            check("batch_per_sample", worst <= *tol, format!("worst difference {worst:.2e} over 4 samples"))
+            if worst <= *tol {
+                return Ok(check("batch_per_sample", true, format!("worst difference {worst:.2e} over 4 samples")));
+            }
+            // A batch sums in another order (other GEMM shapes): where the map amplifies rounding, allow what
+            // the sample's own map moves under rounding-sized input nudges, as between backends.
+            let mut sensitivity = 0f32;
+            for xn in relprop_core::rng::rounding_nudges(&variants[worst_at]) {
+                let rn = explain(m, g, case, analyzer, &xn, false)?.relevance;
+                sensitivity = sensitivity.max(difference(&rn, &singles[worst_at]));
+            }
+            let ok = worst <= CONDITIONING_ALLOWANCE * sensitivity;
+            check(
+                "batch_per_sample",
+                ok,
+                format!("worst difference {worst:.2e} over 4 samples (sample {worst_at}); its input-rounding sensitivity {sensitivity:.2e}"),
+            )
         }
     })
 }

@@ -166,6 +166,31 @@ pub struct BatchNorm {
     pub epsilon: f32,
 }
 
+/// Layer normalization over the last `axes` per-sample axes (ONNX LayerNormalization, PyTorch `nn.LayerNorm`,
+/// Keras LayerNormalization): `y = (x − mean) / sqrt(var + eps) · gamma + beta`, mean and (biased) variance over
+/// those axes. `gamma` and `beta` hold one value per normalized element (their shape is the trailing shape).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerNorm {
+    pub axes: usize,
+    pub gamma: Arc<Tensor>,
+    pub beta: Arc<Tensor>,
+    pub epsilon: f32,
+}
+
+impl LayerNorm {
+    /// One row of `gamma.len()` values normalized in place (the backends' shared reference: mean, then the mean
+    /// of squared deviations, in f32).
+    pub fn normalize_row(&self, row: &mut [f32]) {
+        let n = row.len() as f32;
+        let mean = row.iter().sum::<f32>() / n;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let inv = 1.0 / (var + self.epsilon).sqrt();
+        for ((v, g), b) in row.iter_mut().zip(&self.gamma.data).zip(&self.beta.data) {
+            *v = (*v - mean) * inv * g + b;
+        }
+    }
+}
+
 impl BatchNorm {
     /// Per-channel scale `gamma / sqrt(var + eps)` and shift `beta - scale * mean`.
     pub fn scale_shift(&self) -> (Vec<f32>, Vec<f32>) {
@@ -292,6 +317,9 @@ pub enum Op {
     /// mean 0, variance 1). signxai passes relevance through such same-shape layers unchanged (SPEC 2), so its
     /// rule is the identity, not the BN rule.
     Affine(BatchNorm),
+    /// Layer normalization ([`LayerNorm`]). signxai passes relevance through it unchanged, as through every
+    /// same-shape layer without a kernel (SPEC 2): its rule is the identity.
+    LayerNorm(LayerNorm),
     /// Elementwise sum of any number of same-shaped inputs (residual connections).
     Add,
     /// Upsampling of the spatial axes (channels-first) by an integer factor per axis (Keras UpSampling1D/2D,
@@ -338,6 +366,7 @@ impl Op {
             Op::GlobalMaxPool => "GlobalMaxPool",
             Op::BatchNorm(_) => "BatchNorm",
             Op::Affine(_) => "Affine",
+            Op::LayerNorm(_) => "LayerNorm",
             Op::Add => "Add",
             Op::Mean => "Mean",
             Op::Merge(m) => match m {
@@ -540,6 +569,7 @@ pub fn weights_of(op: &Op) -> Vec<&Tensor> {
         Op::Dense(d) => std::iter::once(&*d.weight).chain(d.bias.as_deref()).collect(),
         Op::Conv(c) => std::iter::once(&*c.weight).chain(c.pointwise.as_deref()).chain(c.bias.as_deref()).collect(),
         Op::BatchNorm(b) | Op::Affine(b) => vec![&*b.gamma, &*b.beta, &*b.mean, &*b.var],
+        Op::LayerNorm(l) => vec![&*l.gamma, &*l.beta],
         _ => vec![],
     }
 }
@@ -697,6 +727,22 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
             }
             if b.var.data.iter().any(|v| v + b.epsilon < 0.0) {
                 return Err("variance + epsilon is negative".into());
+            }
+            Ok(x.to_vec())
+        }
+        Op::LayerNorm(l) => {
+            let x = one()?;
+            if l.axes == 0 || l.axes > x.len() {
+                return Err(format!("normalizes over the last {} axes of an input {x:?}", l.axes));
+            }
+            let row: usize = x[x.len() - l.axes..].iter().product();
+            for (n, t) in [("gamma", &l.gamma), ("beta", &l.beta)] {
+                if t.data.len() != row {
+                    return Err(format!("{n} has {} values, expected {row} (the normalized axes of {x:?})", t.data.len()));
+                }
+            }
+            if l.epsilon.is_nan() || l.epsilon < 0.0 {
+                return Err(format!("epsilon {} must be >= 0", l.epsilon));
             }
             Ok(x.to_vec())
         }

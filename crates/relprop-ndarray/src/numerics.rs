@@ -312,6 +312,17 @@ impl Numerics for NdModel {
                 }
                 arc(y)
             }
+            Op::LayerNorm(l) => {
+                let mut y = x.as_standard_layout().into_owned();
+                let rows = y.as_slice_mut().expect("standard layout");
+                let row = l.gamma.data.len();
+                if rows.len() > PAR_LEN {
+                    rows.par_chunks_mut(row).for_each(|r| l.normalize_row(r));
+                } else {
+                    rows.chunks_mut(row).for_each(|r| l.normalize_row(r));
+                }
+                arc(y)
+            }
             Op::Add | Op::Mean => {
                 let mut acc = (***x).clone();
                 for other in &inputs[1..] {

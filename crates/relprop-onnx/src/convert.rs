@@ -5,7 +5,8 @@
 //! * Conv/MatMul/Gemm followed by an `Add` of a per-channel constant (their only consumer) → the layer's bias;
 //! * then an activation in the same layer (its only consumer) → the layer's fused `activation`;
 //! * chained Adds (Muls, Maxes, Mins) of one layer → one n-ary node; reshape after reshape → one reshape;
-//! * `x · Sigmoid(x)` in one layer → a Swish activation (Keras `swish`, PyTorch `SiLU`).
+//! * `x · Sigmoid(x)` in one layer → a Swish activation (Keras `swish`, PyTorch `SiLU`);
+//! * GELU spelled out with `Erf` → a Gelu activation (`patterns.rs`).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,16 +15,18 @@ use relprop_core::{Activation, BatchNorm, Conv, Coordinates, Dense, Interpolatio
 
 use crate::attrs::NodeCtx;
 use crate::import::{is_op, Importer, MAX_ELEMENTS};
+use crate::patterns::SpelledOp;
 use crate::shapes::Dim;
 use crate::tensors::Const;
 
 const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, \
-    Selu, Gelu, HardSigmoid, HardSwish, Clip, x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, \
-    ReduceMean/ReduceMax over all spatial axes, BatchNormalization, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, \
+    Selu, Gelu (also spelled out with Erf), HardSigmoid, HardSwish, Clip, x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, \
+    ReduceMean/ReduceMax over all spatial axes, BatchNormalization, LayerNormalization (also Keras' spelled-out \
+    form), Reshape, Flatten, Squeeze, Unsqueeze, Transpose, \
     Pad, Slice (step 1), Concat, Split, Mean, Resize/Upsample (nearest or linear, whole factors), Mul/Div/Add/Sub by \
     per-channel constants, Mul/Sub/Max/Min of computed tensors (broadcasting size-1 axes), Dropout, Identity, \
     Constant, a final Softmax/LogSoftmax, and integer shape arithmetic for reshape targets (Shape, Gather, Concat, \
-    Slice, Cast, Unsqueeze, Squeeze, Mul, Div, Add, Sub)";
+    Slice, Cast, Unsqueeze, Squeeze, ReduceProd, Mul, Div, Add, Sub)";
 
 /// Most inputs an n-ary Add recovered from a chain of binary Adds gets (Keras `Add` layers have a handful).
 const MAX_MERGED_ADD: usize = 64;
@@ -78,6 +81,34 @@ impl Importer<'_> {
         if self.is_shape_op(&ctx) {
             return self.shape_op(&ctx);
         }
+        if let Some(sp) = self.spelled.get(&k).cloned() {
+            // The first node of a spelled-out layer: the whole of it is one IR layer.
+            sp.nodes.iter().for_each(|&m| self.done[m] = true);
+            let x = *self.values.get(&sp.x).ok_or_else(|| ctx.err(format!("input '{}' is not a computed tensor", sp.x)))?;
+            return match sp.op {
+                SpelledOp::Gelu => {
+                    let id = self.push(&ctx, Op::Activation(Activation::Gelu), &[x])?;
+                    self.bind(&sp.out, id)
+                }
+                SpelledOp::LayerNorm { axes, epsilon, gamma, beta, mean_target } => {
+                    if let Some(t) = mean_target {
+                        // The Reshape of the mean must keep its shape (entry 0, the batch, aside).
+                        let rank = self.shape(x).len() + 1;
+                        let norm: Vec<usize> = axes.iter().map(|&a| norm_axis(&ctx, a, rank)).collect::<Result<_>>()?;
+                        let mean_shape: Vec<i64> = (1..rank).map(|a| if norm.contains(&a) { 1 } else { self.shape(x)[a - 1] as i64 }).collect();
+                        if t.len() != rank || t[1..] != mean_shape[..] {
+                            return Err(ctx.err(format!("the layer normalization's mean is reshaped to {t:?}, not kept as {mean_shape:?}")));
+                        }
+                    }
+                    let param = |name: &Option<String>| name.as_ref().map(|n| self.consts[n.as_str()].clone());
+                    let (gamma, beta) = (param(&gamma), param(&beta));
+                    // The Keras layer, not TensorFlow's `moments` scope inside it.
+                    let layer = ctx.layer.strip_suffix("/moments").unwrap_or(&ctx.layer).to_string();
+                    let ctx = NodeCtx { layer, ..ctx };
+                    self.push_layer_norm(&ctx, x, &axes, epsilon, gamma.as_deref(), beta.as_deref(), &sp.out)
+                }
+            };
+        }
         match ctx.op {
             "Conv" | "ConvTranspose" => self.conv(&ctx),
             "MatMul" => self.matmul(&ctx),
@@ -93,6 +124,7 @@ impl Importer<'_> {
             "GlobalAveragePool" | "GlobalMaxPool" => self.global_pool(&ctx),
             "ReduceMean" | "ReduceMax" => self.reduce(&ctx),
             "BatchNormalization" => self.batchnorm(&ctx),
+            "LayerNormalization" => self.layer_norm(&ctx),
             "Reshape" => self.reshape_op(&ctx),
             "Flatten" => self.flatten(&ctx),
             "Squeeze" => self.squeeze(&ctx),
@@ -322,6 +354,17 @@ impl Importer<'_> {
                         return Ok(Some((Activation::Swish, o)));
                     }
                 }
+            }
+        }
+        // Keras `activation="gelu"`: a spelled-out GELU of `out` in the same layer (its readers are the GELU's).
+        let gelu = self.consumers.get(out).and_then(|c| c.first()).and_then(|k| self.spelled.get(k)).filter(|g| matches!(g.op, SpelledOp::Gelu));
+        if let Some(g) = gelu.cloned() {
+            let readers = &self.consumers[out];
+            let gl = self.ctx(g.nodes[1]).layer;
+            let same_layer = gl == layer || gl.strip_prefix(layer).is_some_and(|r| r.starts_with('/'));
+            if g.x == out && readers.iter().all(|r| g.nodes.contains(r)) && same_layer {
+                g.nodes.iter().for_each(|&m| self.done[m] = true);
+                return Ok(Some((Activation::Gelu, g.out)));
             }
         }
         let Some(k) = self.sole_consumer(out) else { return Ok(None) };
@@ -1156,6 +1199,73 @@ impl Importer<'_> {
         self.bind(ctx.main_output()?, id)
     }
 
+    /// ONNX LayerNormalization: over axes `axis..` (opset 17; PyTorch's `nn.LayerNorm`).
+    fn layer_norm(&mut self, ctx: &NodeCtx) -> Result<()> {
+        if ctx.proto.output.iter().skip(1).any(|o| !o.is_empty() && self.is_used(o)) {
+            return Err(ctx.err("the Mean/InvStdDev outputs are used, which is not supported"));
+        }
+        let x = self.value(ctx, 0)?;
+        let rank = self.shape(x).len() as i64 + 1;
+        let axis = ctx.int("axis", -1)?;
+        let first = if axis < 0 { axis + rank } else { axis };
+        if !(1..rank).contains(&first) {
+            return Err(ctx.err(format!("axis {axis} of a rank-{rank} input: the batch axis cannot be normalized over")));
+        }
+        let epsilon = ctx.float("epsilon", 1e-5)?;
+        let gamma = self.konst(ctx, 1, "Scale")?;
+        let beta = ctx.input(2).map(|_| self.konst(ctx, 2, "B")).transpose()?;
+        let axes: Vec<i64> = (first..rank).collect();
+        self.push_layer_norm(ctx, x, &axes, epsilon, Some(&gamma), beta.as_deref(), ctx.main_output()?)
+    }
+
+    /// A [`LayerNorm`] of IR node `x` over the ONNX axes `axes`, bound to `out`. γ and β (None: 1 and 0) broadcast
+    /// against the input (right-aligned) and must be constant along the axes not normalized. Axes other than the
+    /// last ones are moved there and back by two transposes (relevance passes them by the gradient, unchanged).
+    #[allow(clippy::too_many_arguments)]
+    fn push_layer_norm(&mut self, ctx: &NodeCtx, x: usize, axes: &[i64], epsilon: f32, gamma: Option<&Const>, beta: Option<&Const>, out: &str) -> Result<()> {
+        if !epsilon.is_finite() || epsilon < 0.0 {
+            return Err(ctx.err(format!("epsilon {epsilon} must be finite and non-negative")));
+        }
+        let shape = self.shape(x);
+        let rank = shape.len() + 1;
+        let mut norm: Vec<usize> = Vec::with_capacity(axes.len());
+        for &a in axes {
+            let a = norm_axis(ctx, a, rank)?;
+            if a == 0 || norm.contains(&a) {
+                return Err(ctx.err(format!("normalizes over axes {axes:?}: the batch axis, or an axis twice")));
+            }
+            norm.push(a);
+        }
+        norm.sort_unstable();
+        let keep: Vec<usize> = (1..rank).filter(|a| !norm.contains(a)).collect();
+        let trailing: Vec<usize> = norm.iter().map(|&a| shape[a - 1]).collect();
+        let param = |c: Option<&Const>, what: &str, default: f32| -> Result<Tensor> {
+            let data = match c {
+                None => vec![default; trailing.iter().product()],
+                Some(c) => {
+                    let v = c.f32s().ok_or_else(|| ctx.err(format!("{what} must be float32")))?;
+                    along_axes(v, &c.dims, &shape, &norm)
+                        .ok_or_else(|| ctx.err(format!("{what} of shape {:?} does not vary only along the normalized axes {axes:?} of an input {shape:?}", c.dims)))?
+                }
+            };
+            Ok(Tensor { shape: trailing.clone(), data })
+        };
+        let ln = relprop_core::LayerNorm { axes: norm.len(), gamma: Arc::new(param(gamma, "scale (gamma)", 1.0)?), beta: Arc::new(param(beta, "shift (beta)", 0.0)?), epsilon };
+        let id = if keep.iter().all(|&a| a < norm[0]) {
+            self.push(ctx, Op::LayerNorm(ln), &[x])?
+        } else {
+            let perm: Vec<usize> = std::iter::once(0).chain(keep.iter().copied()).chain(norm.iter().copied()).collect();
+            let mut back = vec![0; rank];
+            for (i, &p) in perm.iter().enumerate() {
+                back[p] = i;
+            }
+            let to_last = self.push_as(&format!("{}__to_last", ctx.name), &ctx.layer, Op::Transpose { perm }, &[x])?;
+            let y = self.push(ctx, Op::LayerNorm(ln), &[to_last])?;
+            self.push_as(&format!("{}__back", ctx.name), &ctx.layer, Op::Transpose { perm: back }, &[y])?
+        };
+        self.bind(out, id)
+    }
+
     // ---- layout ops ----------------------------------------------------------------------------------------
 
     /// ONNX Reshape with the batch kept in axis 0. One more form: tf2onnx writes Keras Dense on a rank-3 input
@@ -1171,9 +1281,13 @@ impl Importer<'_> {
         let merged_in = ctx.input(0).and_then(|i| self.merged.get(i)).map_or(0, |(m, _)| *m);
         // A target computed from shapes (`x.view(x.size(0), -1)`) or a constant list.
         // `batch`: the first entry is the batch size itself (a computed target), not ONNX's "copy input axis 0".
-        let (t, allow_zero, batch) = match ctx.input(1).and_then(|i| self.shape_values.get(i)) {
-            Some(v) => (self.reshape_target(ctx, v)?, false, v.dims.first() == Some(&Dim::Batch)),
-            None => (self.const_ints(ctx, 1, "shape")?, ctx.int("allowzero", 0)? != 0, false),
+        // `want_rows`: a computed target `[N·k, ...]` must merge exactly `k` rows per sample.
+        let (t, allow_zero, batch, want_rows) = match ctx.input(1).and_then(|i| self.shape_values.get(i)) {
+            Some(v) => {
+                let (t, rows) = self.reshape_target(ctx, v)?;
+                (t, false, v.dims.first() == Some(&Dim::Batch(1)), rows)
+            }
+            None => (self.const_ints(ctx, 1, "shape")?, ctx.int("allowzero", 0)? != 0, false, None),
         };
         let Some((&first, rest)) = t.split_first() else {
             return Err(ctx.err("target shape is empty: the batch axis must stay"));
@@ -1219,7 +1333,7 @@ impl Importer<'_> {
             },
             _ => return Err(cannot()),
         };
-        if target.iter().product::<usize>() * rows != numel {
+        if target.iter().product::<usize>() * rows != numel || want_rows.is_some_and(|k| k != rows) {
             return Err(cannot());
         }
         let out = ctx.main_output()?.to_string();
@@ -1233,13 +1347,20 @@ impl Importer<'_> {
         self.bind(&out, id)
     }
 
-    /// The Reshape `ctx` restores the batch of `x`, a Dense on a batch-merged tensor (tf2onnx's Tensordot), to
-    /// `x`'s own per-sample shape: it is no node at all, and Keras' bias Add and activation after it are the
-    /// Dense's, as for any Keras layer. Whether it was so (the last absorbed output is then bound to the Dense).
+    /// The Reshape `ctx` restores the batch of `x`, a Dense on a batch-merged tensor (tf2onnx's Tensordot), and
+    /// Keras' bias Add and activation after it are the Dense's, as for any Keras layer. On a rank-3 input the
+    /// restored shape is `x`'s own per-sample shape `[T, U]` and the Reshape is no node at all; on a rank-4 input
+    /// (`[H·W, U]` restored to `[H, W, U]`) it stays, after the Dense with its bias and activation (the same values:
+    /// both act on the last axis). Whether it was so (the last absorbed output is then bound).
     fn finish_tensordot(&mut self, ctx: &NodeCtx, x: usize, target: &[usize]) -> Result<bool> {
         let Some(input) = ctx.input(0) else { return Ok(false) };
         let Some(Op::Dense(d)) = self.graph.nodes.get(x).map(|n| &n.op) else { return Ok(false) };
-        if d.activation.is_some() || self.shape(x) != target || self.sole_consumer(input) != Some(ctx.index) {
+        let shape = self.shape(x);
+        let same_rows = match (shape.split_last(), target.split_last()) {
+            (Some((u, [rows])), Some((v, lead))) => u == v && lead.iter().product::<usize>() == *rows,
+            _ => false,
+        };
+        if d.activation.is_some() || !(shape == target || same_rows) || self.sole_consumer(input) != Some(ctx.index) {
             return Ok(false);
         }
         let mut d = d.clone();
@@ -1248,7 +1369,8 @@ impl Importer<'_> {
         let (bias, activation, out) = self.dense_tail(ctx.main_output()?, target.len() + 1, n, &layer, old_bias)?;
         (d.bias, d.activation) = (bias, activation);
         self.graph.nodes[x].op = Op::Dense(d);
-        self.bind(&out, x)?;
+        let id = if shape == target { x } else { self.graph.push_reshape(&ctx.name, &ctx.layer, x, target.to_vec())? };
+        self.bind(&out, id)?;
         Ok(true)
     }
 
@@ -1410,4 +1532,37 @@ impl Importer<'_> {
 fn moves_only_unit_axes(perm: &[usize], shape: &[usize]) -> bool {
     let long: Vec<usize> = perm.iter().copied().filter(|&a| a == 0 || shape.get(a - 1).is_some_and(|&d| d > 1)).collect();
     long.windows(2).all(|w| w[0] < w[1])
+}
+
+/// The values of a constant (`data` of shape `dims`) broadcast against a tensor of per-sample shape `shape`
+/// (right-aligned, batch axis included), listed over the full-rank axes `norm` in row-major order; None when it
+/// does not broadcast or varies along any other axis.
+fn along_axes(data: &[f32], dims: &[usize], shape: &[usize], norm: &[usize]) -> Option<Vec<f32>> {
+    let full: Vec<usize> = std::iter::once(1).chain(shape.iter().copied()).collect();
+    if dims.len() > full.len() {
+        return None;
+    }
+    let d: Vec<usize> = std::iter::repeat_n(1, full.len() - dims.len()).chain(dims.iter().copied()).collect();
+    if d.iter().zip(&full).enumerate().any(|(a, (&c, &f))| !(c == 1 || (c == f && norm.contains(&a)))) {
+        return None;
+    }
+    // Row-major strides of the constant; an axis of extent 1 is read at index 0.
+    let mut strides = vec![0; d.len()];
+    let mut acc = 1;
+    for a in (0..d.len()).rev() {
+        strides[a] = if d[a] == 1 { 0 } else { acc };
+        acc *= d[a];
+    }
+    let extents: Vec<usize> = norm.iter().map(|&a| full[a]).collect();
+    let count: usize = extents.iter().product();
+    let mut out = Vec::with_capacity(count);
+    for mut i in 0..count {
+        let mut off = 0;
+        for (k, &a) in norm.iter().enumerate().rev() {
+            off += (i % extents[k]) * strides[a];
+            i /= extents[k];
+        }
+        out.push(*data.get(off)?);
+    }
+    Some(out)
 }

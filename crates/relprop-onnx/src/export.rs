@@ -204,6 +204,12 @@ impl Writer {
                 let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
                 self.emit("BatchNormalization", &name, &refs, vec![attr_float("epsilon", b.epsilon)])
             }
+            Op::LayerNorm(l) => {
+                let name = self.fresh(layer, "LayerNormalization");
+                let (scale, bias) = (self.weight(&name, "scale", &l.gamma), self.weight(&name, "B", &l.beta));
+                let attrs = vec![attr_int("axis", -(l.axes as i64)), attr_float("epsilon", l.epsilon)];
+                self.emit("LayerNormalization", &name, &[x, &scale, &bias], attrs)
+            }
             Op::Add => self.simple(if ins.len() == 2 { "Add" } else { "Sum" }, layer, &in_refs, vec![]),
             Op::Mean => self.simple("Mean", layer, &in_refs, vec![]),
             Op::Merge(m) => match m {

@@ -117,6 +117,7 @@ pub fn import_model(model: &ModelProto, file_label: &str, opts: &ImportOptions) 
         batch,
         shape_values: HashMap::new(),
         merged: HashMap::new(),
+        spelled: HashMap::new(),
     };
     imp.used_names = imp.names.iter().cloned().chain([input_name.clone()]).collect();
 
@@ -134,6 +135,7 @@ pub fn import_model(model: &ModelProto, file_label: &str, opts: &ImportOptions) 
         }
     }
 
+    imp.spelled = imp.find_spelled();
     for k in order {
         if live[k] && !imp.done[k] {
             imp.convert(k)?;
@@ -193,6 +195,8 @@ pub(crate) struct Importer<'a> {
     /// IR as per-sample `[m, ...]`), with `m`: tf2onnx's Keras Dense on a rank-3 input (`convert.rs`,
     /// `reshape_op`), and the Reshape that merged it.
     pub merged: HashMap<String, (usize, String)>,
+    /// Layers spelled out as several ONNX nodes (`patterns.rs`), by each of their nodes.
+    pub spelled: HashMap<usize, crate::patterns::Spelled>,
 }
 
 /// Whether `n` is the standard-domain op `op`.

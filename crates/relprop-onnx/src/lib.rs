@@ -17,6 +17,7 @@ mod convert;
 mod export;
 mod external;
 mod import;
+mod patterns;
 mod shapes;
 mod tensors;
 

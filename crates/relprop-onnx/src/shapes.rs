@@ -3,9 +3,11 @@
 //! PyTorch's `x.view(x.size(0), -1)` exported with a dynamic batch becomes
 //! `Shape → Gather(0) → Unsqueeze → Concat([·, -1]) → Reshape`. Every per-sample size is known at import
 //! time, so these nodes are evaluated here, once: each integer value is a list of [`Dim`]s, a known number or
-//! the batch size, which stays symbolic. A result with no batch entry becomes an ordinary int64 constant (so
-//! any op that wants a constant list can use it); one with a batch entry is kept for `Reshape`, which accepts
-//! the batch only in its first entry (the batch axis must stay where it is).
+//! a multiple of the batch size, which stays symbolic. A result with no batch entry becomes an ordinary int64
+//! constant (so any op that wants a constant list can use it); one with a batch entry is kept for `Reshape`,
+//! which accepts the batch only in its first entry (the batch axis must stay where it is). tf2onnx's Tensordot
+//! (Keras Dense on a rank-4 input) multiplies the batch by the other free axes (`ReduceProd`): a first entry
+//! `N·k` merges `k` rows per sample into the batch axis, as a `-1` would.
 
 use std::rc::Rc;
 
@@ -18,8 +20,8 @@ use crate::tensors::{Const, ConstData};
 /// One entry of an integer value computed from shapes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Dim {
-    /// The batch size (not known at import time).
-    Batch,
+    /// The batch size (not known at import time) times a known factor.
+    Batch(i64),
     Known(i64),
 }
 
@@ -32,8 +34,8 @@ pub(crate) struct ShapeValue {
 }
 
 /// The ops this module evaluates when their data input is a shape value or an integer constant.
-pub(crate) const SHAPE_OPS: [&str; 12] =
-    ["Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Identity", "Mul", "Div", "Add", "Sub"];
+pub(crate) const SHAPE_OPS: [&str; 13] =
+    ["Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Identity", "ReduceProd", "Mul", "Div", "Add", "Sub"];
 
 impl Importer<'_> {
     /// Input `i` as a shape value: a computed shape value, or an integer constant of rank 0 or 1.
@@ -71,7 +73,7 @@ impl Importer<'_> {
         let out = match ctx.op {
             "Shape" => {
                 let x = self.value(ctx, 0)?;
-                let mut dims = vec![Dim::Batch];
+                let mut dims = vec![Dim::Batch(1)];
                 dims.extend(self.shape(x).iter().map(|&d| Dim::Known(d as i64)));
                 let r = dims.len() as i64;
                 let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
@@ -120,6 +122,22 @@ impl Importer<'_> {
                 ShapeValue { scalar: false, dims }
             }
             "Cast" | "Identity" => need(0)?,
+            "ReduceProd" => {
+                // Over the whole list (Tensordot's product of the free axes), the result a scalar or a 1-list.
+                let v = need(0)?;
+                let axes = match ctx.input(1) {
+                    Some(_) => self.const_ints(ctx, 1, "axes")?,
+                    None => ctx.ints("axes")?.unwrap_or_default(),
+                };
+                if v.scalar || !matches!(axes.as_slice(), [] | [0] | [-1]) {
+                    return Err(ctx.err(format!("ReduceProd over axes {axes:?} of a shape is not supported (only the whole list)")));
+                }
+                let mut prod = Dim::Known(1);
+                for &d in &v.dims {
+                    prod = dim_mul(prod, d).ok_or_else(|| ctx.err("ReduceProd of a shape: the product is not representable"))?;
+                }
+                ShapeValue { scalar: ctx.int("keepdims", 1)? == 0, dims: vec![prod] }
+            }
             "Slice" => {
                 let v = need(0)?;
                 let list = |i: usize, what: &str| -> Result<Option<Vec<i64>>> { ctx.input(i).map(|_| self.const_ints(ctx, i, what)).transpose() };
@@ -143,12 +161,14 @@ impl Importer<'_> {
                 }
                 let mut dims = Vec::with_capacity(len);
                 for k in 0..len {
-                    let (x, y) = (a.dims[k.min(a.dims.len() - 1)], b.dims[k.min(b.dims.len() - 1)]);
-                    let (Dim::Known(x), Dim::Known(y)) = (x, y) else {
-                        return Err(ctx.err(format!("{} on the batch size is not supported (the batch axis must stay as it is)", ctx.op)));
-                    };
+                    let (p, q) = (a.dims[k.min(a.dims.len() - 1)], b.dims[k.min(b.dims.len() - 1)]);
+                    let batch_err = || ctx.err(format!("{} on the batch size is not supported (the batch axis must stay as it is)", ctx.op));
+                    if ctx.op == "Mul" {
+                        dims.push(dim_mul(p, q).ok_or_else(batch_err)?);
+                        continue;
+                    }
+                    let (Dim::Known(x), Dim::Known(y)) = (p, q) else { return Err(batch_err()) };
                     let r = match ctx.op {
-                        "Mul" => x.checked_mul(y),
                         "Add" => x.checked_add(y),
                         "Sub" => x.checked_sub(y),
                         _ => (y != 0).then(|| x.div_euclid(y)),
@@ -159,7 +179,7 @@ impl Importer<'_> {
             }
         };
         let name = ctx.main_output()?.to_string();
-        let known: Option<Vec<i64>> = out.dims.iter().map(|d| match d { Dim::Known(v) => Some(*v), Dim::Batch => None }).collect();
+        let known: Option<Vec<i64>> = out.dims.iter().map(|d| match d { Dim::Known(v) => Some(*v), Dim::Batch(_) => None }).collect();
         match known {
             Some(v) => {
                 let dims = if out.scalar { vec![] } else { vec![v.len()] };
@@ -173,16 +193,33 @@ impl Importer<'_> {
     }
 
     /// A reshape target from a shape value: the batch size is accepted as the first entry only (it becomes 0,
-    /// "copy the batch axis").
-    pub(crate) fn reshape_target(&self, ctx: &NodeCtx, v: &ShapeValue) -> Result<Vec<i64>> {
-        v.dims
+    /// "copy the batch axis"; `N·k` becomes -1, "merge what is left into the batch axis", with `k` returned to
+    /// be checked against what the reshape merges).
+    pub(crate) fn reshape_target(&self, ctx: &NodeCtx, v: &ShapeValue) -> Result<(Vec<i64>, Option<usize>)> {
+        let mut rows = None;
+        let t = v
+            .dims
             .iter()
             .enumerate()
             .map(|(i, d)| match (i, d) {
-                (0, Dim::Batch) => Ok(0),
+                (0, Dim::Batch(1)) => Ok(0),
+                (0, Dim::Batch(k)) if *k > 1 => {
+                    rows = Some(*k as usize);
+                    Ok(-1)
+                }
                 (_, Dim::Known(x)) => Ok(*x),
-                (_, Dim::Batch) => Err(ctx.err(format!("target shape puts the batch size in axis {i}; only axis 0 may hold it"))),
+                (_, Dim::Batch(_)) => Err(ctx.err(format!("target shape puts the batch size in axis {i}; only axis 0 may hold it"))),
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok((t, rows))
+    }
+}
+
+/// `p · q` where at most one factor holds the batch size; None if both do or the product overflows.
+fn dim_mul(p: Dim, q: Dim) -> Option<Dim> {
+    match (p, q) {
+        (Dim::Known(x), Dim::Known(y)) => x.checked_mul(y).map(Dim::Known),
+        (Dim::Batch(k), Dim::Known(y)) | (Dim::Known(y), Dim::Batch(k)) => k.checked_mul(y).filter(|&m| m > 0).map(Dim::Batch),
+        (Dim::Batch(_), Dim::Batch(_)) => None,
     }
 }

@@ -853,3 +853,221 @@ fn split_becomes_one_slice_per_output() {
     let e = err(&split(&["x", "sz"], &["a", "b"], vec![attr_int("axis", 1)], vec![make_tensor_i64("sz", &[2], &[2, 2])], 13));
     assert!(e.contains("m/s/split") && e.contains("adding up"), "{e}");
 }
+
+/// Keras Dense on a rank-4 input as tf2onnx writes it with computed targets: the batch times the product of the
+/// free axes (`ReduceProd`) merges the rows; the restoring Reshape stays (`[H·W, U]` → `[H, W, U]`) and the bias
+/// Add and activation after it are the Dense's.
+#[test]
+fn tf2onnx_tensordot_on_rank4_with_a_reduceprod_target() {
+    let i64s = |n: &str, v: &[i64]| make_tensor_i64(n, &[v.len()], v);
+    let (h, w_, c, u) = (2usize, 3usize, 4usize, 5usize);
+    let (w, b) = (vals(c * u, 1), vals(u, 2));
+    let nodes = vec![
+        make_node("Shape", "model/d/Tensordot/Shape", &["x"], &["shp"], vec![]),
+        make_node("Gather", "model/d/Tensordot/GatherV2", &["shp", "free"], &["fr"], vec![attr_int("axis", 0)]),
+        make_node("ReduceProd", "model/d/Tensordot/Prod", &["fr"], &["prod"], vec![attr_ints("axes", &[0]), attr_int("keepdims", 0)]),
+        make_node("Unsqueeze", "model/d/Tensordot/stack_Unsqueeze", &["prod", "ax0"], &["p1"], vec![]),
+        make_node("Concat", "model/d/Tensordot/stack", &["p1", "cdim"], &["s1"], vec![attr_int("axis", 0)]),
+        make_node("Reshape", "model/d/Tensordot/Reshape", &["x", "s1"], &["m"], vec![]),
+        make_node("MatMul", "model/d/Tensordot/MatMul", &["m", "W"], &["mm"], vec![]),
+        make_node("Concat", "model/d/Tensordot/concat_1", &["fr", "udim"], &["s2"], vec![attr_int("axis", 0)]),
+        make_node("Reshape", "model/d/Tensordot", &["mm", "s2"], &["td"], vec![]),
+        make_node("Add", "model/d/BiasAdd", &["td", "b"], &["z"], vec![]),
+        make_node("Relu", "model/d/Relu", &["z"], &["y"], vec![]),
+    ];
+    let inits = vec![
+        i64s("free", &[0, 1, 2]),
+        i64s("ax0", &[0]),
+        i64s("cdim", &[c as i64]),
+        i64s("udim", &[u as i64]),
+        make_tensor_f32("W", &[c, u], &w),
+        make_tensor_f32("b", &[u], &b),
+    ];
+    let g = ok(&model_bytes(nodes.clone(), inits.clone(), &[h, w_, c], "y", 13));
+    assert_eq!(kinds(&g), ["Input", "Reshape", "Dense", "Reshape"]);
+    let d = dense_of(&g, 2);
+    assert_eq!((d.bias.as_ref().map(|b| b.data.clone()), d.activation.clone()), (Some(b.clone()), Some(Activation::Relu)));
+    assert_eq!((g.nodes[2].layer.as_str(), g.nodes[3].shape.as_slice()), ("model/d", &[h, w_, u][..]));
+    let x = vals(h * w_ * c, 3);
+    let mut want = Vec::with_capacity(h * w_ * u);
+    for r in 0..h * w_ {
+        for j in 0..u {
+            want.push(((0..c).map(|k| x[r * c + k] * w[k * u + j]).sum::<f32>() + b[j]).max(0.0));
+        }
+    }
+    let got = forward(&g, &Tensor::new(vec![h, w_, c], x.clone()).unwrap());
+    assert!(got.data.iter().zip(&want).all(|(a, e)| (a - e).abs() <= 1e-5), "{:?} vs {want:?}", got.data);
+    // A computed first entry of N·k must merge k rows: a stray factor is refused.
+    let mut bad = inits;
+    bad[1] = i64s("ax0", &[0]);
+    bad[2] = i64s("cdim", &[(c / 2) as i64]);
+    let e = err(&model_bytes(nodes, bad, &[h, w_, c], "y", 13));
+    assert!(e.contains("cannot reshape"), "{e}");
+}
+
+/// GELU written out with Erf (no Gelu op below opset 20), in the three spellings of tf2onnx, PyTorch's
+/// TorchScript exporter and its dynamo exporter: one Gelu activation (fused into the Dense of its layer).
+#[test]
+fn gelu_spelled_out_with_erf() {
+    let f = |n: &str, v: f32| make_tensor_f32(n, &[], &[v]);
+    let consts = || vec![f("rs2", std::f32::consts::FRAC_1_SQRT_2), f("s2", std::f32::consts::SQRT_2), f("one", 1.0), f("half", 0.5)];
+    let spellings: [Vec<NodeProto>; 3] = [
+        vec![
+            make_node("Mul", "m/act/Gelu/truediv", &["x", "rs2"], &["t"], vec![]),
+            make_node("Erf", "m/act/Gelu/Erf", &["t"], &["e"], vec![]),
+            make_node("Add", "m/act/Gelu/add", &["one", "e"], &["a"], vec![]),
+            make_node("Mul", "m/act/Gelu/mul", &["half", "x"], &["h"], vec![]),
+            make_node("Mul", "m/act/Gelu/mul_1", &["h", "a"], &["y"], vec![]),
+        ],
+        vec![
+            make_node("Div", "/act/Div", &["x", "s2"], &["t"], vec![]),
+            make_node("Erf", "/act/Erf", &["t"], &["e"], vec![]),
+            make_node("Add", "/act/Add", &["e", "one"], &["a"], vec![]),
+            make_node("Mul", "/act/Mul", &["x", "a"], &["h"], vec![]),
+            make_node("Mul", "/act/Mul_1", &["h", "half"], &["y"], vec![]),
+        ],
+        vec![
+            make_node("Div", "node_Div", &["x", "s2"], &["t"], vec![]),
+            make_node("Erf", "node_Erf", &["t"], &["e"], vec![]),
+            make_node("Add", "node_Add", &["e", "one"], &["a"], vec![]),
+            make_node("Mul", "node_Mul", &["half", "a"], &["h"], vec![]),
+            make_node("Mul", "node_gelu", &["x", "h"], &["y"], vec![]),
+        ],
+    ];
+    let x = Tensor::new(vec![4], vec![-2.0, -0.5, 0.0, 1.5]).unwrap();
+    let gelu = |v: f32| {
+        let v = v as f64;
+        // erf by its series (enough terms for |v| <= 2): an independent check of the activation's own erf.
+        let z = v / std::f64::consts::SQRT_2;
+        let (mut term, mut sum) = (z, z);
+        for n in 1..60 {
+            term *= -z * z / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        (0.5 * v * (1.0 + 2.0 / std::f64::consts::PI.sqrt() * sum)) as f32
+    };
+    for nodes in spellings.iter() {
+        let g = ok(&model_bytes(nodes.clone(), consts(), &[4], "y", 13));
+        assert_eq!(kinds(&g), ["Input", "Activation"]);
+        assert_eq!(g.nodes[1].op, Op::Activation(Activation::Gelu));
+        let y = forward(&g, &x);
+        assert!(y.data.iter().zip(&x.data).all(|(a, &v)| (a - gelu(v)).abs() <= 1e-6), "{:?}", y.data);
+    }
+    // Keras Dense(activation="gelu"): the Dense's own activation.
+    let mut dense = vec![
+        make_node("MatMul", "m/d/MatMul", &["x", "W"], &["z0"], vec![]),
+        make_node("Add", "m/d/BiasAdd", &["z0", "b"], &["z"], vec![]),
+    ];
+    dense.extend(spellings[0].iter().cloned().map(|mut n| {
+        n.name = n.name.map(|s| s.replace("m/act/", "m/d/"));
+        n.input.iter_mut().filter(|i| *i == "x").for_each(|i| *i = "z".into());
+        n
+    }));
+    let mut inits = consts();
+    inits.extend([make_tensor_f32("W", &[4, 3], &vals(12, 1)), make_tensor_f32("b", &[3], &[0.1, 0.0, -0.1])]);
+    let g = ok(&model_bytes(dense, inits, &[4], "y", 13));
+    assert_eq!(kinds(&g), ["Input", "Dense"]);
+    assert_eq!(dense_of(&g, 1).activation, Some(Activation::Gelu));
+    // Not GELU (1 + erf replaced by 2 + erf): Erf stays unsupported, by name.
+    let mut other = consts();
+    other[2] = f("one", 2.0);
+    let e = err(&model_bytes(spellings[0].clone(), other, &[4], "y", 13));
+    assert!(e.contains("unsupported op 'Erf'"), "{e}");
+}
+
+/// LayerNormalization: the ONNX op (PyTorch's `nn.LayerNorm`) and Keras' spelled-out form (TensorFlow's
+/// moments and batch_normalization), over the last axes or, moved there by two transposes, any others.
+#[test]
+fn layer_norm_op_and_keras_form() {
+    // Rows of `row` values normalized in f64, then scaled and shifted.
+    let reference = |x: &[f32], row: usize, g: &dyn Fn(usize) -> f32, b: &dyn Fn(usize) -> f32, eps: f64| -> Vec<f32> {
+        x.chunks(row)
+            .flat_map(|r| {
+                let m = r.iter().map(|&v| v as f64).sum::<f64>() / row as f64;
+                let var = r.iter().map(|&v| (v as f64 - m).powi(2)).sum::<f64>() / row as f64;
+                r.iter().enumerate().map(move |(k, &v)| ((v as f64 - m) / (var + eps).sqrt() * g(k) as f64 + b(k) as f64) as f32).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let close = |a: &[f32], e: &[f32]| a.iter().zip(e).all(|(a, e)| (a - e).abs() <= 1e-5 * (1.0 + e.abs()));
+    let (gam, bet) = (vec![0.5f32, 1.0, 1.5, 2.0], vec![0.1f32, -0.1, 0.2, 0.0]);
+    let x = vals(24, 7);
+    // The ONNX op over the last axis, then over the last two.
+    let op = |axis: i64, scale: TensorProto, with_b: bool| {
+        let mut inputs = vec!["x", "scale"];
+        if with_b {
+            inputs.push("B");
+        }
+        let nodes = vec![make_node("LayerNormalization", "/ln/LayerNormalization", &inputs, &["y"], vec![attr_int("axis", axis), attr_float("epsilon", 1e-5)])];
+        model_bytes(nodes, vec![scale, make_tensor_f32("B", &[4], &bet)], &[2, 3, 4], "y", 17)
+    };
+    let g = ok(&op(-1, make_tensor_f32("scale", &[4], &gam), true));
+    assert_eq!(kinds(&g), ["Input", "LayerNorm"]);
+    let Op::LayerNorm(l) = &g.nodes[1].op else { unreachable!() };
+    assert_eq!((l.axes, l.gamma.data.clone(), l.beta.data.clone(), l.epsilon), (1, gam.clone(), bet.clone(), 1e-5));
+    let y = forward(&g, &Tensor::new(vec![2, 3, 4], x.clone()).unwrap());
+    assert!(close(&y.data, &reference(&x, 4, &|k| gam[k], &|k| bet[k], 1e-5)));
+    let g = ok(&op(-2, make_tensor_f32("scale", &[1, 4], &gam), false));
+    let Op::LayerNorm(l) = &g.nodes[1].op else { unreachable!() };
+    assert_eq!((l.axes, l.gamma.shape.clone(), l.beta.data.clone()), (2, vec![3, 4], vec![0.0; 12]));
+    let y = forward(&g, &Tensor::new(vec![2, 3, 4], x.clone()).unwrap());
+    assert!(close(&y.data, &reference(&x, 12, &|k| gam[k % 4], &|_| 0.0, 1e-5)));
+    // Refused: the batch axis; a scale that varies along an axis not normalized; the Mean output in use.
+    assert!(err(&op(0, make_tensor_f32("scale", &[4], &gam), true)).contains("batch axis"));
+    let e = err(&op(-1, make_tensor_f32("scale", &[3, 4], &vals(12, 1)), true));
+    assert!(e.contains("does not vary only along the normalized axes"), "{e}");
+    let nodes = vec![
+        make_node("LayerNormalization", "/ln/LayerNormalization", &["x", "scale"], &["y", "mean"], vec![]),
+        make_node("Add", "/add", &["y", "mean"], &["z"], vec![]),
+    ];
+    let e = err(&model_bytes(nodes, vec![make_tensor_f32("scale", &[4], &gam)], &[2, 3, 4], "z", 17));
+    assert!(e.contains("Mean/InvStdDev"), "{e}");
+
+    // Keras' form, over the channels of a channels-first (C, H, W) tensor, as tf2onnx leaves it after moving its
+    // transposes: ReduceMean over axis 1, γ and β as (C, 1, 1).
+    let keras = |scale: bool, center: bool| {
+        let mut nodes = vec![
+            make_node("ReduceMean", "m/ln/moments/mean", &["x"], &["mean"], vec![attr_ints("axes", &[1]), attr_int("keepdims", 1)]),
+            make_node("Sub", "m/ln/moments/SquaredDifference", &["x", "mean"], &["d"], vec![]),
+            make_node("Mul", "m/ln/moments/SquaredDifference__1", &["d", "d"], &["sq"], vec![]),
+            make_node("ReduceMean", "m/ln/moments/variance", &["sq"], &["var"], vec![attr_ints("axes", &[1]), attr_int("keepdims", 1)]),
+            make_node("Add", "m/ln/batchnorm/add", &["var", "eps"], &["ve"], vec![]),
+            make_node("Sqrt", "m/ln/batchnorm/Rsqrt", &["ve"], &["sd"], vec![]),
+            make_node("Reciprocal", "m/ln/batchnorm/Rsqrt__2", &["sd"], &["inv"], vec![]),
+        ];
+        let s = if scale {
+            nodes.push(make_node("Mul", "m/ln/batchnorm/mul", &["inv", "gamma"], &["s"], vec![]));
+            "s"
+        } else {
+            "inv"
+        };
+        nodes.push(make_node("Mul", "m/ln/batchnorm/mul_2", &["mean", s], &["ms"], vec![]));
+        nodes.push(if center {
+            make_node("Sub", "m/ln/batchnorm/sub", &["beta", "ms"], &["sh"], vec![])
+        } else {
+            make_node("Neg", "m/ln/batchnorm/neg", &["ms"], &["sh"], vec![])
+        });
+        nodes.push(make_node("Mul", "m/ln/batchnorm/mul_1", &["x", s], &["xs"], vec![]));
+        nodes.push(make_node("Add", "m/ln/batchnorm/add_1", &["xs", "sh"], &["y"], vec![]));
+        let inits = vec![
+            make_tensor_f32("eps", &[], &[1e-3]),
+            make_tensor_f32("gamma", &[3, 1, 1], &gam[..3]),
+            make_tensor_f32("beta", &[3, 1, 1], &bet[..3]),
+        ];
+        model_bytes(nodes, inits, &[3, 2, 4], "y", 13)
+    };
+    // The reference: per position (h, w), over the 3 channels.
+    let chans = |x: &[f32], g: &dyn Fn(usize) -> f32, b: &dyn Fn(usize) -> f32| -> Vec<f32> {
+        let cl: Vec<f32> = (0..8).flat_map(|p| (0..3).map(move |c| x[c * 8 + p])).collect();
+        let y = reference(&cl, 3, g, b, 1e-3);
+        (0..24).map(|i| y[(i % 8) * 3 + i / 8]).collect()
+    };
+    let g = ok(&keras(true, true));
+    assert_eq!(kinds(&g), ["Input", "Transpose", "LayerNorm", "Transpose"]);
+    assert!(g.nodes[1..].iter().all(|n| n.layer == "m/ln"), "{:?}", g.nodes.iter().map(|n| &n.layer).collect::<Vec<_>>());
+    let y = forward(&g, &Tensor::new(vec![3, 2, 4], x.clone()).unwrap());
+    assert!(close(&y.data, &chans(&x, &|k| gam[k], &|k| bet[k])), "{:?}", y.data);
+    let g = ok(&keras(false, false));
+    let y = forward(&g, &Tensor::new(vec![3, 2, 4], x.clone()).unwrap());
+    assert!(close(&y.data, &chans(&x, &|_| 1.0, &|_| 0.0)));
+}

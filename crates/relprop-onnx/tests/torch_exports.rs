@@ -131,9 +131,13 @@ fn shape_arithmetic_for_reshape_targets() {
     swapped[8] = make_node("Concat", "c", &["hw2", "n1"], &["t0"], vec![relprop_onnx::builder::attr_int("axis", 0)]);
     let e = err(&model_bytes(swapped, inits.clone(), &[2, 3], "y", 17));
     assert!(e.contains("'r'") && e.contains("only axis 0 may hold it"), "{e}");
-    // Arithmetic on the batch size is refused too.
+    // A multiple of the batch size (tf2onnx's Tensordot merges rows so) is refused there just the same; other
+    // arithmetic on the batch size is refused where it happens.
     let mut on_batch = nodes;
     on_batch[6] = make_node("Mul", "m", &["n", "w"], &["hw1"], vec![]);
+    let e = err(&model_bytes(on_batch.clone(), inits.clone(), &[2, 3], "y", 17));
+    assert!(e.contains("'r'") && e.contains("only axis 0 may hold it"), "{e}");
+    on_batch[6] = make_node("Add", "m", &["n", "w"], &["hw1"], vec![]);
     let e = err(&model_bytes(on_batch, inits, &[2, 3], "y", 17));
     assert!(e.contains("'m'") && e.contains("batch size"), "{e}");
 }

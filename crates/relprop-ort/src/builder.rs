@@ -526,6 +526,19 @@ impl Numerics for OnnxBuilder<'_> {
                 let m = self.node("Mul", &[&x.name, &self.const_f32(&dims, &scale)], vec![]);
                 self.node("Add", &[&m, &self.const_f32(&dims, &shift)], vec![])
             }
+            Op::LayerNorm(l) => {
+                // Spelled out (LayerNormalization needs opset 17): mean, centred, biased variance, scale and shift.
+                let axes: Vec<i64> = (x.shape.len() - l.axes..x.shape.len()).map(|a| a as i64 + 1).collect();
+                let mean = self.node("ReduceMean", &[&x.name], vec![attr_ints("axes", &axes), attr_int("keepdims", 1)]);
+                let d = self.node("Sub", &[&x.name, &mean], vec![]);
+                let sq = self.node("Mul", &[&d, &d], vec![]);
+                let var = self.node("ReduceMean", &[&sq], vec![attr_ints("axes", &axes), attr_int("keepdims", 1)]);
+                let ve = self.node("Add", &[&var, &self.const_f32(&[], &[l.epsilon])], vec![]);
+                let sd = self.node("Sqrt", &[&ve], vec![]);
+                let normed = self.node("Div", &[&d, &sd], vec![]);
+                let g = self.node("Mul", &[&normed, &self.const_f32(&l.gamma.shape, &l.gamma.data)], vec![]);
+                self.node("Add", &[&g, &self.const_f32(&l.beta.shape, &l.beta.data)], vec![])
+            }
             Op::Add | Op::Mean => {
                 let mut acc = x.name.clone();
                 for other in &inputs[1..] {

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use relprop_core::analyzers::ANALYZER_CLASSES;
-use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, Op, Pool};
+use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, LayerNorm, Op, Pool};
 use relprop_core::methods::method_names;
 use relprop_core::rng::{agreement, ulp_nudge};
 use relprop_core::rules::RULE_NAMES;
@@ -74,6 +74,11 @@ fn bn(rng: &mut Lcg, c: usize) -> Op {
 }
 
 /// NCHW residual CNN: conv (stride 2, asymmetric pads) → overlapping max pool → BN → conv → Add → GAP → dense.
+/// Layer normalization over trailing axes of extents `trailing`.
+fn layer_norm(rng: &mut Lcg, trailing: &[usize]) -> Op {
+    Op::LayerNorm(LayerNorm { axes: trailing.len(), gamma: rng.tensor(trailing), beta: rng.tensor(trailing), epsilon: 1e-5 })
+}
+
 fn cnn(seed: u64) -> Graph {
     let mut rng = Lcg(seed);
     let mut g = Graph::new("x", vec![3, 9, 7]);
@@ -89,7 +94,7 @@ fn cnn(seed: u64) -> Graph {
 
 /// Everything else: pad → tie-prone max pool on the input → dilated conv → grouped strided conv → ceil-mode max
 /// pool, padded average pools (with and without padding in the count, ceil mode), a 1x1 branch, concat,
-/// channels-last dense on rank 3, global max pool, standalone activations (swish and hard swish included).
+/// layer norm and dense on rank 3 (channels-last), global max pool, standalone activations (swish and hard swish included).
 fn zoo(seed: u64) -> Graph {
     let mut rng = Lcg(seed);
     let mut g = Graph::new("input_1", vec![2, 13, 12]);
@@ -104,7 +109,8 @@ fn zoo(seed: u64) -> Graph {
     let side = g.push("side", conv(&mut rng, 6, 3, &[1, 1], 2, 1, (0, 0), 1, Some(Activation::Softplus)), &[ap1]).unwrap();
     let cat = g.push("cat", Op::Concat { axis: 0 }, &[ap2, side]).unwrap();
     let t = g.push("t", Op::Transpose { perm: vec![0, 2, 3, 1] }, &[cat]).unwrap();
-    let d = g.push("d", dense(&mut rng, 9, 5, Some(Activation::Tanh)), &[t]).unwrap();
+    let ln = g.push("ln", layer_norm(&mut rng, &[9]), &[t]).unwrap();
+    let d = g.push("d", dense(&mut rng, 9, 5, Some(Activation::Tanh)), &[ln]).unwrap();
     let t2 = g.push("t2", Op::Transpose { perm: vec![0, 3, 1, 2] }, &[d]).unwrap();
     let b = g.push("bn", bn(&mut rng, 5), &[t2]).unwrap();
     let gmp = g.push("gmp", Op::GlobalMaxPool, &[b]).unwrap();

@@ -471,6 +471,12 @@ impl Numerics for TchModel {
                 );
                 x.f_mul(&scale).ck()?.f_add(&shift).ck()?
             }
+            Op::LayerNorm(l) => {
+                let gamma = self.misc.get((node, "gamma".into()), || self.upload(&l.gamma.data, &l.gamma.shape))?;
+                let beta = self.misc.get((node, "beta".into()), || self.upload(&l.beta.data, &l.beta.shape))?;
+                let trailing: Vec<i64> = l.gamma.shape.iter().map(|&d| d as i64).collect();
+                x.f_layer_norm(trailing.as_slice(), Some(&gamma), Some(&beta), l.epsilon as f64, false).ck()?
+            }
             Op::Add | Op::Mean => {
                 let mut acc = x.shallow_clone();
                 for other in &inputs[1..] {

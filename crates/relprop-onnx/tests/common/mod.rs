@@ -130,6 +130,20 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
                 Tensor::new(n.shape.clone(), data).unwrap()
             }
             Op::Activation(a) => map(ins[0], |v| a.apply(v)),
+            Op::LayerNorm(l) => {
+                // In f64, as the textbook writes it (an independent check of the backends' f32 rows).
+                let row = l.gamma.data.len();
+                let mut data = Vec::with_capacity(ins[0].data.len());
+                for r in ins[0].data.chunks(row) {
+                    let mean = r.iter().map(|&v| v as f64).sum::<f64>() / row as f64;
+                    let var = r.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / row as f64;
+                    for (k, &v) in r.iter().enumerate() {
+                        let y = (v as f64 - mean) / (var + l.epsilon as f64).sqrt() * l.gamma.data[k] as f64 + l.beta.data[k] as f64;
+                        data.push(y as f32);
+                    }
+                }
+                Tensor::new(n.shape.clone(), data).unwrap()
+            }
             Op::Add | Op::Mean => {
                 let mut t = ins[0].clone();
                 for o in &ins[1..] {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, Merge, Op, Pool};
+use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, LayerNorm, Merge, Op, Pool};
 use relprop_core::{Analyzer, Params, Tensor};
 
 /// Deterministic uniform(-1, 1) numbers.
@@ -80,7 +80,7 @@ pub fn cnn2d() -> Graph {
 }
 
 /// 1-D: strided dilated conv with asymmetric pads, max pooling with ceil_mode, residual Add, average pooling
-/// (ceil, no count_include_pad), GlobalAvgPool, Selu/Gelu/Clip/HardSigmoid.
+/// (ceil, no count_include_pad), LayerNorm over both axes, GlobalAvgPool, Selu/Gelu/Clip/HardSigmoid.
 pub fn cnn1d() -> Graph {
     let mut r = Lcg(12);
     let mut g = Graph::new("x", vec![4, 23]);
@@ -91,7 +91,8 @@ pub fn cnn1d() -> Graph {
     // A ReLU before the average pooling keeps its Z rule well conditioned (no near-zero window means).
     let re = g.push("relu", Op::Activation(Activation::Relu), &[add]).unwrap();
     let ap = g.push("ap", Op::AvgPool(pool(&[3], &[2], &[1], &[2], false, true)), &[re]).unwrap();
-    let hs = g.push("hs", Op::Activation(Activation::HardSigmoid { alpha: 0.2, beta: 0.5 }), &[ap]).unwrap();
+    let ln = g.push("ln", Op::LayerNorm(LayerNorm { axes: 2, gamma: r.tensor(&[6, 4]), beta: r.tensor(&[6, 4]), epsilon: 1e-5 }), &[ap]).unwrap();
+    let hs = g.push("hs", Op::Activation(Activation::HardSigmoid { alpha: 0.2, beta: 0.5 }), &[ln]).unwrap();
     let gap = g.push("gap", Op::GlobalAvgPool, &[hs]).unwrap();
     let d1 = g.push("d1", dense(&mut r, 6, 4, Some(Activation::Clip { min: -0.5, max: 0.8 })), &[gap]).unwrap();
     g.push("out", dense(&mut r, 4, 3, Some(Activation::Sigmoid)), &[d1]).unwrap();

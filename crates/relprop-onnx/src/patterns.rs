@@ -1,0 +1,242 @@
+//! Layers that exporters write as several ONNX nodes, recognised before conversion: GELU and Keras'
+//! LayerNormalization.
+//!
+//! GELU's exact form `x · ½ · (1 + erf(x / √2))` has its own ONNX op only from opset 20; below that exporters
+//! spell it out, and the nodes in between are no layers of their own (signxai's Keras model has one `gelu`
+//! activation there):
+//! * tf2onnx (Keras `gelu`): `Mul(x, 1/√2) → Erf → Add(1, ·)`, `Mul(0.5, x)`, then `Mul` of the two;
+//! * PyTorch's TorchScript exporter (`nn.GELU()`): `Div(x, √2) → Erf → Add(·, 1) → Mul(x, ·) → Mul(·, 0.5)`;
+//! * PyTorch's dynamo exporter: `Div(x, √2) → Erf → Add(·, 1) → Mul(0.5, ·) → Mul(x, ·)`.
+//!
+//! Keras' LayerNormalization (TensorFlow's `moments` and `batch_normalization`, as tf2onnx writes them):
+//! `mean = ReduceMean(x)`, `var = ReduceMean((x − mean)²)`, `s = γ / Sqrt(var + ε)` (a Reciprocal and a Mul),
+//! `y = x·s + (β − mean·s)`.
+//!
+//! [`Importer::find_spelled`] matches them (from each `Erf`, from each `ReduceMean`); conversion turns the first
+//! of a match's nodes it meets into the one IR layer and skips the others.
+
+use std::collections::HashMap;
+
+use crate::import::{is_op, Importer};
+
+/// What a spelled-out match computes.
+#[derive(Clone, Debug)]
+pub(crate) enum SpelledOp {
+    Gelu,
+    /// Over ONNX axes `axes` (of the full-rank tensor), with γ and β as constant names (None: 1 and 0).
+    /// `mean_target`: the target of a Reshape of the mean before the subtraction, to be checked to change
+    /// nothing (the mean's shape is the input's with the normalized axes 1).
+    LayerNorm { axes: Vec<i64>, epsilon: f32, gamma: Option<String>, beta: Option<String>, mean_target: Option<Vec<i64>> },
+}
+
+/// One spelled-out layer: `x` in, `out` out, and every ONNX node of it.
+#[derive(Clone, Debug)]
+pub(crate) struct Spelled {
+    pub op: SpelledOp,
+    pub x: String,
+    pub out: String,
+    pub nodes: Vec<usize>,
+}
+
+impl Importer<'_> {
+    /// Every spelled-out layer of the graph, by each of its nodes.
+    pub(crate) fn find_spelled(&self) -> HashMap<usize, Spelled> {
+        let mut found = HashMap::new();
+        if !self.nodes.iter().any(|n| is_op(n, "Erf") || is_op(n, "ReduceMean")) {
+            return found;
+        }
+        let producers: HashMap<&str, usize> =
+            self.nodes.iter().enumerate().flat_map(|(k, n)| n.output.iter().map(move |o| (o.as_str(), k))).collect();
+        for (k, n) in self.nodes.iter().enumerate() {
+            let m = if is_op(n, "Erf") {
+                self.gelu_at(k, &producers)
+            } else if is_op(n, "ReduceMean") {
+                self.keras_layer_norm_at(k)
+            } else {
+                None
+            };
+            for s in m.into_iter() {
+                for &j in &s.nodes {
+                    found.insert(j, s.clone());
+                }
+            }
+        }
+        found
+    }
+
+    /// The Keras LayerNormalization whose mean is `ReduceMean` node `mean`, if the nodes after it are exactly
+    /// TensorFlow's and nothing else reads their intermediate values.
+    fn keras_layer_norm_at(&self, mean: usize) -> Option<Spelled> {
+        let node = |k: usize| &self.nodes[k];
+        let ins = |k: usize| -> Vec<&str> { node(k).input.iter().map(String::as_str).collect() };
+        let out = |k: usize| node(k).output.first().map(String::as_str).filter(|o| !o.is_empty());
+        let readers = |v: &str| -> Vec<usize> { self.consumers.get(v).cloned().unwrap_or_default() };
+        let one = |v: &str, op: &str| self.sole_consumer(v).filter(|&k| is_op(node(k), op));
+        let axes_of = |k: usize| -> Option<Vec<i64>> {
+            let a = node(k).attribute.iter().find(|a| a.name.as_deref() == Some("axes")).map(|a| a.ints.clone());
+            a.or_else(|| node(k).input.get(1).and_then(|n| self.consts.get(n)).and_then(|c| c.i64s().map(<[i64]>::to_vec)))
+        };
+        let keepdims = |k: usize| node(k).attribute.iter().find(|a| a.name.as_deref() == Some("keepdims")).and_then(|a| a.i).unwrap_or(1) == 1;
+        let x = *ins(mean).first()?;
+        let m = out(mean)?;
+        let axes = axes_of(mean)?;
+        if axes.is_empty() || !keepdims(mean) {
+            return None;
+        }
+        // Readers of the mean: Sub(x, mean) (tf2onnx may put a layout Reshape, a no-op here, in between) and
+        // Mul(mean, s).
+        let rm = readers(m);
+        let reshape = rm.iter().copied().find(|&k| is_op(node(k), "Reshape") && ins(k).first() == Some(&m));
+        let (centred_from, mean_target) = match reshape {
+            Some(r) => (out(r)?, Some(self.consts.get(*ins(r).get(1)?)?.i64s()?.to_vec())),
+            None => (m, None),
+        };
+        let subs = if reshape.is_some() { readers(centred_from) } else { rm.clone() };
+        let sub = *subs.iter().find(|&&k| is_op(node(k), "Sub") && ins(k) == [x, centred_from])?;
+        if reshape.is_some() && subs.len() != 1 {
+            return None;
+        }
+        let mul2 = *rm.iter().find(|&&k| is_op(node(k), "Mul") && Some(k) != reshape && k != sub)?;
+        if rm.len() != 2 {
+            return None;
+        }
+        let d = out(sub)?;
+        let sq = *readers(d).first()?;
+        if !(is_op(node(sq), "Mul") && ins(sq) == [d, d] && readers(d) == [sq, sq]) {
+            return None;
+        }
+        let var = one(out(sq)?, "ReduceMean")?;
+        if axes_of(var)? != axes || !keepdims(var) {
+            return None;
+        }
+        let add = one(out(var)?, "Add")?;
+        let eps_name = *ins(add).iter().find(|&&i| Some(i) != out(var))?;
+        let epsilon = match self.consts.get(eps_name)?.f32s()? {
+            [e] if e.is_finite() && *e >= 0.0 => *e,
+            _ => return None,
+        };
+        let sqrt = one(out(add)?, "Sqrt")?;
+        let recip = one(out(sqrt)?, "Reciprocal")?;
+        // s = 1/σ, times γ when the layer scales.
+        let (s, gamma, scale_node) = match self.sole_consumer(out(recip)?) {
+            Some(k) if is_op(node(k), "Mul") => {
+                let g = *ins(k).iter().find(|&&i| Some(i) != out(recip))?;
+                (out(k)?, Some(self.consts.contains_key(g).then(|| g.to_string())?), Some(k))
+            }
+            _ => (out(recip)?, None, None),
+        };
+        // Readers of s: Mul(mean, s) and Mul(x, s).
+        let rs = readers(s);
+        let mul1 = *rs.iter().find(|&&k| k != mul2)?;
+        let pair = |k: usize, a: &str| ins(k) == [a, s] || ins(k) == [s, a];
+        if rs.len() != 2 || !rs.contains(&mul2) || !pair(mul2, m) || !is_op(node(mul1), "Mul") || !pair(mul1, x) {
+            return None;
+        }
+        // β − mean·s (or −mean·s without β), then the final Add.
+        let shift = self.sole_consumer(out(mul2)?)?;
+        let beta = if is_op(node(shift), "Sub") && ins(shift).get(1) == out(mul2).as_ref() {
+            let b = ins(shift)[0];
+            Some(self.consts.contains_key(b).then(|| b.to_string())?)
+        } else if is_op(node(shift), "Neg") {
+            None
+        } else {
+            return None;
+        };
+        let y = one(out(mul1)?, "Add")?;
+        let (a, b) = (out(mul1)?, out(shift)?);
+        if !(ins(y) == [a, b] || ins(y) == [b, a]) {
+            return None;
+        }
+        let mut nodes = vec![mean, sub, sq, var, add, sqrt, recip, mul2, mul1, shift, y];
+        nodes.extend(scale_node);
+        nodes.extend(reshape);
+        Some(Spelled {
+            op: SpelledOp::LayerNorm { axes, epsilon, gamma, beta, mean_target },
+            x: x.to_string(),
+            out: out(y)?.to_string(),
+            nodes,
+        })
+    }
+
+    /// The GELU around `Erf` node `erf`, if the nodes around it are exactly one of the two spellings and nothing
+    /// else reads their intermediate values.
+    fn gelu_at(&self, erf: usize, producers: &HashMap<&str, usize>) -> Option<Spelled> {
+        let input = |k: usize, i: usize| self.nodes[k].input.get(i).map(String::as_str);
+        let output = |k: usize| self.nodes[k].output.first().map(String::as_str).filter(|o| !o.is_empty());
+        let producer = |v: &str| producers.get(v).copied();
+        // The scaled input: Div(x, √2) or Mul(x, 1/√2) (either operand order for Mul).
+        let scaled = input(erf, 0)?;
+        let d = producer(scaled)?;
+        let x = if is_op(&self.nodes[d], "Div") {
+            self.is_scalar(input(d, 1)?, std::f32::consts::SQRT_2).then(|| input(d, 0))??
+        } else if is_op(&self.nodes[d], "Mul") {
+            self.other_if_scalar(d, std::f32::consts::FRAC_1_SQRT_2)?
+        } else {
+            return None;
+        };
+        let sole = |v: &str| self.sole_consumer(v);
+        // 1 + erf(·)
+        let a = sole(output(erf)?)?;
+        if sole(scaled)? != erf || !is_op(&self.nodes[a], "Add") || self.other_if_scalar(a, 1.0)? != output(erf)? {
+            return None;
+        }
+        let m2 = sole(output(a)?)?;
+        if !is_op(&self.nodes[m2], "Mul") {
+            return None;
+        }
+        let other = |k: usize, v: &str| -> Option<&str> {
+            match (input(k, 0)?, input(k, 1)?) {
+                (p, q) if p == v => Some(q),
+                (p, q) if q == v => Some(p),
+                _ => None,
+            }
+        };
+        let half = other(m2, output(a)?)?;
+        let mut nodes = vec![d, erf, a, m2];
+        let out = if half == x || self.is_scalar(half, 0.5) {
+            // TorchScript: (x · (1 + erf)) · 0.5; dynamo: x · ((1 + erf) · 0.5)
+            let m3 = sole(output(m2)?)?;
+            let rest = if half == x { 0.5f32.to_string() } else { x.to_string() };
+            let ok = is_op(&self.nodes[m3], "Mul")
+                && match half == x {
+                    true => self.other_if_scalar(m3, 0.5) == output(m2),
+                    false => other(m3, output(m2)?) == Some(rest.as_str()),
+                };
+            if !ok {
+                return None;
+            }
+            nodes.push(m3);
+            output(m3)?
+        } else {
+            // tf2onnx: (0.5 · x) · (1 + erf)
+            let m1 = producer(half)?;
+            if !is_op(&self.nodes[m1], "Mul") || self.other_if_scalar(m1, 0.5)? != x || sole(half)? != m2 {
+                return None;
+            }
+            nodes.push(m1);
+            output(m2)?
+        };
+        Some(Spelled { op: SpelledOp::Gelu, x: x.to_string(), out: out.to_string(), nodes })
+    }
+
+    /// For a binary node `k` with one operand the float32 scalar constant `value`: its other operand.
+    fn other_if_scalar(&self, k: usize, value: f32) -> Option<&str> {
+        let ins = &self.nodes[k].input;
+        let [p, q] = ins.as_slice() else { return None };
+        if self.is_scalar(q, value) {
+            Some(p)
+        } else if self.is_scalar(p, value) {
+            Some(q)
+        } else {
+            None
+        }
+    }
+
+    /// Whether `name` is a float32 constant holding one value within float32 rounding of `value`.
+    fn is_scalar(&self, name: &str, value: f32) -> bool {
+        self.consts
+            .get(name)
+            .and_then(|c| c.f32s().map(|v| matches!(v, [s] if (s - value).abs() <= 4.0 * f32::EPSILON * value.abs())))
+            .unwrap_or(false)
+    }
+}

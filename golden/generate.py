@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 SHIPPED = ["model_a", "model_b"]
 NEW = ["conv1d_bn", "bn_residual", "strided", "maxpool_overlap", "mlp", "digits_cnn", "keras_stem", "dense_branches",
        "depthwise", "merges", "cropping", "separable", "se_merges", "upsampling", "conv_transpose",
-       "upsampling_bilinear", "dense_blocks", "convnext_block"]
+       "upsampling_bilinear", "dense_blocks", "convnext_block", "prelu"]
 OPSET = 13
 ONNX_TOL = 1e-5  # |ONNX Runtime - Keras| on the logits
 
@@ -124,6 +124,7 @@ EXTRA_CONFIGS = {
     "upsampling_bilinear": until_configs(range(1, 4)),
     "dense_blocks": until_configs(range(1, 8)),
     "convnext_block": until_configs(range(1, 8)),
+    "prelu": until_configs(range(1, 6)),
 }
 WRAPPER_PREFIXES = ("lrp_", "lrpsign_", "lrpz_", "w2lrp_", "flatlrp_", "zblrp_")
 WRAPPER_API = "signxai.methods.wrappers"
@@ -193,6 +194,8 @@ def randomize(model, rng):
                 v = rng.uniform(-0.2, 0.2, shape)
             elif n == "moving_variance":
                 v = rng.uniform(0.5, 1.5, shape)
+            elif n == "alpha":  # PReLU slopes, some negative
+                v = rng.uniform(-0.3, 0.6, shape)
             else:
                 raise ValueError(f"unexpected weight {w.name}")
             new.append(v.astype(np.float32))
@@ -582,6 +585,25 @@ def build_convnext_block():
                        "and applies its rules to Dense layers on every position"}
 
 
+def build_prelu():
+    rng = np.random.default_rng(119)
+    i = keras.Input((7, 7, 3), name="input")
+    h = L.Conv2D(5, 3, padding="same", name="c1")(i)
+    h = L.PReLU(shared_axes=[1, 2], name="pr1")(h)                                              # one slope per channel
+    h = L.Conv2D(4, 3, strides=2, name="c2")(h)                                                 # 3x3x4
+    h = L.PReLU(name="pr2")(h)                                                                  # one slope per value
+    h = L.Flatten(name="flatten")(h)
+    h = L.Dense(6, name="d")(h)
+    h = L.PReLU(name="pr3")(h)
+    o = L.Dense(3, name="logits")(h)
+    m = keras.Model(i, o, name="prelu")
+    randomize(m, rng)
+    return m, uniform_inputs((7, 7, 3), rng), {
+        "description": "Conv -> PReLU (slope per channel) -> Conv stride 2 -> PReLU (slope per value) -> Flatten -> "
+                       "Dense -> PReLU -> Dense: PReLU (tf2onnx: Relu(x) + Mul(Relu(-x), -alpha)), which signxai "
+                       "passes relevance through unchanged"}
+
+
 BUILDERS = {
     "conv1d_bn": build_conv1d_bn,
     "bn_residual": build_bn_residual,
@@ -601,6 +623,7 @@ BUILDERS = {
     "upsampling_bilinear": build_upsampling_bilinear,
     "dense_blocks": build_dense_blocks,
     "convnext_block": build_convnext_block,
+    "prelu": build_prelu,
 }
 
 LAYER_KEYS = ["activation", "padding", "strides", "kernel_size", "pool_size", "use_bias", "data_format",

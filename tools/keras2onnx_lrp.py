@@ -328,6 +328,14 @@ class _Writer:
                 shift = self.node(layer, "Neg", [ms], name_as="batchnorm/neg")
             xs = self.node(layer, "Mul", [t, s], name_as="batchnorm/mul_1")
             return (self.node(layer, "Add", [xs, shift], name_as="batchnorm/add_1"), "keras", kshape)
+        if cls == "PReLU":
+            # As tf2onnx writes Keras' relu(x) - alpha * relu(-x): relprop reads it back as one PRelu layer.
+            t = self.to_keras(layer, t, layout, rank)
+            neg = self.node(layer, "Relu", [self.node(layer, "Neg", [t], name_as="Neg_1")], name_as="Relu_1")
+            m = self.node(layer, "Mul", [neg, self.const(layer, "neg_alpha", -layer.alpha.numpy().astype(np.float32))],
+                          name_as="mul")
+            y = self.node(layer, "Add", [self.node(layer, "Relu", [t]), m], name_as="add")
+            return (y, "keras", [int(d) for d in layer.output_shape[1:]])
         if cls == "ReLU":
             if cfg.get("max_value") is not None or cfg.get("negative_slope", 0) != 0 or cfg.get("threshold", 0) != 0:
                 raise NotImplementedError(f"{layer.name}: ReLU options")

@@ -161,6 +161,12 @@ ARCHS = {
                                  L.GlobalAveragePooling2D(name="gap"), L.Dense(3, name="out"))),
     "layernorm_dense": ((10,), seq(L.Dense(8, name="d1"), L.LayerNormalization(name="ln1"), L.Dense(6, activation="relu", name="d2"),
                                    L.LayerNormalization(center=False, scale=False, epsilon=0.01, name="ln2"), L.Dense(3, name="out"))),
+    "prelu": ((6, 6, 3), seq(L.Conv2D(4, 3, padding="same", name="c"), L.PReLU(shared_axes=[1, 2], name="pr"),
+                             L.Conv2D(4, 3, name="c2"), L.PReLU(name="pr2"), L.Flatten(name="fl"), L.Dense(5, name="d"),
+                             L.PReLU(name="pr3"), L.Dense(3, name="out"))),
+    "prelu1d": ((12, 2), seq(L.Conv1D(4, 3, padding="same", name="c"), L.PReLU(shared_axes=[1], name="pr"),
+                             L.Conv1D(3, 3, strides=2, name="c2"), L.PReLU(name="pr2"), L.Flatten(name="fl"),
+                             L.Dense(3, name="out"))),
     # keras.applications architectures (random weights, small inputs, no softmax): real-world layer mixes.
     "app_mobilenetv2": ((32, 32, 3), lambda x: tf.keras.applications.MobileNetV2(
         input_tensor=x, alpha=0.35, weights=None, classes=4, classifier_activation=None).output),
@@ -211,6 +217,11 @@ def randomize(model, rng, shift=0.3):
                 new.append(rng.uniform(0.5, 1.5, v.shape) if "gamma" in n else rng.normal(0, shift, v.shape) if ("beta" in n or "mean" in n)
                            else rng.uniform(0.5, 2.0, v.shape))
             layer.set_weights(new)
+        elif isinstance(layer, L.LayerNormalization) and layer.weights:
+            layer.set_weights([rng.uniform(0.5, 1.5, v.shape) if "gamma" in w.name else rng.normal(0, shift, v.shape)
+                               for w, v in zip(layer.weights, layer.get_weights())])
+        elif isinstance(layer, L.PReLU):
+            layer.set_weights([rng.uniform(-0.3, 0.6, layer.get_weights()[0].shape)])
         elif getattr(layer, "bias", None) is not None:
             ws = layer.get_weights()
             ws[-1] = rng.normal(0, 0.1, ws[-1].shape)

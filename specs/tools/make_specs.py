@@ -90,6 +90,10 @@ ILL_CONDITIONED = {
     ("convnext_block", "convnext_block__input0.npy", "w2lrp_z"): (1.4e-4, 5e-4),
     ("convnext_block", "convnext_block__input0.npy", "LRP_Z_input_Flat"): (1.3e-4, 5e-4),
     ("convnext_block", "convnext_block__input0.npy", "flatlrp_z"): (1.3e-4, 5e-4),
+    # ZPlus's z⁺ near 0 on the PReLU model's second input; signxai's Gamma on its first
+    ("prelu", "prelu__input1.npy", "LRPZPlusFast"): (5.8e-4, 1.5e-3),
+    ("prelu", "prelu__input1.npy", "LRP_rule_ZPlusFast"): (5.8e-4, 1.5e-3),
+    ("prelu", "prelu__input0.npy", "LRPGamma_0.25"): (2.8e-4, 6e-4),
 }
 
 

@@ -317,6 +317,10 @@ pub enum Op {
     /// mean 0, variance 1). signxai passes relevance through such same-shape layers unchanged (SPEC 2), so its
     /// rule is the identity, not the BN rule.
     Affine(BatchNorm),
+    /// Parametric ReLU (Keras PReLU, ONNX PRelu): `x` where `x >= 0`, else `slope · x`, with `slope` broadcast
+    /// against the per-sample shape (same rank, each axis 1 or the input's). signxai passes relevance through it
+    /// unchanged, like an activation layer.
+    PRelu { slope: Arc<Tensor> },
     /// Layer normalization ([`LayerNorm`]). signxai passes relevance through it unchanged, as through every
     /// same-shape layer without a kernel (SPEC 2): its rule is the identity.
     LayerNorm(LayerNorm),
@@ -367,6 +371,7 @@ impl Op {
             Op::BatchNorm(_) => "BatchNorm",
             Op::Affine(_) => "Affine",
             Op::LayerNorm(_) => "LayerNorm",
+            Op::PRelu { .. } => "PRelu",
             Op::Add => "Add",
             Op::Mean => "Mean",
             Op::Merge(m) => match m {
@@ -570,6 +575,7 @@ pub fn weights_of(op: &Op) -> Vec<&Tensor> {
         Op::Conv(c) => std::iter::once(&*c.weight).chain(c.pointwise.as_deref()).chain(c.bias.as_deref()).collect(),
         Op::BatchNorm(b) | Op::Affine(b) => vec![&*b.gamma, &*b.beta, &*b.mean, &*b.var],
         Op::LayerNorm(l) => vec![&*l.gamma, &*l.beta],
+        Op::PRelu { slope } => vec![&**slope],
         _ => vec![],
     }
 }
@@ -814,6 +820,14 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
         }
         Op::Activation(Activation::Clip { min, max }) if min.is_nan() || max.is_nan() || min > max => Err(format!("Clip bounds {min} > {max}")),
         Op::Activation(_) | Op::Identity => Ok(one()?.to_vec()),
+        Op::PRelu { slope } => {
+            let x = one()?;
+            let fits = slope.shape.len() == x.len() && slope.shape.iter().zip(x).all(|(&s, &d)| s == 1 || s == d);
+            if !fits {
+                return Err(format!("slope of shape {:?} does not broadcast against {x:?}", slope.shape));
+            }
+            Ok(x.to_vec())
+        }
     }
 }
 

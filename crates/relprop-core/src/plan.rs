@@ -278,7 +278,7 @@ impl RulePlan {
                 Op::BatchNorm(_) => LayerRule::BatchNorm,
                 Op::AvgPool(_) | Op::GlobalAvgPool => LayerRule::AvgPoolZ,
                 Op::Add => LayerRule::AddZ,
-                Op::Activation(_) | Op::Identity | Op::Affine(_) | Op::LayerNorm(_) => LayerRule::Identity,
+                Op::Activation(_) | Op::Identity | Op::Affine(_) | Op::LayerNorm(_) | Op::PRelu { .. } => LayerRule::Identity,
                 Op::MaxPool(_)
                 | Op::GlobalMaxPool
                 | Op::Reshape

@@ -312,6 +312,13 @@ impl Numerics for NdModel {
                 }
                 arc(y)
             }
+            Op::PRelu { slope } => {
+                let shape: Vec<usize> = std::iter::once(1).chain(slope.shape.iter().copied()).collect();
+                let a = ndarray::ArrayView::from_shape(IxDyn(&shape), &slope.data).map_err(|e| err(e.to_string()))?;
+                let a = a.broadcast(x.raw_dim()).ok_or_else(|| err(format!("slope {:?} vs input {:?}", slope.shape, x.shape())))?;
+                let f = |&v: &f32, &s: &f32| if v < 0.0 { s * v } else { v };
+                arc(if x.len() > PAR_LEN { Zip::from(&***x).and(&a).par_map_collect(f) } else { Zip::from(&***x).and(&a).map_collect(f) })
+            }
             Op::LayerNorm(l) => {
                 let mut y = x.as_standard_layout().into_owned();
                 let rows = y.as_slice_mut().expect("standard layout");

@@ -20,7 +20,7 @@ use crate::shapes::Dim;
 use crate::tensors::Const;
 
 const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, \
-    Selu, Gelu (also spelled out with Erf), HardSigmoid, HardSwish, Clip, x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, \
+    Selu, Gelu (also spelled out with Erf), PRelu (also Keras' spelled-out form), HardSigmoid, HardSwish, Clip, x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, \
     ReduceMean/ReduceMax over all spatial axes, BatchNormalization, LayerNormalization (also Keras' spelled-out \
     form), Reshape, Flatten, Squeeze, Unsqueeze, Transpose, \
     Pad, Slice (step 1), Concat, Split, Mean, Resize/Upsample (nearest or linear, whole factors), Mul/Div/Add/Sub by \
@@ -86,6 +86,11 @@ impl Importer<'_> {
             sp.nodes.iter().for_each(|&m| self.done[m] = true);
             let x = *self.values.get(&sp.x).ok_or_else(|| ctx.err(format!("input '{}' is not a computed tensor", sp.x)))?;
             return match sp.op {
+                SpelledOp::PRelu { neg_slope, perm } => {
+                    let c = self.consts[neg_slope.as_str()].clone();
+                    let neg: Vec<f32> = c.f32s().unwrap_or_default().iter().map(|v| -v).collect();
+                    self.push_prelu(&ctx, x, &neg, &c.dims, perm.as_deref(), &sp.out)
+                }
                 SpelledOp::Gelu => {
                     let id = self.push(&ctx, Op::Activation(Activation::Gelu), &[x])?;
                     self.bind(&sp.out, id)
@@ -125,6 +130,12 @@ impl Importer<'_> {
             "ReduceMean" | "ReduceMax" => self.reduce(&ctx),
             "BatchNormalization" => self.batchnorm(&ctx),
             "LayerNormalization" => self.layer_norm(&ctx),
+            "PRelu" => {
+                let x = self.value(&ctx, 0)?;
+                let c = self.konst(&ctx, 1, "slope")?;
+                let slope = c.f32s().ok_or_else(|| ctx.err("slope must be float32"))?.to_vec();
+                self.push_prelu(&ctx, x, &slope, &c.dims, None, ctx.main_output()?)
+            }
             "Reshape" => self.reshape_op(&ctx),
             "Flatten" => self.flatten(&ctx),
             "Squeeze" => self.squeeze(&ctx),
@@ -1199,6 +1210,38 @@ impl Importer<'_> {
         self.bind(ctx.main_output()?, id)
     }
 
+    /// A [`Op::PRelu`] of IR node `x` with slope `data` (shape `dims`, broadcasting against the full-rank input,
+    /// or against it transposed by `perm` when given), bound to `out`.
+    fn push_prelu(&mut self, ctx: &NodeCtx, x: usize, data: &[f32], dims: &[usize], perm: Option<&[i64]>, out: &str) -> Result<()> {
+        if data.iter().any(|v| !v.is_finite()) {
+            return Err(ctx.err("slope values must be finite"));
+        }
+        let shape = self.shape(x);
+        let rank = shape.len() + 1;
+        let bad = || ctx.err(format!("slope of shape {dims:?} does not broadcast against the input (per sample {shape:?})"));
+        if dims.len() > rank {
+            return Err(bad());
+        }
+        // Right-aligned to the full rank (in the Mul's layout when transposed), then back to the input's axes.
+        let full: Vec<usize> = std::iter::repeat_n(1, rank - dims.len()).chain(dims.iter().copied()).collect();
+        let (full, data) = match perm {
+            None => (full, data.to_vec()),
+            Some(p) => {
+                let p: Vec<usize> = p.iter().map(|&a| usize::try_from(a).ok().filter(|&a| a < rank)).collect::<Option<_>>().ok_or_else(bad)?;
+                if p.len() != rank {
+                    return Err(bad());
+                }
+                permute_back(&full, data, &p)
+            }
+        };
+        if full[0] != 1 || full[1..].iter().zip(&shape).any(|(&s, &d)| s != 1 && s != d) {
+            return Err(bad());
+        }
+        let slope = Arc::new(Tensor { shape: full[1..].to_vec(), data });
+        let id = self.push(ctx, Op::PRelu { slope }, &[x])?;
+        self.bind(out, id)
+    }
+
     /// ONNX LayerNormalization: over axes `axis..` (opset 17; PyTorch's `nn.LayerNorm`).
     fn layer_norm(&mut self, ctx: &NodeCtx) -> Result<()> {
         if ctx.proto.output.iter().skip(1).any(|o| !o.is_empty() && self.is_used(o)) {
@@ -1565,4 +1608,32 @@ fn along_axes(data: &[f32], dims: &[usize], shape: &[usize], norm: &[usize]) -> 
         out.push(*data.get(off)?);
     }
     Some(out)
+}
+
+/// A tensor laid out as `t = transpose(u, perm)` (`dims` = t's shape), rearranged into `u`'s layout: axis
+/// `perm[j]` of `u` is axis `j` of `t`.
+fn permute_back(dims: &[usize], data: &[f32], perm: &[usize]) -> (Vec<usize>, Vec<f32>) {
+    let r = dims.len();
+    let mut udims = vec![0; r];
+    for (j, &p) in perm.iter().enumerate() {
+        udims[p] = dims[j];
+    }
+    // Row-major strides of t, indexed by u's axes.
+    let mut tstride = vec![0; r];
+    let mut acc = 1;
+    for j in (0..r).rev() {
+        tstride[perm[j]] = acc;
+        acc *= dims[j];
+    }
+    let count: usize = udims.iter().product();
+    let mut out = Vec::with_capacity(count);
+    for mut i in 0..count {
+        let mut off = 0;
+        for a in (0..r).rev() {
+            off += (i % udims[a]) * tstride[a];
+            i /= udims[a];
+        }
+        out.push(data[off]);
+    }
+    (udims, out)
 }

@@ -204,6 +204,11 @@ impl Writer {
                 let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
                 self.emit("BatchNormalization", &name, &refs, vec![attr_float("epsilon", b.epsilon)])
             }
+            Op::PRelu { slope } => {
+                let name = self.fresh(layer, "PRelu");
+                let a = self.weight(&name, "slope", slope);
+                self.emit("PRelu", &name, &[x, &a], vec![])
+            }
             Op::LayerNorm(l) => {
                 let name = self.fresh(layer, "LayerNormalization");
                 let (scale, bias) = (self.weight(&name, "scale", &l.gamma), self.weight(&name, "B", &l.beta));

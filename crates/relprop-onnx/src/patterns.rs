@@ -1,5 +1,5 @@
-//! Layers that exporters write as several ONNX nodes, recognised before conversion: GELU and Keras'
-//! LayerNormalization.
+//! Layers that exporters write as several ONNX nodes, recognised before conversion: GELU, Keras'
+//! LayerNormalization and Keras' PReLU.
 //!
 //! GELU's exact form `x · ½ · (1 + erf(x / √2))` has its own ONNX op only from opset 20; below that exporters
 //! spell it out, and the nodes in between are no layers of their own (signxai's Keras model has one `gelu`
@@ -12,7 +12,10 @@
 //! `mean = ReduceMean(x)`, `var = ReduceMean((x − mean)²)`, `s = γ / Sqrt(var + ε)` (a Reciprocal and a Mul),
 //! `y = x·s + (β − mean·s)`.
 //!
-//! [`Importer::find_spelled`] matches them (from each `Erf`, from each `ReduceMean`); conversion turns the first
+//! Keras' PReLU (tf2onnx): `Relu(x) + Mul(Relu(Neg(x)), −α)`, the Mul possibly between a Transpose and its
+//! inverse (a slope that is not shared over the spatial axes is laid out channels-last).
+//!
+//! [`Importer::find_spelled`] matches them (from each `Erf`, `ReduceMean`, `Neg`); conversion turns the first
 //! of a match's nodes it meets into the one IR layer and skips the others.
 
 use std::collections::HashMap;
@@ -27,6 +30,9 @@ pub(crate) enum SpelledOp {
     /// `mean_target`: the target of a Reshape of the mean before the subtraction, to be checked to change
     /// nothing (the mean's shape is the input's with the normalized axes 1).
     LayerNorm { axes: Vec<i64>, epsilon: f32, gamma: Option<String>, beta: Option<String>, mean_target: Option<Vec<i64>> },
+    /// Slope `−neg_slope` (the name of the constant Keras multiplies `relu(−x)` by), laid out as after the
+    /// Transpose `perm` when there is one.
+    PRelu { neg_slope: String, perm: Option<Vec<i64>> },
 }
 
 /// One spelled-out layer: `x` in, `out` out, and every ONNX node of it.
@@ -42,7 +48,7 @@ impl Importer<'_> {
     /// Every spelled-out layer of the graph, by each of its nodes.
     pub(crate) fn find_spelled(&self) -> HashMap<usize, Spelled> {
         let mut found = HashMap::new();
-        if !self.nodes.iter().any(|n| is_op(n, "Erf") || is_op(n, "ReduceMean")) {
+        if !self.nodes.iter().any(|n| is_op(n, "Erf") || is_op(n, "ReduceMean") || is_op(n, "Neg")) {
             return found;
         }
         let producers: HashMap<&str, usize> =
@@ -52,6 +58,8 @@ impl Importer<'_> {
                 self.gelu_at(k, &producers)
             } else if is_op(n, "ReduceMean") {
                 self.keras_layer_norm_at(k)
+            } else if is_op(n, "Neg") {
+                self.keras_prelu_at(k, &producers)
             } else {
                 None
             };
@@ -62,6 +70,50 @@ impl Importer<'_> {
             }
         }
         found
+    }
+
+    /// The Keras PReLU around `Neg` node `neg`: `Relu(x) + Mul(Relu(Neg(x)), c)` with `c = −α` constant.
+    fn keras_prelu_at(&self, neg: usize, producers: &HashMap<&str, usize>) -> Option<Spelled> {
+        let node = |k: usize| &self.nodes[k];
+        let ins = |k: usize| -> Vec<&str> { node(k).input.iter().map(String::as_str).collect() };
+        let out = |k: usize| node(k).output.first().map(String::as_str).filter(|o| !o.is_empty());
+        let one = |v: &str, op: &str| self.sole_consumer(v).filter(|&k| is_op(node(k), op));
+        let perm_of = |k: usize| node(k).attribute.iter().find(|a| a.name.as_deref() == Some("perm")).map(|a| a.ints.clone());
+        let x = *ins(neg).first()?;
+        let r2 = one(out(neg)?, "Relu")?;
+        let mut nodes = vec![neg, r2];
+        // Optionally into another layout for the Mul and back.
+        let (mut v, mut perm) = (out(r2)?, None);
+        if let Some(t1) = one(v, "Transpose") {
+            perm = Some(perm_of(t1)?);
+            nodes.push(t1);
+            v = out(t1)?;
+        }
+        let m = one(v, "Mul")?;
+        let c = *ins(m).iter().find(|&&i| i != v)?;
+        if self.consts.get(c).is_none_or(|k| k.f32s().is_none()) {
+            return None;
+        }
+        nodes.push(m);
+        v = out(m)?;
+        if let Some(p) = &perm {
+            let t2 = one(v, "Transpose")?;
+            let back = perm_of(t2)?;
+            let inverse = p.len() == back.len() && (0..p.len()).all(|i| usize::try_from(p[i]).ok().and_then(|j| back.get(j)) == Some(&(i as i64)));
+            if !inverse {
+                return None;
+            }
+            nodes.push(t2);
+            v = out(t2)?;
+        }
+        let add = one(v, "Add")?;
+        let r1 = *ins(add).iter().find(|&&i| i != v)?;
+        let relu = *producers.get(r1)?;
+        if !is_op(node(relu), "Relu") || ins(relu) != [x] || self.sole_consumer(r1) != Some(add) {
+            return None;
+        }
+        nodes.extend([add, relu]);
+        Some(Spelled { op: SpelledOp::PRelu { neg_slope: c.to_string(), perm }, x: x.to_string(), out: out(add)?.to_string(), nodes })
     }
 
     /// The Keras LayerNormalization whose mean is `ReduceMean` node `mean`, if the nodes after it are exactly

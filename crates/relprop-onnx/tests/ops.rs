@@ -1071,3 +1071,61 @@ fn layer_norm_op_and_keras_form() {
     let y = forward(&g, &Tensor::new(vec![3, 2, 4], x.clone()).unwrap());
     assert!(close(&y.data, &chans(&x, &|_| 1.0, &|_| 0.0)));
 }
+
+/// PReLU: ONNX's PRelu (PyTorch `nn.PReLU`), and Keras' as tf2onnx writes it, `Relu(x) + Mul(Relu(Neg(x)), −α)`,
+/// with the Mul between a Transpose and its inverse when the slope is not shared over the spatial axes.
+#[test]
+fn prelu_op_and_keras_form() {
+    let x = Tensor::new(vec![2, 3, 2], vec![-1.0, 2.0, -3.0, 0.5, 0.0, -0.25, 1.5, -2.0, -0.5, 3.0, -4.0, 1.0]).unwrap();
+    // Reference by position: channel c, row h, column w of the (2, 3, 2) input.
+    let expect = |slope: &dyn Fn(usize, usize, usize) -> f32| -> Vec<f32> {
+        (0..12).map(|k| {
+            let (c, h, w) = (k / 6, (k / 2) % 3, k % 2);
+            let v = x.data[k];
+            if v < 0.0 { slope(c, h, w) * v } else { v }
+        }).collect()
+    };
+    let prelu = |slope: TensorProto| model_bytes(vec![make_node("PRelu", "/act/PRelu", &["x", "a"], &["y"], vec![])], vec![slope], &[2, 3, 2], "y", 13);
+    let g = ok(&prelu(make_tensor_f32("a", &[2, 1, 1], &[0.25, -0.5])));
+    assert_eq!(kinds(&g), ["Input", "PRelu"]);
+    assert_eq!(forward(&g, &x).data, expect(&|c, _, _| [0.25, -0.5][c]));
+    let g = ok(&prelu(make_tensor_f32("a", &[], &[0.1])));
+    assert_eq!(forward(&g, &x).data, expect(&|_, _, _| 0.1));
+    let e = err(&prelu(make_tensor_f32("a", &[3], &[0.1, 0.2, 0.3])));
+    assert!(e.contains("does not broadcast"), "{e}");
+
+    // Keras: the constant is −α; with a full (H, W, C) slope tf2onnx moves to channels-last for the Mul.
+    let keras = |c: TensorProto, perm: bool| {
+        let mut nodes = vec![
+            make_node("Relu", "m/pr/Relu", &["x"], &["p"], vec![]),
+            make_node("Neg", "m/pr/Neg_1", &["x"], &["n"], vec![]),
+            make_node("Relu", "m/pr/Relu_1", &["n"], &["rn"], vec![]),
+        ];
+        if perm {
+            nodes.push(make_node("Transpose", "Transpose__1", &["rn"], &["t"], vec![attr_ints("perm", &[0, 2, 3, 1])]));
+            nodes.push(make_node("Mul", "m/pr/mul", &["t", "c"], &["mt"], vec![]));
+            nodes.push(make_node("Transpose", "Transpose__2", &["mt"], &["m"], vec![attr_ints("perm", &[0, 3, 1, 2])]));
+        } else {
+            nodes.push(make_node("Mul", "m/pr/mul", &["rn", "c"], &["m"], vec![]));
+        }
+        nodes.push(make_node("Add", "m/pr/add", &["p", "m"], &["y"], vec![]));
+        model_bytes(nodes, vec![c], &[2, 3, 2], "y", 13)
+    };
+    let g = ok(&keras(make_tensor_f32("c", &[1, 2, 1, 1], &[-0.25, 0.5]), false));
+    assert_eq!(kinds(&g), ["Input", "PRelu"]);
+    assert_eq!(g.nodes[1].layer, "m/pr");
+    assert_eq!(forward(&g, &x).data, expect(&|c, _, _| [0.25, -0.5][c]));
+    // (H, W, C) = (3, 2, 2): value at (h, w, c) is −(h·4 + w·2 + c)/10.
+    let hwc: Vec<f32> = (0..12).map(|i| -(i as f32) / 10.0).collect();
+    let g = ok(&keras(make_tensor_f32("c", &[3, 2, 2], &hwc), true));
+    assert_eq!(kinds(&g), ["Input", "PRelu"]);
+    let y = forward(&g, &x);
+    let want = expect(&|c, h, w| (h * 4 + w * 2 + c) as f32 / 10.0);
+    assert!(y.data.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-6), "{:?} vs {want:?}", y.data);
+    // A Transpose that is not undone: not PReLU, so Neg stays unsupported.
+    let mut bad = keras(make_tensor_f32("c", &[3, 2, 2], &hwc), true);
+    let mut m: relprop_onnx::proto::ModelProto = prost::Message::decode(bad.as_slice()).unwrap();
+    m.graph.as_mut().unwrap().node[5].attribute[0].ints = vec![0, 2, 3, 1];
+    bad = relprop_onnx::encode_model(&m);
+    assert!(err(&bad).contains("'Neg'"));
+}

@@ -526,6 +526,7 @@ impl Numerics for OnnxBuilder<'_> {
                 let m = self.node("Mul", &[&x.name, &self.const_f32(&dims, &scale)], vec![]);
                 self.node("Add", &[&m, &self.const_f32(&dims, &shift)], vec![])
             }
+            Op::PRelu { slope } => self.node("PRelu", &[&x.name, &self.const_f32(&slope.shape, &slope.data)], vec![]),
             Op::LayerNorm(l) => {
                 // Spelled out (LayerNormalization needs opset 17): mean, centred, biased variance, scale and shift.
                 let axes: Vec<i64> = (x.shape.len() - l.axes..x.shape.len()).map(|a| a as i64 + 1).collect();

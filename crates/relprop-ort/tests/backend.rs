@@ -92,8 +92,8 @@ fn cnn(seed: u64) -> Graph {
     g
 }
 
-/// Everything else: pad → tie-prone max pool on the input → dilated conv → grouped strided conv → ceil-mode max
-/// pool, padded average pools (with and without padding in the count, ceil mode), a 1x1 branch, concat,
+/// Everything else: pad → tie-prone max pool on the input → dilated conv → grouped strided conv → PReLU →
+/// ceil-mode max pool, padded average pools (with and without padding in the count, ceil mode), a 1x1 branch, concat,
 /// layer norm and dense on rank 3 (channels-last), global max pool, standalone activations (swish and hard swish included).
 fn zoo(seed: u64) -> Graph {
     let mut rng = Lcg(seed);
@@ -103,7 +103,8 @@ fn zoo(seed: u64) -> Graph {
     let c1 = g.push("c1", conv(&mut rng, 2, 4, &[3, 3], 1, 2, (1, 2), 1, Some(Activation::LeakyRelu(0.1))), &[mp0]).unwrap(); // 4x12x12
     let c2 = g.push("c2", conv(&mut rng, 4, 6, &[3, 2], 2, 1, (0, 1), 2, None), &[c1]).unwrap(); // grouped, stride 2
     let a1 = g.push("elu", Op::Activation(Activation::Elu(1.0)), &[c2]).unwrap();
-    let mp = g.push("mp", Op::MaxPool(pool(&[3, 3], 2, 0, 0, false, true)), &[a1]).unwrap(); // ceil: 3x3
+    let pr = g.push("prelu", Op::PRelu { slope: rng.tensor(&[6, 1, 1]) }, &[a1]).unwrap();
+    let mp = g.push("mp", Op::MaxPool(pool(&[3, 3], 2, 0, 0, false, true)), &[pr]).unwrap(); // ceil: 3x3
     let ap1 = g.push("ap1", Op::AvgPool(pool(&[3, 3], 1, 1, 1, true, false)), &[mp]).unwrap();
     let ap2 = g.push("ap2", Op::AvgPool(pool(&[2, 2], 2, 0, 0, false, true)), &[ap1]).unwrap(); // ceil: 2x2
     let side = g.push("side", conv(&mut rng, 6, 3, &[1, 1], 2, 1, (0, 0), 1, Some(Activation::Softplus)), &[ap1]).unwrap();

@@ -471,6 +471,13 @@ impl Numerics for TchModel {
                 );
                 x.f_mul(&scale).ck()?.f_add(&shift).ck()?
             }
+            Op::PRelu { slope } => {
+                // max(x, 0) + slope · min(x, 0): the same values as `x < 0 ? slope·x : x` (libtorch's CPU `where`
+                // is slow, see docs/benchmarks.md).
+                let shape: Vec<usize> = std::iter::once(1).chain(slope.shape.iter().copied()).collect();
+                let a = self.misc.get((node, "slope".into()), || self.upload(&slope.data, &shape))?;
+                x.f_clamp_min(0.0).ck()?.f_add(&x.f_clamp_max(0.0).ck()?.f_mul(&a).ck()?).ck()?
+            }
             Op::LayerNorm(l) => {
                 let gamma = self.misc.get((node, "gamma".into()), || self.upload(&l.gamma.data, &l.gamma.shape))?;
                 let beta = self.misc.get((node, "beta".into()), || self.upload(&l.beta.data, &l.beta.shape))?;

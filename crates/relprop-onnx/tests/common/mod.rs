@@ -130,6 +130,24 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
                 Tensor::new(n.shape.clone(), data).unwrap()
             }
             Op::Activation(a) => map(ins[0], |v| a.apply(v)),
+            Op::PRelu { slope } => {
+                // The slope broadcast by position: index it with its own strides (1-extent axes read index 0).
+                let xs = ins[0];
+                let mut data = Vec::with_capacity(xs.data.len());
+                for (k, &v) in xs.data.iter().enumerate() {
+                    let (mut rem, mut off, mut stride) = (k, 0, 1);
+                    for a in (0..xs.shape.len()).rev() {
+                        let i = rem % xs.shape[a];
+                        rem /= xs.shape[a];
+                        if slope.shape[a] != 1 {
+                            off += i * stride;
+                        }
+                        stride *= slope.shape[a];
+                    }
+                    data.push(if v < 0.0 { slope.data[off] * v } else { v });
+                }
+                Tensor::new(n.shape.clone(), data).unwrap()
+            }
             Op::LayerNorm(l) => {
                 // In f64, as the textbook writes it (an independent check of the backends' f32 rows).
                 let row = l.gamma.data.len();

@@ -58,13 +58,14 @@ pub fn bn(rng: &mut Lcg, c: usize) -> Op {
 }
 
 /// 2-D NCHW: asymmetric / grouped / dilated / depthwise convolutions, max pooling with asymmetric pads and
-/// ceil_mode, average pooling with and without count_include_pad, BN, Concat, Pad, GlobalMaxPool, and most
+/// ceil_mode, PReLU, average pooling with and without count_include_pad, BN, Concat, Pad, GlobalMaxPool, and most
 /// activations.
 pub fn cnn2d() -> Graph {
     let mut r = Lcg(11);
     let mut g = Graph::new("x", vec![3, 16, 15]);
     let c1 = g.push("c1", conv(&mut r, 3, 4, &[3, 3], &[1, 1], &[1, 1], &[0, 1], &[1, 0], 1, Some(Activation::Elu(1.0))), &[0]).unwrap();
-    let mp = g.push("mp", Op::MaxPool(pool(&[3, 3], &[2, 2], &[1, 0], &[0, 1], false, true)), &[c1]).unwrap();
+    let pr = g.push("prelu", Op::PRelu { slope: r.tensor(&[4, 1, 1]) }, &[c1]).unwrap();
+    let mp = g.push("mp", Op::MaxPool(pool(&[3, 3], &[2, 2], &[1, 0], &[0, 1], false, true)), &[pr]).unwrap();
     let c2 = g.push("c2", conv(&mut r, 4, 4, &[3, 3], &[1, 1], &[2, 2], &[2, 2], &[2, 2], 2, Some(Activation::LeakyRelu(0.1))), &[mp]).unwrap();
     let c3 = g.push("c3", conv(&mut r, 4, 4, &[2, 3], &[2, 1], &[1, 1], &[0, 1], &[1, 1], 4, Some(Activation::Softplus)), &[c2]).unwrap();
     let ap = g.push("ap", Op::AvgPool(pool(&[3, 2], &[2, 1], &[1, 0], &[2, 1], true, true)), &[c3]).unwrap();

@@ -257,6 +257,21 @@ def relprop_map(relprop, onnx, x, args, tmp):
     return np.load(out)[0]
 
 
+def keep_case(model, name, path, x, ref=None, method=None, args=None):
+    """Keep what reproduces a relprop error or a mismatch in reports/diffcheck/ (git-ignored): the ONNX file, the
+    input, the Keras model (its random weights differ between runs) and, for a mismatch, signxai's map and the CLI
+    arguments."""
+    keep = os.path.join(ROOT, "reports", "diffcheck")
+    os.makedirs(keep, exist_ok=True)
+    shutil.copy(path, os.path.join(keep, os.path.basename(path)))
+    np.save(os.path.join(keep, f"{name}__input.npy"), x)
+    model.save(os.path.join(keep, f"{name}.h5"))
+    if ref is not None:
+        np.save(os.path.join(keep, f"{name}__{method}__signxai.npy"), ref)
+        with open(os.path.join(keep, f"{name}__{method}__args.txt"), "w") as f:
+            f.write(" ".join(args) + "\n")
+
+
 def rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), np.finfo(np.float32).tiny))
 
@@ -300,11 +315,7 @@ def main():
                         kind = "refused as expected" if expected and expected in str(e) else "relprop error"
                         counts[kind] += 1
                         if kind == "relprop error":
-                            # keep the file and input to look at (reports/ is git-ignored for these)
-                            keep = os.path.join(ROOT, "reports", "diffcheck")
-                            os.makedirs(keep, exist_ok=True)
-                            shutil.copy(path, os.path.join(keep, os.path.basename(path)))
-                            np.save(os.path.join(keep, f"{name}__input.npy"), x)
+                            keep_case(model, name, path, x)
                         print(f"{name:18s} {method:42s} {label}: {kind}: {str(e)[:120]}")
                         continue
                     err = rel(got, ref)
@@ -316,6 +327,8 @@ def main():
                         sens = max(rel(relprop_map(a.relprop, path, x * (1 + 1e-7 * np.random.default_rng(k).choice([-1, 1], x.shape)),
                                                    args, tmp).reshape(ref.shape), got) for k in (1, 2, 3, 4))
                         verdict = "ill-conditioned" if err <= 10 * sens else "MISMATCH"
+                        if verdict == "MISMATCH":
+                            keep_case(model, name, path, x, ref=ref, method=method, args=args)
                         verdict += f" (nudge moves it {sens:.1e})"
                     counts[verdict.split(" (")[0]] += 1
                     print(f"{name:18s} {method:42s} {label}: {err:.2e} {verdict} (max |signxai| {np.abs(ref).max():.1e})")

@@ -146,7 +146,12 @@ fn every_op_roundtrips() {
     let ones = Arc::new(Tensor::new(vec![8], vec![1.0; 8]).unwrap());
     let aff = BatchNorm { gamma: t(&[8], 10), beta: t(&[8], 11), mean: zeros, var: ones, epsilon: 0.0 };
     let aff = g.push_in_layer("aff/a", "aff", Op::Affine(aff), &[bn]).unwrap();
-    let gmp = g.push_in_layer("gmp/g", "gmp", Op::GlobalMaxPool, &[aff]).unwrap();
+    // PReLU with a per-channel slope, then layer normalization over the last axis.
+    let pr = g.push_in_layer("pr/p", "pr", Op::PRelu { slope: t(&[8, 1], 12) }, &[aff]).unwrap();
+    let len = g.nodes[pr].shape[1];
+    let ln = relprop_core::LayerNorm { axes: 1, gamma: t(&[len], 13), beta: t(&[len], 14), epsilon: 1e-5 };
+    let ln = g.push_in_layer("ln/l", "ln", Op::LayerNorm(ln), &[pr]).unwrap();
+    let gmp = g.push_in_layer("gmp/g", "gmp", Op::GlobalMaxPool, &[ln]).unwrap();
     let id = g.push_in_layer("id/i", "id", Op::Identity, &[gmp]).unwrap();
     let r = g.push_reshape("r/r", "r", id, vec![2, 4]).unwrap();
     let tr = g.push_in_layer("tr/t", "tr", Op::Transpose { perm: vec![0, 2, 1] }, &[r]).unwrap();

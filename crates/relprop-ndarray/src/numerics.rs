@@ -78,20 +78,41 @@ fn rows_op(a: &T, v: &T, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Result<T>
     Ok(arc(out))
 }
 
-/// A conv kernel with `w` substituted, built per call: one pass over the kernel is small next to the
-/// convolution (a few ms per VGG16 pass), and keeping W⁺ and W⁻ copies of every kernel would cost memory
-/// (118 MB on VGG16). Plain weights are borrowed.
-fn conv_weights(c: &relprop_core::graph::Conv, w: WeightMod) -> std::borrow::Cow<'_, [f32]> {
-    if w == WeightMod::Plain {
-        return c.weight.data.as_slice().into();
+/// A conv kernel as the kernels read it: the plain weights borrowed, or a substituted copy.
+enum Kernel<'a> {
+    Borrowed(&'a [f32]),
+    Shared(Arc<Vec<f32>>),
+}
+
+impl std::ops::Deref for Kernel<'_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            Kernel::Borrowed(s) => s,
+            Kernel::Shared(v) => v,
+        }
     }
-    let src = &c.weight.data;
-    let out: Vec<f32> = if src.len() > PAR_LEN {
-        src.par_iter().with_min_len(PAR_CHUNK).map(|&v| w.apply(v)).collect()
-    } else {
-        src.iter().map(|&v| w.apply(v)).collect()
-    };
-    out.into()
+}
+
+impl NdModel {
+    /// Stage `stage` of conv node `node` (kernel `c`) with `w` substituted. A substituted kernel is built on
+    /// first use and kept in [`crate::model::RecentKernels`] while the same layer asks: an α-β rule needs W⁺ and
+    /// W⁻ twice each (the forward and the transposed product), and building each twice cost ResNet50 about 25 ms
+    /// per substitution and explanation. Keeping W⁺ and W⁻ of every kernel instead would cost memory (118 MB on
+    /// VGG16). Plain weights are borrowed.
+    fn conv_weights<'a>(&self, node: usize, stage: usize, c: &'a relprop_core::graph::Conv, w: WeightMod) -> Kernel<'a> {
+        if w == WeightMod::Plain {
+            return Kernel::Borrowed(&c.weight.data);
+        }
+        Kernel::Shared(self.recent.get((node, stage, w), || {
+            let src = &c.weight.data;
+            if src.len() > PAR_LEN {
+                src.par_iter().with_min_len(PAR_CHUNK).map(|&v| w.apply(v)).collect()
+            } else {
+                src.iter().map(|&v| w.apply(v)).collect()
+            }
+        }))
+    }
 }
 
 /// `t` with axis `axis` mapped through the row-major matrix `m` (output × input), or with `transpose` through
@@ -224,14 +245,14 @@ impl Numerics for NdModel {
             Op::Dense(_) => self.dense(node, w, x, false),
             // A ConvTranspose: the transpose of the convolution it describes, onto this node's output extent.
             Op::Conv(c) if c.transposed.is_some() => {
-                Ok(arc(kernels::conv_transpose(&c.untransposed(), &conv_weights(c, w), x.view(), &self.graph.nodes[node].shape)))
+                Ok(arc(kernels::conv_transpose(&c.untransposed(), &self.conv_weights(node, 0, c, w), x.view(), &self.graph.nodes[node].shape)))
             }
-            Op::Conv(c) if c.pointwise.is_none() => Ok(arc(kernels::conv_forward(c, &conv_weights(c, w), x.view()))),
+            Op::Conv(c) if c.pointwise.is_none() => Ok(arc(kernels::conv_forward(c, &self.conv_weights(node, 0, c, w), x.view()))),
             Op::Conv(c) => {
                 // A SeparableConv: each stage with its own substituted weight (SPEC: the rule sees one kernel).
                 let mut y = x.clone();
-                for st in c.stages() {
-                    y = arc(kernels::conv_forward(&st, &conv_weights(&st, w), y.view()));
+                for (k, st) in c.stages().iter().enumerate() {
+                    y = arc(kernels::conv_forward(st, &self.conv_weights(node, k, st, w), y.view()));
                 }
                 Ok(y)
             }
@@ -243,7 +264,7 @@ impl Numerics for NdModel {
         let n = &self.graph.nodes[node];
         match &n.op {
             Op::Dense(_) => self.dense(node, w, s, true),
-            Op::Conv(c) if c.transposed.is_some() => Ok(arc(kernels::conv_forward(&c.untransposed(), &conv_weights(c, w), s.view()))),
+            Op::Conv(c) if c.transposed.is_some() => Ok(arc(kernels::conv_forward(&c.untransposed(), &self.conv_weights(node, 0, c, w), s.view()))),
             Op::Conv(c) => {
                 // Stage by stage in reverse; a stage's input shape is the layer input or the mid tensor
                 // (the first stage's output channels on the output plane: the pointwise stage keeps the plane).
@@ -253,7 +274,7 @@ impl Numerics for NdModel {
                 let mut r = s.clone();
                 for (k, st) in stages.iter().enumerate().rev() {
                     let shape = if k == 0 { in_shape } else { &mid };
-                    r = arc(kernels::conv_transpose(st, &conv_weights(st, w), r.view(), shape));
+                    r = arc(kernels::conv_transpose(st, &self.conv_weights(node, k, st, w), r.view(), shape));
                 }
                 Ok(r)
             }

@@ -20,10 +20,10 @@ use crate::shapes::Dim;
 use crate::tensors::Const;
 
 const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, \
-    Selu, Gelu (also spelled out with Erf), PRelu (also Keras' spelled-out form), HardSigmoid, HardSwish, Clip, x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, \
-    ReduceMean/ReduceMax over all spatial axes, BatchNormalization, LayerNormalization (also Keras' spelled-out \
-    form), Reshape, Flatten, Squeeze, Unsqueeze, Transpose, \
-    Pad, Slice (step 1), Concat, Split, Mean, Resize/Upsample (nearest or linear, whole factors), Mul/Div/Add/Sub by \
+    Selu, Gelu (also spelled out with Erf), PRelu (also Keras' spelled-out form), HardSigmoid, HardSwish, Clip, \
+    x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over all spatial \
+    axes, BatchNormalization, LayerNormalization (also Keras' spelled-out form), Reshape, Flatten, Squeeze, \
+    Unsqueeze, Transpose, Pad, Slice (step 1), Concat, Split, Mean, Resize/Upsample (nearest or linear, whole factors), Mul/Div/Add/Sub by \
     per-channel constants, Mul/Sub/Max/Min of computed tensors (broadcasting size-1 axes), Dropout, Identity, \
     Constant, a final Softmax/LogSoftmax, and integer shape arithmetic for reshape targets (Shape, Gather, Concat, \
     Slice, Cast, Unsqueeze, Squeeze, ReduceProd, Mul, Div, Add, Sub)";
@@ -87,7 +87,7 @@ impl Importer<'_> {
             let x = *self.values.get(&sp.x).ok_or_else(|| ctx.err(format!("input '{}' is not a computed tensor", sp.x)))?;
             return match sp.op {
                 SpelledOp::PRelu { neg_slope, perm } => {
-                    let c = self.consts[neg_slope.as_str()].clone();
+                    let c = self.spelled_const(&ctx, &neg_slope)?;
                     let neg: Vec<f32> = c.f32s().unwrap_or_default().iter().map(|v| -v).collect();
                     self.push_prelu(&ctx, x, &neg, &c.dims, perm.as_deref(), &sp.out)
                 }
@@ -105,8 +105,8 @@ impl Importer<'_> {
                             return Err(ctx.err(format!("the layer normalization's mean is reshaped to {t:?}, not kept as {mean_shape:?}")));
                         }
                     }
-                    let param = |name: &Option<String>| name.as_ref().map(|n| self.consts[n.as_str()].clone());
-                    let (gamma, beta) = (param(&gamma), param(&beta));
+                    let param = |name: &Option<String>| name.as_ref().map(|n| self.spelled_const(&ctx, n)).transpose();
+                    let (gamma, beta) = (param(&gamma)?, param(&beta)?);
                     // The Keras layer, not TensorFlow's `moments` scope inside it.
                     let layer = ctx.layer.strip_suffix("/moments").unwrap_or(&ctx.layer).to_string();
                     let ctx = NodeCtx { layer, ..ctx };
@@ -1208,6 +1208,11 @@ impl Importer<'_> {
         };
         let id = self.push(ctx, Op::BatchNorm(bn), &[x])?;
         self.bind(ctx.main_output()?, id)
+    }
+
+    /// A constant a spelled-out layer's match named (checked to exist when matched).
+    fn spelled_const(&self, ctx: &NodeCtx, name: &str) -> Result<Rc<Const>> {
+        self.consts.get(name).cloned().ok_or_else(|| ctx.err(format!("constant '{name}' is missing")))
     }
 
     /// A [`Op::PRelu`] of IR node `x` with slope `data` (shape `dims`, broadcasting against the full-rank input,

@@ -63,7 +63,9 @@ impl Importer<'_> {
             } else {
                 None
             };
-            for s in m.into_iter() {
+            // Matches never share a node; should two claim one, the first found wins (the other's nodes then
+            // convert one by one and fail on what they cannot, never silently).
+            if let Some(s) = m.filter(|s| !s.nodes.iter().any(|j| found.contains_key(j))) {
                 for &j in &s.nodes {
                     found.insert(j, s.clone());
                 }

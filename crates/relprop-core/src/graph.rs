@@ -741,10 +741,10 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
             if l.axes == 0 || l.axes > x.len() {
                 return Err(format!("normalizes over the last {} axes of an input {x:?}", l.axes));
             }
-            let row: usize = x[x.len() - l.axes..].iter().product();
+            let trailing = &x[x.len() - l.axes..];
             for (n, t) in [("gamma", &l.gamma), ("beta", &l.beta)] {
-                if t.data.len() != row {
-                    return Err(format!("{n} has {} values, expected {row} (the normalized axes of {x:?})", t.data.len()));
+                if t.shape != trailing || t.data.len() != trailing.iter().product::<usize>() {
+                    return Err(format!("{n} has shape {:?}, expected {trailing:?} (the normalized axes of {x:?})", t.shape));
                 }
             }
             if l.epsilon.is_nan() || l.epsilon < 0.0 {

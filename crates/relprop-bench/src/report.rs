@@ -110,6 +110,18 @@ impl Report {
                 }
             }
         }
+        // The "ort and tch backends, each against its own forward pass" (LRPEpsilon; the other analyzers
+        // for information), where this run measured them.
+        for backend in ["ort", "tch"] {
+            for model in ["vgg16", "resnet50"] {
+                for an in ["LRPEpsilon", "LRPAlpha1Beta0", "LRPSequentialCompositeB"] {
+                    let Some(t) = self.find(model, 1, backend, an) else { continue };
+                    let (goal, stretch) = if an == "LRPEpsilon" { ("<= 3", "2.2") } else { ("(info)", "") };
+                    let r = self.own_forward(t).map(|f| t.median / f);
+                    rows.push((format!("{model} b1 {backend} {an} / {backend} forward"), r, goal.into(), stretch.into()));
+                }
+            }
+        }
         for model in ["vgg16", "resnet50"] {
             for (an, goal, stretch) in [("LRPEpsilon", 2.0, 3.0), ("LRPAlpha1Beta0", 3.0, 4.0), ("LRPSequentialCompositeB", 3.0, 4.0)] {
                 let Some(t) = self.find(model, 1, "ndarray", an) else { continue };

@@ -50,7 +50,14 @@ fn report_renders() {
     let r = Report {
         info: vec![("cpu".into(), "test".into())],
         gemm: vec![("512x512x3136".into(), 100.0)],
-        timings: vec![t("ortref", "forward", 1, 0.15), t("ndarray", "forward", 1, 0.2), t("ndarray", "LRPEpsilon", 1, 0.4), t("ndarray", "LRPEpsilon", 8, 2.0)],
+        timings: vec![
+            t("ortref", "forward", 1, 0.15),
+            t("ndarray", "forward", 1, 0.2),
+            t("ndarray", "LRPEpsilon", 1, 0.4),
+            t("ndarray", "LRPEpsilon", 8, 2.0),
+            t("tch", "forward", 1, 0.1),
+            t("tch", "LRPEpsilon", 1, 0.25),
+        ],
         memory: vec![],
         notes: vec![],
         quick: true,
@@ -71,6 +78,10 @@ fn report_renders() {
     assert!((eps["ratio_to_ort_forward"].as_f64().unwrap() - 0.4 / 0.15).abs() < 1e-9);
     assert!((eps["ratio_to_own_forward"].as_f64().unwrap() - 2.0).abs() < 1e-9);
     let rows = r.targets();
+    // A backend against its own forward pass, only where measured (no ort rows here).
+    let own = rows.iter().find(|r| r.0 == "vgg16 b1 tch LRPEpsilon / tch forward").unwrap();
+    assert!((own.1.unwrap() - 2.5).abs() < 1e-9 && own.2 == "<= 3");
+    assert!(!rows.iter().any(|r| r.0.contains(" ort ")));
     let b8 = rows.iter().find(|r| r.0.contains("LRPEpsilon: batch 8")).unwrap();
     assert!((b8.1.unwrap() - 8.0 * 0.4 / 2.0).abs() < 1e-9);
     // Peers: signxai's time over ours, and the fastest PyTorch peer (captum here) over ours.

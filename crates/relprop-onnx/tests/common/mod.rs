@@ -102,6 +102,21 @@ impl ConvGeometry {
     }
 }
 
+/// The value of `t` (broadcasting along its size-1 axes) at row-major position `k` of a tensor of shape `shape`
+/// (same rank): `t` indexed with its own strides, a size-1 axis read at index 0.
+fn broadcast_at(t: &Tensor, shape: &[usize], mut k: usize) -> f32 {
+    let (mut off, mut stride) = (0, 1);
+    for a in (0..shape.len()).rev() {
+        let i = k % shape[a];
+        k /= shape[a];
+        if t.shape[a] != 1 {
+            off += i * stride;
+        }
+        stride *= t.shape[a];
+    }
+    t.data[off]
+}
+
 /// Naive per-sample forward pass of the IR (one sample, no batch axis), for 1-D/2-D models.
 pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
     assert_eq!(x.shape, g.input_shape());
@@ -131,21 +146,7 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
             }
             Op::Activation(a) => map(ins[0], |v| a.apply(v)),
             Op::PRelu { slope } => {
-                // The slope broadcast by position: index it with its own strides (1-extent axes read index 0).
-                let xs = ins[0];
-                let mut data = Vec::with_capacity(xs.data.len());
-                for (k, &v) in xs.data.iter().enumerate() {
-                    let (mut rem, mut off, mut stride) = (k, 0, 1);
-                    for a in (0..xs.shape.len()).rev() {
-                        let i = rem % xs.shape[a];
-                        rem /= xs.shape[a];
-                        if slope.shape[a] != 1 {
-                            off += i * stride;
-                        }
-                        stride *= slope.shape[a];
-                    }
-                    data.push(if v < 0.0 { slope.data[off] * v } else { v });
-                }
+                let data = ins[0].data.iter().enumerate().map(|(k, &v)| if v < 0.0 { broadcast_at(slope, &n.shape, k) * v } else { v }).collect();
                 Tensor::new(n.shape.clone(), data).unwrap()
             }
             Op::LayerNorm(l) => {
@@ -194,20 +195,8 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
                 Tensor::new(n.shape.clone(), data).unwrap()
             }
             Op::Merge(m) => {
-                // Broadcasting size-1 axes: index each input by the output position with its own strides.
                 let out_len: usize = n.shape.iter().product();
-                let at = |t: &Tensor, mut k: usize| {
-                    let (mut off, mut stride) = (0, 1);
-                    for a in (0..n.shape.len()).rev() {
-                        let i = k % n.shape[a];
-                        k /= n.shape[a];
-                        if t.shape[a] != 1 {
-                            off += i * stride;
-                        }
-                        stride *= t.shape[a];
-                    }
-                    t.data[off]
-                };
+                let at = |t: &Tensor, k: usize| broadcast_at(t, &n.shape, k);
                 let data = (0..out_len).map(|k| ins[1..].iter().fold(at(ins[0], k), |acc, t| m.apply(acc, at(t, k)))).collect();
                 Tensor::new(n.shape.clone(), data).unwrap()
             }

@@ -76,61 +76,54 @@ impl Importer<'_> {
 
     /// The Keras PReLU around `Neg` node `neg`: `Relu(x) + Mul(Relu(Neg(x)), c)` with `c = −α` constant.
     fn keras_prelu_at(&self, neg: usize, producers: &HashMap<&str, usize>) -> Option<Spelled> {
-        let node = |k: usize| &self.nodes[k];
-        let ins = |k: usize| -> Vec<&str> { node(k).input.iter().map(String::as_str).collect() };
-        let out = |k: usize| node(k).output.first().map(String::as_str).filter(|o| !o.is_empty());
-        let one = |v: &str, op: &str| self.sole_consumer(v).filter(|&k| is_op(node(k), op));
-        let perm_of = |k: usize| node(k).attribute.iter().find(|a| a.name.as_deref() == Some("perm")).map(|a| a.ints.clone());
-        let x = *ins(neg).first()?;
-        let r2 = one(out(neg)?, "Relu")?;
+        let perm_of = |k: usize| self.ctx(k).ints("perm").ok().flatten();
+        let x = *self.ins(neg).first()?;
+        let r2 = self.sole_op(self.out(neg)?, "Relu")?;
         let mut nodes = vec![neg, r2];
         // Optionally into another layout for the Mul and back.
-        let (mut v, mut perm) = (out(r2)?, None);
-        if let Some(t1) = one(v, "Transpose") {
+        let (mut v, mut perm) = (self.out(r2)?, None);
+        if let Some(t1) = self.sole_op(v, "Transpose") {
             perm = Some(perm_of(t1)?);
             nodes.push(t1);
-            v = out(t1)?;
+            v = self.out(t1)?;
         }
-        let m = one(v, "Mul")?;
-        let c = *ins(m).iter().find(|&&i| i != v)?;
+        let m = self.sole_op(v, "Mul")?;
+        let c = self.other_operand(m, v)?;
         if self.consts.get(c).is_none_or(|k| k.f32s().is_none()) {
             return None;
         }
         nodes.push(m);
-        v = out(m)?;
+        v = self.out(m)?;
         if let Some(p) = &perm {
-            let t2 = one(v, "Transpose")?;
+            let t2 = self.sole_op(v, "Transpose")?;
             let back = perm_of(t2)?;
             let inverse = p.len() == back.len() && (0..p.len()).all(|i| usize::try_from(p[i]).ok().and_then(|j| back.get(j)) == Some(&(i as i64)));
             if !inverse {
                 return None;
             }
             nodes.push(t2);
-            v = out(t2)?;
+            v = self.out(t2)?;
         }
-        let add = one(v, "Add")?;
-        let r1 = *ins(add).iter().find(|&&i| i != v)?;
+        let add = self.sole_op(v, "Add")?;
+        let r1 = self.other_operand(add, v)?;
         let relu = *producers.get(r1)?;
-        if !is_op(node(relu), "Relu") || ins(relu) != [x] || self.sole_consumer(r1) != Some(add) {
+        if !self.op_is(relu, "Relu") || self.ins(relu) != [x] || self.sole_consumer(r1) != Some(add) {
             return None;
         }
         nodes.extend([add, relu]);
-        Some(Spelled { op: SpelledOp::PRelu { neg_slope: c.to_string(), perm }, x: x.to_string(), out: out(add)?.to_string(), nodes })
+        Some(Spelled { op: SpelledOp::PRelu { neg_slope: c.to_string(), perm }, x: x.to_string(), out: self.out(add)?.to_string(), nodes })
     }
 
     /// The Keras LayerNormalization whose mean is `ReduceMean` node `mean`, if the nodes after it are exactly
     /// TensorFlow's and nothing else reads their intermediate values.
     fn keras_layer_norm_at(&self, mean: usize) -> Option<Spelled> {
-        let node = |k: usize| &self.nodes[k];
-        let ins = |k: usize| -> Vec<&str> { node(k).input.iter().map(String::as_str).collect() };
-        let out = |k: usize| node(k).output.first().map(String::as_str).filter(|o| !o.is_empty());
-        let readers = |v: &str| -> Vec<usize> { self.consumers.get(v).cloned().unwrap_or_default() };
-        let one = |v: &str, op: &str| self.sole_consumer(v).filter(|&k| is_op(node(k), op));
+        let (ins, out) = (|k: usize| self.ins(k), |k: usize| self.out(k));
+        // Axes as an attribute (opset < 18) or a constant input; keepdims on.
         let axes_of = |k: usize| -> Option<Vec<i64>> {
-            let a = node(k).attribute.iter().find(|a| a.name.as_deref() == Some("axes")).map(|a| a.ints.clone());
-            a.or_else(|| node(k).input.get(1).and_then(|n| self.consts.get(n)).and_then(|c| c.i64s().map(<[i64]>::to_vec)))
+            let a = self.ctx(k).ints("axes").ok().flatten();
+            a.or_else(|| self.nodes[k].input.get(1).and_then(|n| self.consts.get(n)).and_then(|c| c.i64s().map(<[i64]>::to_vec)))
         };
-        let keepdims = |k: usize| node(k).attribute.iter().find(|a| a.name.as_deref() == Some("keepdims")).and_then(|a| a.i).unwrap_or(1) == 1;
+        let keepdims = |k: usize| self.ctx(k).int("keepdims", 1).ok() == Some(1);
         let x = *ins(mean).first()?;
         let m = out(mean)?;
         let axes = axes_of(mean)?;
@@ -139,64 +132,63 @@ impl Importer<'_> {
         }
         // Readers of the mean: Sub(x, mean) (tf2onnx may put a layout Reshape, a no-op here, in between) and
         // Mul(mean, s).
-        let rm = readers(m);
-        let reshape = rm.iter().copied().find(|&k| is_op(node(k), "Reshape") && ins(k).first() == Some(&m));
+        let rm = self.readers(m);
+        let reshape = rm.iter().copied().find(|&k| self.op_is(k, "Reshape") && ins(k).first() == Some(&m));
         let (centred_from, mean_target) = match reshape {
             Some(r) => (out(r)?, Some(self.consts.get(*ins(r).get(1)?)?.i64s()?.to_vec())),
             None => (m, None),
         };
-        let subs = if reshape.is_some() { readers(centred_from) } else { rm.clone() };
-        let sub = *subs.iter().find(|&&k| is_op(node(k), "Sub") && ins(k) == [x, centred_from])?;
+        let subs = if reshape.is_some() { self.readers(centred_from) } else { rm.clone() };
+        let sub = *subs.iter().find(|&&k| self.op_is(k, "Sub") && ins(k) == [x, centred_from])?;
         if reshape.is_some() && subs.len() != 1 {
             return None;
         }
-        let mul2 = *rm.iter().find(|&&k| is_op(node(k), "Mul") && Some(k) != reshape && k != sub)?;
+        let mul2 = *rm.iter().find(|&&k| self.op_is(k, "Mul") && Some(k) != reshape && k != sub)?;
         if rm.len() != 2 {
             return None;
         }
         let d = out(sub)?;
-        let sq = *readers(d).first()?;
-        if !(is_op(node(sq), "Mul") && ins(sq) == [d, d] && readers(d) == [sq, sq]) {
+        let sq = *self.readers(d).first()?;
+        if !(self.op_is(sq, "Mul") && ins(sq) == [d, d] && self.readers(d) == [sq, sq]) {
             return None;
         }
-        let var = one(out(sq)?, "ReduceMean")?;
+        let var = self.sole_op(out(sq)?, "ReduceMean")?;
         if axes_of(var)? != axes || !keepdims(var) {
             return None;
         }
-        let add = one(out(var)?, "Add")?;
-        let eps_name = *ins(add).iter().find(|&&i| Some(i) != out(var))?;
-        let epsilon = match self.consts.get(eps_name)?.f32s()? {
+        let add = self.sole_op(out(var)?, "Add")?;
+        let epsilon = match self.consts.get(self.other_operand(add, out(var)?)?)?.f32s()? {
             [e] if e.is_finite() && *e >= 0.0 => *e,
             _ => return None,
         };
-        let sqrt = one(out(add)?, "Sqrt")?;
-        let recip = one(out(sqrt)?, "Reciprocal")?;
+        let sqrt = self.sole_op(out(add)?, "Sqrt")?;
+        let recip = self.sole_op(out(sqrt)?, "Reciprocal")?;
         // s = 1/σ, times γ when the layer scales.
-        let (s, gamma, scale_node) = match self.sole_consumer(out(recip)?) {
-            Some(k) if is_op(node(k), "Mul") => {
-                let g = *ins(k).iter().find(|&&i| Some(i) != out(recip))?;
+        let (s, gamma, scale_node) = match self.sole_op(out(recip)?, "Mul") {
+            Some(k) => {
+                let g = self.other_operand(k, out(recip)?)?;
                 (out(k)?, Some(self.consts.contains_key(g).then(|| g.to_string())?), Some(k))
             }
-            _ => (out(recip)?, None, None),
+            None => (out(recip)?, None, None),
         };
         // Readers of s: Mul(mean, s) and Mul(x, s).
-        let rs = readers(s);
+        let rs = self.readers(s);
         let mul1 = *rs.iter().find(|&&k| k != mul2)?;
         let pair = |k: usize, a: &str| ins(k) == [a, s] || ins(k) == [s, a];
-        if rs.len() != 2 || !rs.contains(&mul2) || !pair(mul2, m) || !is_op(node(mul1), "Mul") || !pair(mul1, x) {
+        if rs.len() != 2 || !rs.contains(&mul2) || !pair(mul2, m) || !self.op_is(mul1, "Mul") || !pair(mul1, x) {
             return None;
         }
         // β − mean·s (or −mean·s without β), then the final Add.
         let shift = self.sole_consumer(out(mul2)?)?;
-        let beta = if is_op(node(shift), "Sub") && ins(shift).get(1) == out(mul2).as_ref() {
+        let beta = if self.op_is(shift, "Sub") && ins(shift).get(1) == out(mul2).as_ref() {
             let b = ins(shift)[0];
             Some(self.consts.contains_key(b).then(|| b.to_string())?)
-        } else if is_op(node(shift), "Neg") {
+        } else if self.op_is(shift, "Neg") {
             None
         } else {
             return None;
         };
-        let y = one(out(mul1)?, "Add")?;
+        let y = self.sole_op(out(mul1)?, "Add")?;
         let (a, b) = (out(mul1)?, out(shift)?);
         if !(ins(y) == [a, b] || ins(y) == [b, a]) {
             return None;
@@ -212,65 +204,83 @@ impl Importer<'_> {
         })
     }
 
-    /// The GELU around `Erf` node `erf`, if the nodes around it are exactly one of the two spellings and nothing
-    /// else reads their intermediate values.
+    /// The GELU around `Erf` node `erf`, if the nodes around it are exactly one of the three spellings and
+    /// nothing else reads their intermediate values.
     fn gelu_at(&self, erf: usize, producers: &HashMap<&str, usize>) -> Option<Spelled> {
-        let input = |k: usize, i: usize| self.nodes[k].input.get(i).map(String::as_str);
-        let output = |k: usize| self.nodes[k].output.first().map(String::as_str).filter(|o| !o.is_empty());
         let producer = |v: &str| producers.get(v).copied();
         // The scaled input: Div(x, √2) or Mul(x, 1/√2) (either operand order for Mul).
-        let scaled = input(erf, 0)?;
+        let scaled = *self.ins(erf).first()?;
         let d = producer(scaled)?;
-        let x = if is_op(&self.nodes[d], "Div") {
-            self.is_scalar(input(d, 1)?, std::f32::consts::SQRT_2).then(|| input(d, 0))??
-        } else if is_op(&self.nodes[d], "Mul") {
+        let x = if self.op_is(d, "Div") {
+            let ins = self.ins(d);
+            self.is_scalar(ins.get(1)?, std::f32::consts::SQRT_2).then(|| ins[0])?
+        } else if self.op_is(d, "Mul") {
             self.other_if_scalar(d, std::f32::consts::FRAC_1_SQRT_2)?
         } else {
             return None;
         };
-        let sole = |v: &str| self.sole_consumer(v);
         // 1 + erf(·)
-        let a = sole(output(erf)?)?;
-        if sole(scaled)? != erf || !is_op(&self.nodes[a], "Add") || self.other_if_scalar(a, 1.0)? != output(erf)? {
+        let a = self.sole_op(self.out(erf)?, "Add")?;
+        if self.sole_consumer(scaled)? != erf || self.other_if_scalar(a, 1.0)? != self.out(erf)? {
             return None;
         }
-        let m2 = sole(output(a)?)?;
-        if !is_op(&self.nodes[m2], "Mul") {
-            return None;
-        }
-        let other = |k: usize, v: &str| -> Option<&str> {
-            match (input(k, 0)?, input(k, 1)?) {
-                (p, q) if p == v => Some(q),
-                (p, q) if q == v => Some(p),
-                _ => None,
-            }
-        };
-        let half = other(m2, output(a)?)?;
+        let m2 = self.sole_op(self.out(a)?, "Mul")?;
+        let half = self.other_operand(m2, self.out(a)?)?;
         let mut nodes = vec![d, erf, a, m2];
         let out = if half == x || self.is_scalar(half, 0.5) {
             // TorchScript: (x · (1 + erf)) · 0.5; dynamo: x · ((1 + erf) · 0.5)
-            let m3 = sole(output(m2)?)?;
-            let rest = if half == x { 0.5f32.to_string() } else { x.to_string() };
-            let ok = is_op(&self.nodes[m3], "Mul")
-                && match half == x {
-                    true => self.other_if_scalar(m3, 0.5) == output(m2),
-                    false => other(m3, output(m2)?) == Some(rest.as_str()),
-                };
+            let m3 = self.sole_op(self.out(m2)?, "Mul")?;
+            let ok = match half == x {
+                true => self.other_if_scalar(m3, 0.5) == self.out(m2),
+                false => self.other_operand(m3, self.out(m2)?) == Some(x),
+            };
             if !ok {
                 return None;
             }
             nodes.push(m3);
-            output(m3)?
+            self.out(m3)?
         } else {
             // tf2onnx: (0.5 · x) · (1 + erf)
             let m1 = producer(half)?;
-            if !is_op(&self.nodes[m1], "Mul") || self.other_if_scalar(m1, 0.5)? != x || sole(half)? != m2 {
+            if !self.op_is(m1, "Mul") || self.other_if_scalar(m1, 0.5)? != x || self.sole_consumer(half)? != m2 {
                 return None;
             }
             nodes.push(m1);
-            output(m2)?
+            self.out(m2)?
         };
         Some(Spelled { op: SpelledOp::Gelu, x: x.to_string(), out: out.to_string(), nodes })
+    }
+
+    // ---- node access shared by the matchers ----
+
+    fn ins(&self, k: usize) -> Vec<&str> {
+        self.nodes[k].input.iter().map(String::as_str).collect()
+    }
+
+    fn out(&self, k: usize) -> Option<&str> {
+        self.nodes[k].output.first().map(String::as_str).filter(|o| !o.is_empty())
+    }
+
+    fn op_is(&self, k: usize, op: &str) -> bool {
+        is_op(&self.nodes[k], op)
+    }
+
+    fn readers(&self, v: &str) -> Vec<usize> {
+        self.consumers.get(v).cloned().unwrap_or_default()
+    }
+
+    /// The only reader of `v`, when it is an `op` node.
+    fn sole_op(&self, v: &str, op: &str) -> Option<usize> {
+        self.sole_consumer(v).filter(|&k| self.op_is(k, op))
+    }
+
+    /// For binary node `k` with `v` as one operand: the other one.
+    fn other_operand(&self, k: usize, v: &str) -> Option<&str> {
+        match self.nodes[k].input.as_slice() {
+            [p, q] if p == v => Some(q),
+            [p, q] if q == v => Some(p),
+            _ => None,
+        }
     }
 
     /// For a binary node `k` with one operand the float32 scalar constant `value`: its other operand.

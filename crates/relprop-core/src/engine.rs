@@ -74,7 +74,10 @@ pub trait Numerics {
     fn std_rows(&self, x: &Self::T, over_batch: bool) -> Result<Self::T>;
     /// `a · v[n]` per sample.
     fn scale_rows(&self, a: &Self::T, v: &Self::T) -> Result<Self::T>;
-    /// For a `[N, K]` tensor: the one-hot of each row's (first) maximum and the maxima as a row tensor.
+    /// For a `[N, K]` tensor: per row, the indicator of its maxima divided by their number, and the maxima as
+    /// a row tensor. A tie splits the selection equally, as TensorFlow's `reduce_max` gradient does, through
+    /// which signxai's `max_activation` selects (a row of equal values, e.g. a dead layer's zeros under
+    /// WSquare's `argmax(W²x)`, selects every output; docs/divergences.md).
     fn row_max(&self, t: &Self::T) -> Result<(Self::T, Self::T)>;
     /// For a `[N, K]` tensor: the one-hot of column `k` and the picked values as a row tensor.
     fn row_pick(&self, t: &Self::T, k: usize) -> Result<(Self::T, Self::T)>;

@@ -653,13 +653,24 @@ impl NdModel {
         let mut hot = ArrayD::zeros(IxDyn(&[n, kk]));
         let mut vals = Vec::with_capacity(n);
         for (i, row) in t.axis_iter(Axis(0)).enumerate() {
-            let j = match k {
-                Some(j) if j < kk => j,
+            match k {
+                Some(j) if j < kk => {
+                    hot[[i, j]] = 1.0;
+                    vals.push(row[j]);
+                }
                 Some(j) => return Err(Error::Target(format!("index {j} out of range for {kk} outputs"))),
-                None => row.iter().enumerate().fold(0, |b, (j, &v)| if v > row[b] { j } else { b }),
-            };
-            hot[[i, j]] = 1.0;
-            vals.push(row[j]);
+                None => {
+                    // Every maximum, each with an equal share (`Numerics::row_max`).
+                    let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+                    let ties = row.iter().filter(|&&v| v == m).count().max(1);
+                    for (j, &v) in row.iter().enumerate() {
+                        if v == m {
+                            hot[[i, j]] = 1.0 / ties as f32;
+                        }
+                    }
+                    vals.push(m);
+                }
+            }
         }
         Ok((arc(hot), arc(ArrayD::from_shape_vec(IxDyn(&[n]), vals).map_err(|e| err(e.to_string()))?)))
     }

@@ -420,3 +420,32 @@ fn affine_passes_relevance_unchanged_and_batchnorm_does_not() {
         assert_eq!(r.data == above.data, identity, "{:?} vs {:?}", r.data, above.data);
     }
 }
+
+/// `max_activation` with tied maxima splits the selection equally, as TensorFlow's `reduce_max` gradient does
+/// (signxai, checked live: WSquare on a model whose top Dense input was all zeros). WSquare's top layer selects
+/// by `argmax(W²x)`: with `x = 0` every output ties, so the map is the mean of the per-output maps.
+#[test]
+fn max_activation_splits_ties_equally() {
+    let mut rng = Lcg(17);
+    let mut g = Graph::new("x", vec![4]);
+    let d = dense(&mut rng, 4, 3, true, false);
+    let Op::Dense(dd) = &d else { unreachable!() };
+    let (w, b) = (dd.weight.data.clone(), dd.bias.as_ref().unwrap().data.clone());
+    g.push("out", d, &[0]).unwrap();
+    let x = Tensor::new(vec![1, 4], vec![0.0; 4]).unwrap();
+    let (r, _) = explain(&g, "WSquare", &[], &x, Target::Max, false);
+    // R_in = mean over k of (W²)[:, k] · max(y) / max_k Σ_i W²[i, k], with y = b.
+    let col = |k: usize| (0..4).map(|i| w[i * 3 + k] * w[i * 3 + k]).collect::<Vec<f32>>();
+    let m1 = (0..3).map(|k| col(k).iter().sum::<f32>()).fold(f32::MIN, f32::max);
+    let ymax = b.iter().copied().fold(f32::MIN, f32::max);
+    let want: Vec<f32> = (0..4).map(|i| (0..3).map(|k| col(k)[i]).sum::<f32>() / 3.0 * ymax / m1).collect();
+    assert!(r.data.iter().zip(&want).all(|(a, e)| (a - e).abs() <= 1e-6 * (1.0 + e.abs())), "{:?} vs {want:?}", r.data);
+    // Without a tie the first maximum alone is selected: a non-zero input.
+    let x1 = Tensor::new(vec![1, 4], vec![1.0, 0.5, -0.25, 2.0]).unwrap();
+    let zx: Vec<f32> = (0..3).map(|k| (0..4).map(|i| col(k)[i] * x1.data[i]).sum()).collect();
+    let k = (0..3).fold(0, |a, j| if zx[j] > zx[a] { j } else { a });
+    let y1: Vec<f32> = (0..3).map(|j| b[j] + (0..4).map(|i| w[i * 3 + j] * x1.data[i]).sum::<f32>()).collect();
+    let want1: Vec<f32> = (0..4).map(|i| col(k)[i] * y1.iter().copied().fold(f32::MIN, f32::max) / m1).collect();
+    let (r1, _) = explain(&g, "WSquare", &[], &x1, Target::Max, false);
+    assert!(r1.data.iter().zip(&want1).all(|(a, e)| (a - e).abs() <= 1e-5 * (1.0 + e.abs())), "{:?} vs {want1:?}", r1.data);
+}

@@ -78,18 +78,30 @@ impl Importer<'_> {
                 )));
             }
         }
-        if self.is_shape_op(&ctx) {
-            return self.shape_op(&ctx);
-        }
         if let Some(sp) = self.spelled.get(&k).cloned() {
-            // The first node of a spelled-out layer: the whole of it is one IR layer.
+            // A spelled-out layer converts as a whole at the node computing its output; its other nodes
+            // (shape arithmetic among them) wait for it, and nothing outside the match reads them.
+            if self.nodes[k].output.first() != Some(&sp.out) {
+                return Ok(());
+            }
             sp.nodes.iter().for_each(|&m| self.done[m] = true);
+            // Named after the match's first node (GELU's scaling, the LayerNorm's mean or Reshape, PReLU's Neg).
+            let ctx = self.ctx(sp.nodes[0]);
             let x = *self.values.get(&sp.x).ok_or_else(|| ctx.err(format!("input '{}' is not a computed tensor", sp.x)))?;
             return match sp.op {
-                SpelledOp::PRelu { neg_slope, perm } => {
+                SpelledOp::PRelu { neg_slope, perm, transposed_out } => {
                     let c = self.spelled_const(&ctx, &neg_slope)?;
                     let neg: Vec<f32> = c.f32s().unwrap_or_default().iter().map(|v| -v).collect();
-                    self.push_prelu(&ctx, x, &neg, &c.dims, perm.as_deref(), &sp.out)
+                    let mut id = self.push_prelu(&ctx, x, &neg, &c.dims, perm.as_deref())?;
+                    if let (true, Some(p)) = (transposed_out, perm) {
+                        // Checked as a Transpose node's perm is (`push` rejects what is no permutation).
+                        let perm: Vec<usize> = p.iter().map(|&a| usize::try_from(a).unwrap_or(usize::MAX)).collect();
+                        if perm.first() != Some(&0) {
+                            return Err(ctx.err(format!("the PReLU's transpose {p:?} moves the batch axis")));
+                        }
+                        id = self.push_as(&format!("{}__out", ctx.name), &ctx.layer, Op::Transpose { perm }, &[id])?;
+                    }
+                    self.bind(&sp.out, id)
                 }
                 SpelledOp::Gelu => {
                     let id = self.push(&ctx, Op::Activation(Activation::Gelu), &[x])?;
@@ -112,7 +124,16 @@ impl Importer<'_> {
                     let ctx = NodeCtx { layer, ..ctx };
                     self.push_layer_norm(&ctx, x, &axes, epsilon, gamma.as_deref(), beta.as_deref(), &sp.out)
                 }
+                SpelledOp::FusedLayerNorm { target, back, count, epsilon, gamma, beta } => {
+                    let axes = self.fused_layer_norm_axes(&ctx, x, &target, &back, count.as_deref())?;
+                    let param = |name: &Option<String>| name.as_ref().map(|n| self.spelled_const(&ctx, n)).transpose();
+                    let (gamma, beta) = (param(&gamma)?, param(&beta)?);
+                    self.push_layer_norm(&ctx, x, &axes, epsilon, gamma.as_deref(), beta.as_deref(), &sp.out)
+                }
             };
+        }
+        if self.is_shape_op(&ctx) {
+            return self.shape_op(&ctx);
         }
         match ctx.op {
             "Conv" | "ConvTranspose" => self.conv(&ctx),
@@ -134,7 +155,8 @@ impl Importer<'_> {
                 let x = self.value(&ctx, 0)?;
                 let c = self.konst(&ctx, 1, "slope")?;
                 let slope = c.f32s().ok_or_else(|| ctx.err("slope must be float32"))?.to_vec();
-                self.push_prelu(&ctx, x, &slope, &c.dims, None, ctx.main_output()?)
+                let id = self.push_prelu(&ctx, x, &slope, &c.dims, None)?;
+                self.bind(ctx.main_output()?, id)
             }
             "Reshape" => self.reshape_op(&ctx),
             "Flatten" => self.flatten(&ctx),
@@ -1216,8 +1238,8 @@ impl Importer<'_> {
     }
 
     /// A [`Op::PRelu`] of IR node `x` with slope `data` (shape `dims`, broadcasting against the full-rank input,
-    /// or against it transposed by `perm` when given), bound to `out`.
-    fn push_prelu(&mut self, ctx: &NodeCtx, x: usize, data: &[f32], dims: &[usize], perm: Option<&[i64]>, out: &str) -> Result<()> {
+    /// or against it transposed by `perm` when given); returns its id.
+    fn push_prelu(&mut self, ctx: &NodeCtx, x: usize, data: &[f32], dims: &[usize], perm: Option<&[i64]>) -> Result<usize> {
         if data.iter().any(|v| !v.is_finite()) {
             return Err(ctx.err("slope values must be finite"));
         }
@@ -1243,8 +1265,7 @@ impl Importer<'_> {
             return Err(bad());
         }
         let slope = Arc::new(Tensor { shape: full[1..].to_vec(), data });
-        let id = self.push(ctx, Op::PRelu { slope }, &[x])?;
-        self.bind(out, id)
+        self.push(ctx, Op::PRelu { slope }, &[x])
     }
 
     /// ONNX LayerNormalization: over axes `axis..` (opset 17; PyTorch's `nn.LayerNorm`).
@@ -1264,6 +1285,45 @@ impl Importer<'_> {
         let beta = ctx.input(2).map(|_| self.konst(ctx, 2, "B")).transpose()?;
         let axes: Vec<i64> = (first..rank).collect();
         self.push_layer_norm(ctx, x, &axes, epsilon, Some(&gamma), beta.as_deref(), ctx.main_output()?)
+    }
+
+    /// The ONNX axes Keras' fused LayerNorm path normalizes over (`patterns.rs`): the fewest trailing axes of
+    /// `x` that hold the `in_dim` values of the Reshape target `[1, rows, in_dim, 1]`, with `rows` the batch
+    /// times the other axes, and `back` restoring `x`'s shape.
+    fn fused_layer_norm_axes(&self, ctx: &NodeCtx, x: usize, target: &str, back: &str, count: Option<&str>) -> Result<Vec<i64>> {
+        use crate::shapes::Dim;
+        let shape = self.shape(x);
+        let value = |name: &str| -> Result<Vec<Dim>> {
+            self.shape_value_of(name).ok_or_else(|| ctx.err(format!("the layer normalization's reshape target '{name}' is not an integer list")))
+        };
+        let t = value(target)?;
+        let [Dim::Known(1), rows, Dim::Known(in_dim), Dim::Known(1)] = t[..] else {
+            return Err(ctx.err(format!("the layer normalization reshapes its input to {t:?}, not [1, rows, values, 1]")));
+        };
+        let k = (1..=shape.len())
+            .find(|&k| shape[shape.len() - k..].iter().product::<usize>() as i64 == in_dim)
+            .ok_or_else(|| ctx.err(format!("no trailing axes of the input {shape:?} hold the {in_dim} values the layer normalization normalizes")))?;
+        let pre = shape[..shape.len() - k].iter().product::<usize>() as i64;
+        let batch_ok = |d: Dim, per: i64| match d {
+            Dim::Batch(f) => f == per,
+            Dim::Known(-1) => true,
+            Dim::Known(v) => self.batch.is_some_and(|b| v == b as i64 * per),
+        };
+        if !batch_ok(rows, pre) {
+            return Err(ctx.err(format!("the layer normalization's rows {rows:?} are not the batch times {pre}")));
+        }
+        let b = value(back)?;
+        if b.len() != shape.len() + 1 || !batch_ok(b[0], 1) || b[1..].iter().zip(&shape).any(|(&d, &s)| d != Dim::Known(s as i64)) {
+            return Err(ctx.err(format!("the layer normalization is reshaped back to {b:?}, not to its input's shape {shape:?}")));
+        }
+        if let Some(c) = count {
+            let c = self.spelled_const(ctx, c)?;
+            if c.f32s() != Some(&[in_dim as f32][..]) {
+                return Err(ctx.err(format!("the layer normalization's variance divides by {:?}, not by its {in_dim} values", c.f32s())));
+            }
+        }
+        let rank = shape.len() as i64 + 1;
+        Ok((rank - k as i64..rank).collect())
     }
 
     /// A [`LayerNorm`] of IR node `x` over the ONNX axes `axes`, bound to `out`. γ and β (None: 1 and 0) broadcast

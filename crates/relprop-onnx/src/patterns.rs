@@ -12,11 +12,21 @@
 //! `mean = ReduceMean(x)`, `var = ReduceMean((x − mean)²)`, `s = γ / Sqrt(var + ε)` (a Reciprocal and a Mul),
 //! `y = x·s + (β − mean·s)`.
 //!
-//! Keras' PReLU (tf2onnx): `Relu(x) + Mul(Relu(Neg(x)), −α)`, the Mul possibly between a Transpose and its
-//! inverse (a slope that is not shared over the spatial axes is laid out channels-last).
+//! Keras' LayerNormalization on its fused path (Keras takes it for trailing axes and ε ≥ 1.001e-5, e.g. the
+//! default 1e-3): `Reshape(x, [1, rows, in_dim, 1])`, a training-mode `FusedBatchNormV3` with unit scale and
+//! zero offset over the `in_dim` values of each row, `Reshape` back, then `· γ` and `+ β`. tf2onnx writes the
+//! batch norm's statistics out: `mean = ReduceMean(xr)`, `var = ReduceSumSquare(xr − mean) / count` (the count
+//! from `Shape(xr)`), the scale and offset as `Expand`s of 1 and 0 to the row count, and an inference-mode
+//! `BatchNormalization`.
 //!
-//! [`Importer::find_spelled`] matches them (from each `Erf`, `ReduceMean`, `Neg`); conversion turns the first
-//! of a match's nodes it meets into the one IR layer and skips the others.
+//! Keras' PReLU (tf2onnx): `Relu(x) + Mul(Relu(Neg(x)), −α)`, the Mul possibly between a Transpose and its
+//! inverse (a slope that is not shared over the spatial axes is laid out channels-last), or, after a Conv1D,
+//! both Relus transposed to channels-last and the Add left there.
+//!
+//! [`Importer::find_spelled`] matches them (from each `Erf`, `ReduceMean`, `BatchNormalization`, `Neg`);
+//! conversion skips a match's nodes until the one that computes its output, and turns that one into the IR
+//! layer. (Waiting for the last node matters for the fused LayerNorm: its `Expand`s can come before the
+//! Reshape that starts it, and some of its nodes are shape arithmetic on a value that never exists in the IR.)
 
 use std::collections::HashMap;
 
@@ -31,8 +41,14 @@ pub(crate) enum SpelledOp {
     /// nothing (the mean's shape is the input's with the normalized axes 1).
     LayerNorm { axes: Vec<i64>, epsilon: f32, gamma: Option<String>, beta: Option<String>, mean_target: Option<Vec<i64>> },
     /// Slope `−neg_slope` (the name of the constant Keras multiplies `relu(−x)` by), laid out as after the
-    /// Transpose `perm` when there is one.
-    PRelu { neg_slope: String, perm: Option<Vec<i64>> },
+    /// Transpose `perm` when there is one; with `transposed_out` the result is in that layout too (a Transpose
+    /// follows the PReLU).
+    PRelu { neg_slope: String, perm: Option<Vec<i64>>, transposed_out: bool },
+    /// Keras' fused LayerNorm path: the normalized axes are the trailing ones holding `in_dim` values, read at
+    /// conversion from `target` (the first Reshape's `[1, rows, in_dim, 1]`); `back` is the Reshape restoring
+    /// the input's shape; `count` a constant divisor of the variance when the file folded it (else it is
+    /// `Shape(xr)`'s product over the reduced axes, matched structurally).
+    FusedLayerNorm { target: String, back: String, count: Option<String>, epsilon: f32, gamma: Option<String>, beta: Option<String> },
 }
 
 /// One spelled-out layer: `x` in, `out` out, and every ONNX node of it.
@@ -48,7 +64,8 @@ impl Importer<'_> {
     /// Every spelled-out layer of the graph, by each of its nodes.
     pub(crate) fn find_spelled(&self) -> HashMap<usize, Spelled> {
         let mut found = HashMap::new();
-        if !self.nodes.iter().any(|n| is_op(n, "Erf") || is_op(n, "ReduceMean") || is_op(n, "Neg")) {
+        let triggers = ["Erf", "ReduceMean", "BatchNormalization", "Neg"];
+        if !self.nodes.iter().any(|n| triggers.iter().any(|t| is_op(n, t))) {
             return found;
         }
         let producers: HashMap<&str, usize> =
@@ -58,6 +75,8 @@ impl Importer<'_> {
                 self.gelu_at(k, &producers)
             } else if is_op(n, "ReduceMean") {
                 self.keras_layer_norm_at(k)
+            } else if is_op(n, "BatchNormalization") {
+                self.keras_fused_layer_norm_at(k, &producers)
             } else if is_op(n, "Neg") {
                 self.keras_prelu_at(k, &producers)
             } else {
@@ -94,39 +113,48 @@ impl Importer<'_> {
         }
         nodes.push(m);
         v = self.out(m)?;
+        // Back by the inverse Transpose; or (tf2onnx after a Conv1D) the Relu(x) branch goes through the same
+        // Transpose and the Add stays in the Mul's layout.
+        let mut transposed_out = false;
         if let Some(p) = &perm {
-            let t2 = self.sole_op(v, "Transpose")?;
-            let back = perm_of(t2)?;
-            let inverse = p.len() == back.len() && (0..p.len()).all(|i| usize::try_from(p[i]).ok().and_then(|j| back.get(j)) == Some(&(i as i64)));
-            if !inverse {
-                return None;
+            match self.sole_op(v, "Transpose") {
+                Some(t2) => {
+                    let back = perm_of(t2)?;
+                    let inverse = p.len() == back.len() && (0..p.len()).all(|i| usize::try_from(p[i]).ok().and_then(|j| back.get(j)) == Some(&(i as i64)));
+                    if !inverse {
+                        return None;
+                    }
+                    nodes.push(t2);
+                    v = self.out(t2)?;
+                }
+                None => transposed_out = true,
             }
-            nodes.push(t2);
-            v = self.out(t2)?;
         }
         let add = self.sole_op(v, "Add")?;
-        let r1 = self.other_operand(add, v)?;
+        let mut r1 = self.other_operand(add, v)?;
+        if transposed_out {
+            let t = producers.get(r1).copied().filter(|&t| self.op_is(t, "Transpose") && perm_of(t) == perm && self.sole_consumer(r1) == Some(add))?;
+            nodes.push(t);
+            r1 = *self.ins(t).first()?;
+        }
         let relu = *producers.get(r1)?;
-        if !self.op_is(relu, "Relu") || self.ins(relu) != [x] || self.sole_consumer(r1) != Some(add) {
+        let reader = if transposed_out { nodes.last().copied() } else { Some(add) };
+        if !self.op_is(relu, "Relu") || self.ins(relu) != [x] || self.sole_consumer(r1) != reader {
             return None;
         }
         nodes.extend([add, relu]);
-        Some(Spelled { op: SpelledOp::PRelu { neg_slope: c.to_string(), perm }, x: x.to_string(), out: self.out(add)?.to_string(), nodes })
+        let op = SpelledOp::PRelu { neg_slope: c.to_string(), perm, transposed_out };
+        Some(Spelled { op, x: x.to_string(), out: self.out(add)?.to_string(), nodes })
     }
 
     /// The Keras LayerNormalization whose mean is `ReduceMean` node `mean`, if the nodes after it are exactly
     /// TensorFlow's and nothing else reads their intermediate values.
     fn keras_layer_norm_at(&self, mean: usize) -> Option<Spelled> {
         let (ins, out) = (|k: usize| self.ins(k), |k: usize| self.out(k));
-        // Axes as an attribute (opset < 18) or a constant input; keepdims on.
-        let axes_of = |k: usize| -> Option<Vec<i64>> {
-            let a = self.ctx(k).ints("axes").ok().flatten();
-            a.or_else(|| self.nodes[k].input.get(1).and_then(|n| self.consts.get(n)).and_then(|c| c.i64s().map(<[i64]>::to_vec)))
-        };
         let keepdims = |k: usize| self.ctx(k).int("keepdims", 1).ok() == Some(1);
         let x = *ins(mean).first()?;
         let m = out(mean)?;
-        let axes = axes_of(mean)?;
+        let axes = self.axes_of(mean)?;
         if axes.is_empty() || !keepdims(mean) {
             return None;
         }
@@ -153,7 +181,7 @@ impl Importer<'_> {
             return None;
         }
         let var = self.sole_op(out(sq)?, "ReduceMean")?;
-        if axes_of(var)? != axes || !keepdims(var) {
+        if self.axes_of(var)? != axes || !keepdims(var) {
             return None;
         }
         let add = self.sole_op(out(var)?, "Add")?;
@@ -200,6 +228,108 @@ impl Importer<'_> {
             op: SpelledOp::LayerNorm { axes, epsilon, gamma, beta, mean_target },
             x: x.to_string(),
             out: out(y)?.to_string(),
+            nodes,
+        })
+    }
+
+    /// The Keras LayerNormalization on its fused path around `BatchNormalization` node `bn` (module docs), if
+    /// the nodes around it are exactly tf2onnx's and nothing else reads their intermediate values.
+    fn keras_fused_layer_norm_at(&self, bn: usize, producers: &HashMap<&str, usize>) -> Option<Spelled> {
+        let producer = |v: &str| producers.get(v).copied();
+        let reduced = |k: usize, keep: i64| self.axes_of(k).as_deref() == Some(&[0, 2, 3][..]) && self.ctx(k).int("keepdims", 1).ok() == Some(keep);
+        let bn_out = self.out(bn)?;
+        let [xr, scale, offset, mean_in, var_in] = self.ins(bn)[..] else { return None };
+        if self.nodes[bn].output.iter().skip(1).any(|o| !o.is_empty()) {
+            return None; // training statistics as outputs: not Keras' inference graph
+        }
+        let r1 = producer(xr).filter(|&k| self.op_is(k, "Reshape"))?;
+        let [x, target] = self.ins(r1)[..] else { return None };
+        // mean = Squeeze(ReduceMean(xr)), var = ReduceSumSquare(xr − that mean) / count
+        let squeeze = producer(mean_in).filter(|&k| self.op_is(k, "Squeeze") && self.sole_consumer(mean_in) == Some(bn))?;
+        let rm_out = *self.ins(squeeze).first()?;
+        let rm = producer(rm_out).filter(|&k| self.op_is(k, "ReduceMean") && reduced(k, 1) && self.ins(k).first() == Some(&xr))?;
+        let sub = *self.readers(rm_out).iter().find(|&&k| self.op_is(k, "Sub") && self.ins(k) == [xr, rm_out])?;
+        let rm_readers = self.readers(rm_out);
+        if rm_readers.len() != 2 || !rm_readers.contains(&squeeze) {
+            return None;
+        }
+        let rss = self.sole_op(self.out(sub)?, "ReduceSumSquare").filter(|&k| reduced(k, 0))?;
+        let div = self.sole_op(self.out(rss)?, "Div").filter(|&k| self.out(k) == Some(var_in) && self.sole_consumer(var_in) == Some(bn))?;
+        let [ss, count] = self.ins(div)[..] else { return None };
+        let bn_ctx = self.ctx(bn);
+        if Some(ss) != self.out(rss) || self.axes_of(squeeze).as_deref() != Some(&[0, 2, 3][..]) || bn_ctx.int("training_mode", 0).ok() != Some(0) {
+            return None;
+        }
+        let mut nodes = vec![r1, rm, sub, squeeze, rss, div, bn];
+        // The count: a float constant, or [Cast] ← ReduceProd ← Gather(·, the reduced axes) ← Shape(xr).
+        let (count, shape_node) = if self.consts.contains_key(count) {
+            (Some(count.to_string()), None)
+        } else {
+            let mut v = count;
+            let cast = producer(v).filter(|&k| self.op_is(k, "Cast"));
+            if let Some(c) = cast {
+                nodes.push(c);
+                v = *self.ins(c).first()?;
+            }
+            let prod = producer(v).filter(|&k| self.op_is(k, "ReduceProd"))?;
+            let gather = producer(self.ins(prod).first()?).filter(|&k| self.op_is(k, "Gather"))?;
+            let idx = self.consts.get(*self.ins(gather).get(1)?)?.i64s()?;
+            let shape = producer(self.ins(gather).first()?).filter(|&k| self.op_is(k, "Shape") && self.ins(k) == [xr])?;
+            if idx != [0, 2, 3] || self.ctx(gather).int("axis", 0).ok() != Some(0) || !self.nodes[shape].attribute.is_empty() {
+                return None;
+            }
+            // Each link read only by the next one.
+            let links: Vec<usize> = [shape, gather, prod].into_iter().chain(cast).collect();
+            for (w, &k) in links.iter().enumerate() {
+                let next = links.get(w + 1).copied().unwrap_or(div);
+                if self.sole_consumer(self.out(k)?) != Some(next) {
+                    return None;
+                }
+            }
+            nodes.extend([shape, gather, prod]);
+            (None, Some(shape))
+        };
+        let mut xr_readers = self.readers(xr);
+        xr_readers.sort_unstable();
+        let mut expect: Vec<usize> = [rm, sub, bn].into_iter().chain(shape_node).collect();
+        expect.sort_unstable();
+        if xr_readers != expect {
+            return None;
+        }
+        // Unit scale and zero offset: constants, or Expand(scalar) to the row count.
+        for (v, value) in [(scale, 1.0), (offset, 0.0)] {
+            if let Some(c) = self.consts.get(v) {
+                if !c.f32s()?.iter().all(|&e| e == value) {
+                    return None;
+                }
+            } else {
+                let e = producer(v).filter(|&k| self.op_is(k, "Expand") && self.sole_consumer(v) == Some(bn))?;
+                if !self.is_scalar(self.ins(e).first()?, value) {
+                    return None;
+                }
+                nodes.push(e);
+            }
+        }
+        let epsilon = bn_ctx.float("epsilon", 1e-5).ok()?;
+        let r2 = self.sole_op(bn_out, "Reshape")?;
+        let back = *self.ins(r2).get(1)?;
+        nodes.push(r2);
+        // `· γ` then `+ β` (each optional) of the same Keras layer, with constant operands.
+        let layer = bn_ctx.layer;
+        let mut y = self.out(r2)?;
+        let mut params = [None, None];
+        for (param, op) in params.iter_mut().zip(["Mul", "Add"]) {
+            let Some(k) = self.sole_op(y, op).filter(|&k| self.ctx(k).layer == layer) else { continue };
+            let Some(c) = self.other_operand(k, y).filter(|c| self.consts.contains_key(*c)) else { continue };
+            *param = Some(c.to_string());
+            nodes.push(k);
+            y = self.out(k)?;
+        }
+        let [gamma, beta] = params;
+        Some(Spelled {
+            op: SpelledOp::FusedLayerNorm { target: target.to_string(), back: back.to_string(), count, epsilon, gamma, beta },
+            x: x.to_string(),
+            out: y.to_string(),
             nodes,
         })
     }
@@ -259,6 +389,12 @@ impl Importer<'_> {
 
     fn out(&self, k: usize) -> Option<&str> {
         self.nodes[k].output.first().map(String::as_str).filter(|o| !o.is_empty())
+    }
+
+    /// A reduction's or Squeeze's axes: an attribute (before opset 18 / 13) or a constant second input.
+    fn axes_of(&self, k: usize) -> Option<Vec<i64>> {
+        let a = self.ctx(k).ints("axes").ok().flatten();
+        a.or_else(|| self.nodes[k].input.get(1).and_then(|n| self.consts.get(n)).and_then(|c| c.i64s().map(<[i64]>::to_vec)))
     }
 
     fn op_is(&self, k: usize, op: &str) -> bool {

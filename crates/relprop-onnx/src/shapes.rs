@@ -40,7 +40,15 @@ pub(crate) const SHAPE_OPS: [&str; 13] =
 impl Importer<'_> {
     /// Input `i` as a shape value: a computed shape value, or an integer constant of rank 0 or 1.
     fn shape_input(&self, ctx: &NodeCtx, i: usize) -> Option<ShapeValue> {
-        let name = ctx.input(i)?;
+        self.shape_value_named(ctx.input(i)?)
+    }
+
+    /// The entries of value `name` when it is a shape value or an integer constant of rank 0 or 1.
+    pub(crate) fn shape_value_of(&self, name: &str) -> Option<Vec<Dim>> {
+        self.shape_value_named(name).map(|v| v.dims)
+    }
+
+    fn shape_value_named(&self, name: &str) -> Option<ShapeValue> {
         if let Some(v) = self.shape_values.get(name) {
             return Some(v.clone());
         }

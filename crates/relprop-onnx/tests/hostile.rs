@@ -351,15 +351,17 @@ fn structured_mutations_never_panic() {
 
     const INTS: [i64; 12] = [-7, -2, -1, 0, 1, 2, 3, 4, 7, 1 << 20, i64::MAX, i64::MIN];
     const FLOATS: [f32; 7] = [0.0, -1.0, 0.5, 1e30, f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
-    const OPS: [&str; 32] = [
+    const OPS: [&str; 34] = [
         "Conv", "MatMul", "Gemm", "Add", "Sum", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization",
         "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Pad", "Concat", "Dropout", "Identity", "Softmax",
         "LeakyRelu", "GlobalMaxPool", "Constant", "Erf", "Neg", "ReduceMean", "Sqrt", "Reciprocal", "LayerNormalization",
-        "PRelu", "ReduceProd",
+        "PRelu", "ReduceProd", "ReduceSumSquare", "Expand",
     ];
-    // The shipped models, and two goldens whose layers are spelled out over several nodes (LayerNorm, GELU,
-    // a rank-4 Tensordot; PReLU), so the pattern matchers see broken variants of their patterns.
-    let files: Vec<&str> = ONNX_FILES.iter().copied().chain(["convnext_block", "prelu"]).collect();
+    // The shipped models, two goldens whose layers are spelled out over several nodes (LayerNorm, GELU, a
+    // rank-4 Tensordot; PReLU) and tf2onnx's fused Keras LayerNorm, so the pattern matchers see broken
+    // variants of their patterns.
+    let fused_ln = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/keras_ln_fused.onnx")).unwrap();
+    let files: Vec<Vec<u8>> = ONNX_FILES.iter().chain(&["convnext_block", "prelu"]).map(|s| golden_bytes(s)).chain([fused_ln]).collect();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next = move |n: usize| {
         rng ^= rng << 13;
@@ -370,8 +372,8 @@ fn structured_mutations_never_panic() {
     // RELPROP_FUZZ_ROUNDS=100000 for a longer run.
     let rounds: usize = std::env::var("RELPROP_FUZZ_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
     let mut imported = 0;
-    for stem in &files {
-        let orig: ModelProto = prost::Message::decode(golden_bytes(stem).as_slice()).unwrap();
+    for bytes in &files {
+        let orig: ModelProto = prost::Message::decode(bytes.as_slice()).unwrap();
         for _ in 0..rounds {
             let mut m = orig.clone();
             let g = m.graph.as_mut().unwrap();
@@ -448,7 +450,7 @@ fn structured_mutations_never_panic() {
                     }
                 }
             }
-            if let Ok(graph) = relprop_onnx::decode(&encode_model(&m), stem) {
+            if let Ok(graph) = relprop_onnx::decode(&encode_model(&m), "mutated.onnx") {
                 graph.validate().unwrap();
                 imported += 1;
             }

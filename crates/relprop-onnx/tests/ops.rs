@@ -1070,6 +1070,71 @@ fn layer_norm_op_and_keras_form() {
     let g = ok(&keras(false, false));
     let y = forward(&g, &Tensor::new(vec![3, 2, 4], x.clone()).unwrap());
     assert!(close(&y.data, &chans(&x, &|_| 1.0, &|_| 0.0)));
+
+    // Keras' fused path (ε ≥ 1.001e-5) as tf2onnx writes it, over the last axis of a (3, 2, 4) input: rows of
+    // [1, N·6, 4, 1], a BatchNormalization with the statistics written out, the shape restored, then · γ + β.
+    // With `folded`, the reshape target and the variance's divisor are constants (`count`).
+    let fused = |folded: bool, count: f32, scale_value: f32| {
+        let mut nodes = vec![
+            make_node("Shape", "m/ln/Shape", &["x"], &["sx"], vec![]),
+            make_node("Slice", "m/ln/strided_slice", &["sx", "i0", "i1", "i0"], &["n"], vec![]),
+            make_node("Mul", "m/ln/mul_1", &["n", "six"], &["rows"], vec![]),
+            make_node("Concat", "m/ln/Reshape/shape_Concat", &["i1", "rows", "four", "i1"], &["target"], vec![attr_int("axis", 0)]),
+            make_node("Expand", "m/ln/ones", &["one", "rows"], &["ones"], vec![]),
+            make_node("Expand", "m/ln/zeros", &["zero", "rows"], &["zeros"], vec![]),
+            make_node("Reshape", "m/ln/Reshape", &["x", if folded { "target_c" } else { "target" }], &["xr"], vec![]),
+            make_node("ReduceMean", "ReduceMean__39", &["xr"], &["rm"], vec![attr_ints("axes", &[0, 2, 3]), attr_int("keepdims", 1)]),
+            make_node("Sub", "Sub__44", &["xr", "rm"], &["d"], vec![]),
+            make_node("ReduceSumSquare", "ReduceSumSquare__47", &["d"], &["ss"], vec![attr_ints("axes", &[0, 2, 3]), attr_int("keepdims", 0)]),
+            make_node("Squeeze", "Squeeze__42", &["rm", "axes"], &["mean"], vec![]),
+        ];
+        if !folded {
+            nodes.extend([
+                make_node("Shape", "Shape__49", &["xr"], &["sr"], vec![]),
+                make_node("Gather", "Gather__52", &["sr", "axes"], &["g"], vec![]),
+                make_node("ReduceProd", "ReduceProd__53", &["g"], &["cnt"], vec![attr_ints("axes", &[0]), attr_int("keepdims", 0)]),
+                make_node("Cast", "Cast__54", &["cnt"], &["count"], vec![attr_int("to", 1)]),
+            ]);
+        }
+        nodes.extend([
+            make_node("Div", "Div__55", &["ss", "count"], &["var"], vec![]),
+            make_node("BatchNormalization", "m/ln/FusedBatchNormV3", &["xr", "ones", "zeros", "mean", "var"], &["yb"], vec![attr_float("epsilon", 1e-3)]),
+            make_node("Reshape", "m/ln/Reshape_1", &["yb", "sx"], &["y0"], vec![]),
+            make_node("Mul", "m/ln/mul_4", &["y0", "gamma"], &["y1"], vec![]),
+            make_node("Add", "m/ln/add", &["y1", "beta"], &["y"], vec![]),
+        ]);
+        let mut inits = vec![
+            make_tensor_i64("i0", &[1], &[0]),
+            make_tensor_i64("i1", &[1], &[1]),
+            make_tensor_i64("six", &[1], &[6]),
+            make_tensor_i64("four", &[1], &[4]),
+            make_tensor_i64("axes", &[3], &[0, 2, 3]),
+            make_tensor_i64("target_c", &[4], &[1, -1, 4, 1]),
+            make_tensor_f32("one", &[], &[scale_value]),
+            make_tensor_f32("zero", &[], &[0.0]),
+            make_tensor_f32("gamma", &[4], &gam),
+            make_tensor_f32("beta", &[4], &bet),
+        ];
+        if folded {
+            inits.push(make_tensor_f32("count", &[], &[count]));
+        }
+        model_bytes(nodes, inits, &[3, 2, 4], "y", 13)
+    };
+    for folded in [false, true] {
+        let g = ok(&fused(folded, 4.0, 1.0));
+        assert_eq!(kinds(&g), ["Input", "LayerNorm"], "folded {folded}");
+        assert_eq!(g.nodes[1].layer, "m/ln");
+        let Op::LayerNorm(l) = &g.nodes[1].op else { unreachable!() };
+        assert_eq!((l.axes, l.gamma.data.clone(), l.beta.data.clone(), l.epsilon), (1, gam.clone(), bet.clone(), 1e-3));
+        let y = forward(&g, &Tensor::new(vec![3, 2, 4], x.clone()).unwrap());
+        assert!(close(&y.data, &reference(&x, 4, &|k| gam[k], &|k| bet[k], 1e-3)), "{:?}", y.data);
+    }
+    // Refused, never read as a layer normalization: the variance divided by another count; a scale of 2
+    // (not Keras' unit scale: the nodes convert one by one, and Expand is no layer).
+    let e = err(&fused(true, 5.0, 1.0));
+    assert!(e.contains("divides by") && e.contains("not by its 4 values"), "{e}");
+    let e = err(&fused(false, 4.0, 2.0));
+    assert!(e.contains("Expand"), "{e}");
 }
 
 /// PReLU: ONNX's PRelu (PyTorch `nn.PReLU`), and Keras' as tf2onnx writes it, `Relu(x) + Mul(Relu(Neg(x)), −α)`,
@@ -1128,4 +1193,33 @@ fn prelu_op_and_keras_form() {
     m.graph.as_mut().unwrap().node[5].attribute[0].ints = vec![0, 2, 3, 1];
     bad = relprop_onnx::encode_model(&m);
     assert!(err(&bad).contains("'Neg'"));
+
+    // After a Conv1D tf2onnx transposes both Relus to channels-last and adds there: a PReLU, then a Transpose.
+    let conv1d_form = |relu_perm: &[i64]| {
+        let nodes = vec![
+            make_node("Relu", "m/pr/Relu", &["x"], &["p"], vec![]),
+            make_node("Neg", "m/pr/Neg_1", &["x"], &["n"], vec![]),
+            make_node("Relu", "m/pr/Relu_1", &["n"], &["rn"], vec![]),
+            make_node("Transpose", "Transpose__3", &["p"], &["tp"], vec![attr_ints("perm", relu_perm)]),
+            make_node("Transpose", "Transpose__4", &["rn"], &["tn"], vec![attr_ints("perm", &[0, 2, 1])]),
+            make_node("Mul", "m/pr/mul", &["tn", "c"], &["m"], vec![]),
+            make_node("Add", "m/pr/add", &["tp", "m"], &["y"], vec![]),
+        ];
+        // Slope per (T, C) = (2, 6): value at (t, c) is −(t·6 + c)/10; the input is (C, T) = (6, 2).
+        model_bytes(nodes, vec![make_tensor_f32("c", &[2, 6], &hwc)], &[6, 2], "y", 13)
+    };
+    let g = ok(&conv1d_form(&[0, 2, 1]));
+    assert_eq!(kinds(&g), ["Input", "PRelu", "Transpose"]);
+    let x1 = Tensor::new(vec![6, 2], x.data.clone()).unwrap();
+    let y = forward(&g, &x1);
+    let want: Vec<f32> = (0..12)
+        .map(|k| {
+            let (t, c) = (k / 6, k % 6);
+            let v = x.data[c * 2 + t];
+            if v < 0.0 { (t * 6 + c) as f32 / 10.0 * v } else { v }
+        })
+        .collect();
+    assert!(y.data.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-6), "{:?} vs {want:?}", y.data);
+    // The two branches in different layouts: no PReLU.
+    assert!(err(&conv1d_form(&[0, 1, 2])).contains("'Neg'"));
 }

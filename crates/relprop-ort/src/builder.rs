@@ -876,12 +876,13 @@ impl Numerics for OnnxBuilder<'_> {
             [k] => k,
             _ => return Err(err(format!("neuron selection needs a (batch, outputs) tensor, got per-sample {:?}", t.shape))),
         };
-        let am = self.node("ArgMax", &[&t.name], vec![attr_int("axis", 1), attr_int("keepdims", 1), attr_int("select_last_index", 0)]);
-        let range: Vec<i64> = (0..k as i64).collect();
-        let eq = self.node("Equal", &[&self.const_i64(&[k], &range), &am], vec![]);
-        let hot = self.node("Cast", &[&eq], vec![attr_int("to", DataType::Float as i64)]);
-        let v = self.node("GatherElements", &[&t.name, &am], vec![attr_int("axis", 1)]);
-        let v = self.node("Reshape", &[&v, &self.i64_vec(&[-1])], vec![]);
+        // Every maximum, each with an equal share (`Numerics::row_max`).
+        let m = self.node("ReduceMax", &[&t.name], vec![attr_ints("axes", &[1]), attr_int("keepdims", 1)]);
+        let eq = self.node("Equal", &[&t.name, &m], vec![]);
+        let ind = self.node("Cast", &[&eq], vec![attr_int("to", DataType::Float as i64)]);
+        let ties = self.node("ReduceSum", &[&ind, &self.i64_vec(&[1])], vec![attr_int("keepdims", 1)]);
+        let hot = self.node("Div", &[&ind, &ties], vec![]);
+        let v = self.node("Reshape", &[&m, &self.i64_vec(&[-1])], vec![]);
         Ok((self.sym(hot, vec![k]), self.sym(v, vec![])))
     }
     fn row_pick(&self, t: &Sym, k: usize) -> Result<(Sym, Sym)> {

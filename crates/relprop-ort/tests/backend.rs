@@ -129,6 +129,20 @@ fn zoo(seed: u64) -> Graph {
 
 /// Channels-last 1-D signal: transpose → Conv1D (stride 2, asymmetric pads) → BN → avg pool (ceil) → reshape →
 /// dense.
+/// A dead ReLU layer (bias −100) under the output Dense: its input is all zeros, so WSquare's `argmax(W²x)`
+/// under `max` ties every output (split equally, as signxai's TensorFlow selection does).
+fn dead(seed: u64) -> Graph {
+    let mut rng = Lcg(seed);
+    let mut g = Graph::new("x", vec![4]);
+    let mut d = dense(&mut rng, 4, 6, Some(Activation::Relu));
+    if let Op::Dense(dd) = &mut d {
+        dd.bias = Some(Arc::new(Tensor::new(vec![6], vec![-100.0; 6]).unwrap()));
+    }
+    let d = g.push("d", d, &[0]).unwrap();
+    g.push("out", dense(&mut rng, 6, 3, None), &[d]).unwrap();
+    g
+}
+
 fn signal(seed: u64) -> Graph {
     let mut rng = Lcg(seed);
     let mut g = Graph::new("signal", vec![17, 2]);
@@ -273,6 +287,14 @@ fn every_rule_class_and_target_matches_ndarray_on_every_op() {
     );
     assert!(failures.is_empty(), "{} of {n} differ:\n{}", failures.len(), failures.join("\n"));
     assert!(st.nontrivial * 10 >= n * 8, "only {} of {n} maps are non-trivial", st.nontrivial);
+    // Tied maxima under `max` (most maps of this model are zero, so it stays out of the count above).
+    let (p, x, mut st) = (pair(dead(8)), Lcg(12).input(&[2, 4], false), Stats::default());
+    for rule in ["WSquare", "Flat", "Z"] {
+        let a = rule_analyzer(rule).unwrap();
+        failures.extend(compare(&p, &format!("dead rule={rule}"), &a, &x, Target::Max, true, &mut st));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(st.nontrivial >= 2, "WSquare and Flat give non-zero maps");
 }
 
 #[test]

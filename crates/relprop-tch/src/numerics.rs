@@ -316,8 +316,13 @@ impl TchModel {
         let idx = match k {
             Some(j) if (j as i64) < kk => tch::Tensor::f_full([n, 1].as_slice(), j as i64, (Kind::Int64, self.device)).ck()?,
             Some(j) => return Err(Error::Target(format!("index {j} out of range for {kk} outputs"))),
-            // First maximum of each row.
-            None => t.0.f_argmax(1, true).ck()?,
+            None => {
+                // Every maximum, each with an equal share (`Numerics::row_max`).
+                let (m, _) = t.0.f_max_dim(1, true).ck()?;
+                let ind = t.0.f_eq_tensor(&m).ck()?.f_to_kind(Kind::Float).ck()?;
+                let hot = ind.f_div(&ind.f_sum_dim_intlist([1i64].as_slice(), true, Kind::Float).ck()?).ck()?;
+                return Ok((T(hot), T(m.f_reshape([n].as_slice()).ck()?)));
+            }
         };
         let hot = t.0.f_zeros_like().ck()?.f_scatter_value(1, &idx, 1.0).ck()?;
         let vals = t.0.f_gather(1, &idx, false).ck()?.f_reshape([n].as_slice()).ck()?;

@@ -168,6 +168,20 @@ pub fn blocks() -> Graph {
     g
 }
 
+/// A dead ReLU layer (bias −100) under the output Dense: its input is all zeros, so WSquare's `argmax(W²x)`
+/// under `max` ties every output (split equally, as signxai's TensorFlow selection does).
+pub fn dead() -> Graph {
+    let mut r = Lcg(17);
+    let mut g = Graph::new("x", vec![4]);
+    let mut d = dense(&mut r, 4, 6, Some(Activation::Relu));
+    if let Op::Dense(dd) = &mut d {
+        dd.bias = Some(Arc::new(Tensor::new(vec![6], vec![-100.0; 6]).unwrap()));
+    }
+    let d = g.push("d", d, &[0]).unwrap();
+    g.push("out", dense(&mut r, 6, 3, None), &[d]).unwrap();
+    g
+}
+
 pub fn models() -> Vec<(&'static str, Graph, bool)> {
     vec![
         ("cnn2d", cnn2d(), false),
@@ -176,6 +190,7 @@ pub fn models() -> Vec<(&'static str, Graph, bool)> {
         ("channels_last", channels_last(), false),
         ("ties", ties(), true),
         ("blocks", blocks(), false),
+        ("dead", dead(), false),
     ]
 }
 

@@ -1,0 +1,44 @@
+//! Models exported by tf2onnx itself (fixtures from `tools/keras_fixtures.py`, with Keras' own logits).
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use relprop_core::{Op, Tensor};
+
+fn data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+}
+
+/// Keras LayerNormalization at its default epsilon takes the fused path (module docs of `patterns.rs`): each of
+/// the three becomes one LayerNorm over the axes Keras normalizes, and the logits are Keras'.
+#[test]
+fn keras_fused_layer_norm() {
+    let g = relprop_onnx::load(&data("keras_ln_fused.onnx")).unwrap();
+    let lns: Vec<(String, usize, Vec<usize>, f32)> = g
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::LayerNorm(l) => Some((n.layer.clone(), l.axes, l.gamma.shape.clone(), l.epsilon)),
+            _ => None,
+        })
+        .collect();
+    let layers: Vec<&str> = lns.iter().map(|l| l.0.rsplit('/').next().unwrap()).collect();
+    assert_eq!(layers, ["ln", "ln2", "ln3"]);
+    assert_eq!(lns.iter().map(|l| (l.1, l.2.clone())).collect::<Vec<_>>(), [(1, vec![4]), (3, vec![4, 4, 5]), (1, vec![8])]);
+    assert!(lns.iter().all(|l| l.3 == 1e-3));
+    // Nothing of the batch-norm form is left.
+    assert!(g.nodes.iter().all(|n| !matches!(n.op, Op::BatchNorm(_))));
+    let x = read_npy_at(&data("keras_ln_input.npy"));
+    let want = read_npy_at(&data("keras_ln_logits.npy"));
+    let per: usize = x.shape[1..].iter().product();
+    let classes = want.shape[1];
+    for b in 0..x.shape[0] {
+        let xb = Tensor::new(x.shape[1..].to_vec(), x.data[b * per..(b + 1) * per].to_vec()).unwrap();
+        let y = forward(&g, &xb);
+        for (k, (a, e)) in y.data.iter().zip(&want.data[b * classes..(b + 1) * classes]).enumerate() {
+            assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "sample {b} logit {k}: {a} vs Keras {e}");
+        }
+    }
+}

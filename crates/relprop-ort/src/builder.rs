@@ -487,9 +487,23 @@ impl Numerics for OnnxBuilder<'_> {
                 self.node("Selu", &[x], vec![attr_float("alpha", 1.673_263_2), attr_float("gamma", 1.050_701)])
             }
             Activation::Gelu => {
-                // 0.5·x·(1 + erf(x/√2)) (the Gelu op needs opset 20).
+                // 0.5·x·(1 + erf(x/√2)) with TensorFlow's erf spelled out operation for operation as
+                // `relprop_core::graph::erf` (ONNX Runtime's Erf is another approximation).
+                use relprop_core::graph::{ERF_DEN, ERF_NUM};
                 let r2 = self.scalar(std::f32::consts::SQRT_2);
-                let e = self.node("Erf", &[&self.node("Div", &[x, &r2], vec![])], vec![]);
+                let z = self.node("Div", &[x, &r2], vec![]);
+                let z = self.node("Clip", &[&z, &self.scalar(-4.0), &self.scalar(4.0)], vec![]);
+                let z2 = self.node("Mul", &[&z, &z], vec![]);
+                let horner = |cs: &[f32]| {
+                    let first = self.node("Mul", &[&z2, &self.scalar(cs[0])], vec![]);
+                    let mut acc = self.node("Add", &[&first, &self.scalar(cs[1])], vec![]);
+                    for &c in &cs[2..] {
+                        acc = self.node("Add", &[&self.node("Mul", &[&z2, &acc], vec![]), &self.scalar(c)], vec![]);
+                    }
+                    acc
+                };
+                let p = self.node("Mul", &[&z, &horner(&ERF_NUM)], vec![]);
+                let e = self.node("Div", &[&p, &horner(&ERF_DEN)], vec![]);
                 let one = self.node("Add", &[&e, &self.scalar(1.0)], vec![]);
                 let hx = self.node("Mul", &[x, &self.scalar(0.5)], vec![]);
                 self.node("Mul", &[&hx, &one], vec![])

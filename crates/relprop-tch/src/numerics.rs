@@ -330,16 +330,18 @@ impl TchModel {
     }
 
     fn gelu(x: &tch::Tensor) -> Result<tch::Tensor> {
-        // 0.5·x·(1 + erf(x/√2)) with the ndarray backend's erf (Abramowitz-Stegun 7.1.26).
-        let z = x.f_div_scalar(std::f32::consts::SQRT_2 as f64).ck()?;
-        let t = z.f_abs().ck()?.f_mul_scalar(0.327_591_1f32 as f64).ck()?.f_add_scalar(1.0).ck()?.f_reciprocal().ck()?;
-        let mut p = t.f_mul_scalar(1.061_405_4f32 as f64).ck()?.f_add_scalar(-1.453_152_1f32 as f64).ck()?;
-        p = p.f_mul(&t).ck()?.f_add_scalar(1.421_413_8f32 as f64).ck()?;
-        p = p.f_mul(&t).ck()?.f_add_scalar(-0.284_496_74f32 as f64).ck()?;
-        p = p.f_mul(&t).ck()?.f_add_scalar(0.254_829_6f32 as f64).ck()?;
-        let e = z.f_mul(&z).ck()?.f_neg().ck()?.f_exp().ck()?;
-        let y = p.f_mul(&t).ck()?.f_mul(&e).ck()?.f_neg().ck()?.f_add_scalar(1.0).ck()?;
-        let erf = y.f_mul(&sgn1(&z)?).ck()?;
+        // 0.5·x·(1 + erf(x/√2)) with TensorFlow's erf, operation for operation as `relprop_core::graph::erf`.
+        use relprop_core::graph::{ERF_DEN, ERF_NUM};
+        let z = x.f_div_scalar(std::f32::consts::SQRT_2 as f64).ck()?.f_clamp(-4.0, 4.0).ck()?;
+        let z2 = z.f_mul(&z).ck()?;
+        let horner = |cs: &[f32]| -> Result<tch::Tensor> {
+            let mut acc = z2.f_mul_scalar(cs[0] as f64).ck()?.f_add_scalar(cs[1] as f64).ck()?;
+            for &c in &cs[2..] {
+                acc = z2.f_mul(&acc).ck()?.f_add_scalar(c as f64).ck()?;
+            }
+            Ok(acc)
+        };
+        let erf = z.f_mul(&horner(&ERF_NUM)?).ck()?.f_div(&horner(&ERF_DEN)?).ck()?;
         x.f_mul_scalar(0.5).ck()?.f_mul(&erf.f_add_scalar(1.0).ck()?).ck()
     }
 }

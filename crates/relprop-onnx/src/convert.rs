@@ -6,7 +6,8 @@
 //! * then an activation in the same layer (its only consumer) → the layer's fused `activation`;
 //! * chained Adds (Muls, Maxes, Mins) of one layer → one n-ary node; reshape after reshape → one reshape;
 //! * `x · Sigmoid(x)` in one layer → a Swish activation (Keras `swish`, PyTorch `SiLU`);
-//! * GELU spelled out with `Erf` → a Gelu activation (`patterns.rs`).
+//! * GELU spelled out with `Erf`, Keras' ELU layer with α ≠ 1 → one activation (`patterns.rs`);
+//! * `Max`/`Min` with a scalar constant (tf2onnx's `clip_by_value`) → a Clip activation.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,12 +20,14 @@ use crate::patterns::SpelledOp;
 use crate::shapes::Dim;
 use crate::tensors::Const;
 
-const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softplus, \
+const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu (also Keras' ELU layer with \
+    alpha != 1, a select written with masks), Sigmoid, Tanh, Softplus, \
     Selu, Gelu (also spelled out with Erf), PRelu (also Keras' spelled-out form), HardSigmoid, HardSwish, Clip, \
     x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over all spatial \
     axes, BatchNormalization, LayerNormalization (also Keras' spelled-out form), Reshape, Flatten, Squeeze, \
     Unsqueeze, Transpose, Pad, Slice (step 1), Concat, Split, Mean, Resize/Upsample (nearest or linear, whole factors), Mul/Div/Add/Sub by \
-    per-channel constants, Mul/Sub/Max/Min of computed tensors (broadcasting size-1 axes), Dropout, Identity, \
+    per-channel constants, Max/Min with a scalar constant (a Clip), Mul/Sub/Max/Min of computed tensors \
+    (broadcasting size-1 axes), Dropout, Identity, \
     Constant, a final Softmax/LogSoftmax, and integer shape arithmetic for reshape targets (Shape, Gather, Concat, \
     Slice, Cast, Unsqueeze, Squeeze, ReduceProd, Mul, Div, Add, Sub)";
 
@@ -103,8 +106,8 @@ impl Importer<'_> {
                     }
                     self.bind(&sp.out, id)
                 }
-                SpelledOp::Gelu => {
-                    let id = self.push(&ctx, Op::Activation(Activation::Gelu), &[x])?;
+                SpelledOp::Activation(a) => {
+                    let id = self.push(&ctx, Op::Activation(a), &[x])?;
                     self.bind(&sp.out, id)
                 }
                 SpelledOp::LayerNorm { axes, epsilon, gamma, beta, mean_target } => {
@@ -141,6 +144,7 @@ impl Importer<'_> {
             "Gemm" => self.gemm(&ctx),
             "Add" | "Sum" => self.add(&ctx),
             "Mul" | "Div" | "Sub" => self.affine(&ctx),
+            "Max" | "Min" if self.scalar_operand(&ctx).is_some() => self.clip_by_scalar(&ctx),
             "Max" => self.merge(&ctx, Merge::Maximum),
             "Min" => self.merge(&ctx, Merge::Minimum),
             "Mean" => self.mean(&ctx),
@@ -389,15 +393,16 @@ impl Importer<'_> {
                 }
             }
         }
-        // Keras `activation="gelu"`: a spelled-out GELU of `out` in the same layer (its readers are the GELU's).
-        let gelu = self.consumers.get(out).and_then(|c| c.first()).and_then(|k| self.spelled.get(k)).filter(|g| matches!(g.op, SpelledOp::Gelu));
-        if let Some(g) = gelu.cloned() {
+        // Keras `activation="gelu"`: a spelled-out activation of `out` in the same layer (its readers are the
+        // activation's).
+        let spelled = self.consumers.get(out).and_then(|c| c.first()).and_then(|k| self.spelled.get(k));
+        if let Some((g, SpelledOp::Activation(a))) = spelled.map(|g| (g.clone(), g.op.clone())) {
             let readers = &self.consumers[out];
             let gl = self.ctx(g.nodes[1]).layer;
             let same_layer = gl == layer || gl.strip_prefix(layer).is_some_and(|r| r.starts_with('/'));
             if g.x == out && readers.iter().all(|r| g.nodes.contains(r)) && same_layer {
                 g.nodes.iter().for_each(|&m| self.done[m] = true);
-                return Ok(Some((Activation::Gelu, g.out)));
+                return Ok(Some((a, g.out)));
             }
         }
         let Some(k) = self.sole_consumer(out) else { return Ok(None) };
@@ -765,6 +770,33 @@ impl Importer<'_> {
         if kind != Merge::Subtract {
             self.chainable.insert(id, ctx.layer.clone());
         }
+        self.bind(ctx.main_output()?, id)
+    }
+
+    /// For a binary node with one operand a one-element float constant: the other operand's index and the value.
+    fn scalar_operand(&self, ctx: &NodeCtx) -> Option<(usize, f32)> {
+        let [a, b] = ctx.proto.input.as_slice() else { return None };
+        let one = |n: &str| self.consts.get(n).and_then(|c| match c.f32s() {
+            Some(&[v]) => Some(v),
+            _ => None,
+        });
+        match (one(a), one(b)) {
+            (None, Some(v)) if !self.consts.contains_key(a) => Some((0, v)),
+            (Some(v), None) if !self.consts.contains_key(b) => Some((1, v)),
+            _ => None,
+        }
+    }
+
+    /// `Max(x, c)` / `Min(x, c)` with a scalar `c`: a Clip activation (tf2onnx's `clip_by_value`, e.g. in Keras'
+    /// `hard_sigmoid`); relevance passes it unchanged, as through every activation.
+    fn clip_by_scalar(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let Some((i, c)) = self.scalar_operand(ctx) else { return Err(ctx.err("needs a computed tensor and a scalar constant")) };
+        if c.is_nan() {
+            return Err(ctx.err("the bound is NaN"));
+        }
+        let x = self.value(ctx, i)?;
+        let act = if ctx.op == "Max" { Activation::Clip { min: c, max: f32::INFINITY } } else { Activation::Clip { min: f32::NEG_INFINITY, max: c } };
+        let id = self.push(ctx, Op::Activation(act), &[x])?;
         self.bind(ctx.main_output()?, id)
     }
 

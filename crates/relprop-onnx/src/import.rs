@@ -214,9 +214,10 @@ impl<'a> Importer<'a> {
     }
 
     /// tf2onnx names the nodes its rewriters create `<Op>__<n>` (a DepthwiseConv2D becomes `Conv__195`), which
-    /// loses the Keras layer. Such a node takes the layer of its only reader (Shape nodes aside) when that one
-    /// has a layer name (`model/dw/Relu`): so the conv and its activation stay one layer, as in Keras, for fused
-    /// activations and for `until_layer_idx`. A Resize (`Resize__14`, Keras UpSampling) is the exception.
+    /// loses the Keras layer. A kernel op that reads its layer's variable takes that layer; any other such node
+    /// the layer of its only reader (Shape nodes aside) when that one has a layer name (`model/dw/Relu`): so the
+    /// conv and its activation stay one layer, as in Keras, for fused activations and for `until_layer_idx`. A
+    /// Resize (`Resize__14`, Keras UpSampling) is the exception.
     fn generated_node_layer(&self, name: &str, proto: &NodeProto) -> Option<String> {
         // A Resize is always a Keras layer of its own (UpSampling): it keeps its name as its layer.
         if is_op(proto, "Resize") {
@@ -225,6 +226,14 @@ impl<'a> Importer<'a> {
         let (op, n) = name.split_once("__")?;
         if op.is_empty() || !op.chars().all(|c| c.is_ascii_alphanumeric()) || n.is_empty() || !n.chars().all(|c| c.is_ascii_digit()) {
             return None;
+        }
+        // A kernel op reading its layer's variable (`<layer>/<Op>/ReadVariableOp:0`): that layer. A convolution
+        // without bias and activation (tf2onnx writes Conv3D so) has the next layer as its only reader.
+        if ["Conv", "ConvTranspose", "MatMul", "Gemm"].iter().any(|op| is_op(proto, op)) {
+            let var = proto.input.get(1).and_then(|w| w.strip_suffix("/ReadVariableOp:0")).filter(|w| w.contains('/'));
+            if let Some(var) = var {
+                return Some(crate::layer_of(var).to_string());
+            }
         }
         let out = proto.output.first()?;
         if *out == self.output_name {

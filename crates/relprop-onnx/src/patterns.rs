@@ -19,11 +19,14 @@
 //! from `Shape(xr)`), the scale and offset as `Expand`s of 1 and 0 to the row count, and an inference-mode
 //! `BatchNormalization`.
 //!
+//! Keras' ELU layer with α ≠ 1 (`tf.where(x > 0, elu(x), α·elu(x))`; tf2onnx turns the select into masks):
+//! `Cast(Greater(x, 0))·Elu(x) + (α·Elu(x))·Cast(Not(Greater(x, 0)))`.
+//!
 //! Keras' PReLU (tf2onnx): `Relu(x) + Mul(Relu(Neg(x)), −α)`, the Mul possibly between a Transpose and its
 //! inverse (a slope that is not shared over the spatial axes is laid out channels-last), or, after a Conv1D,
 //! both Relus transposed to channels-last and the Add left there.
 //!
-//! [`Importer::find_spelled`] matches them (from each `Erf`, `ReduceMean`, `BatchNormalization`, `Neg`);
+//! [`Importer::find_spelled`] matches them (from each `Erf`, `ReduceMean`, `BatchNormalization`, `Neg`, `Elu`);
 //! conversion skips a match's nodes until the one that computes its output, and turns that one into the IR
 //! layer. (Waiting for the last node matters for the fused LayerNorm: its `Expand`s can come before the
 //! Reshape that starts it, and some of its nodes are shape arithmetic on a value that never exists in the IR.)
@@ -35,7 +38,8 @@ use crate::import::{is_op, Importer};
 /// What a spelled-out match computes.
 #[derive(Clone, Debug)]
 pub(crate) enum SpelledOp {
-    Gelu,
+    /// An activation: GELU, or Keras' ELU layer with α ≠ 1.
+    Activation(relprop_core::Activation),
     /// Over ONNX axes `axes` (of the full-rank tensor), with γ and β as constant names (None: 1 and 0).
     /// `mean_target`: the target of a Reshape of the mean before the subtraction, to be checked to change
     /// nothing (the mean's shape is the input's with the normalized axes 1).
@@ -64,7 +68,7 @@ impl Importer<'_> {
     /// Every spelled-out layer of the graph, by each of its nodes.
     pub(crate) fn find_spelled(&self) -> HashMap<usize, Spelled> {
         let mut found = HashMap::new();
-        let triggers = ["Erf", "ReduceMean", "BatchNormalization", "Neg"];
+        let triggers = ["Erf", "ReduceMean", "BatchNormalization", "Neg", "Elu"];
         if !self.nodes.iter().any(|n| triggers.iter().any(|t| is_op(n, t))) {
             return found;
         }
@@ -79,6 +83,8 @@ impl Importer<'_> {
                 self.keras_fused_layer_norm_at(k, &producers)
             } else if is_op(n, "Neg") {
                 self.keras_prelu_at(k, &producers)
+            } else if is_op(n, "Elu") {
+                self.keras_elu_at(k, &producers)
             } else {
                 None
             };
@@ -334,6 +340,51 @@ impl Importer<'_> {
         })
     }
 
+    /// Keras' ELU layer with α ≠ 1 around `Elu` node `elu` (module docs), if nothing else reads its values.
+    fn keras_elu_at(&self, elu: usize, producers: &HashMap<&str, usize>) -> Option<Spelled> {
+        let producer = |v: &str| producers.get(v).copied();
+        let cast_of = |v: &str| producer(v).filter(|&k| self.op_is(k, "Cast") && self.ctx(k).int("to", 0).ok() == Some(1) && self.sole_consumer(v).is_some());
+        if self.ctx(elu).float("alpha", 1.0).ok() != Some(1.0) {
+            return None;
+        }
+        let (x, e) = (*self.ins(elu).first()?, self.out(elu)?);
+        let r = self.readers(e);
+        let scaled = *r.iter().find(|&&k| self.op_is(k, "Mul") && self.consts.contains_key(self.other_operand(k, e).unwrap_or("")))?;
+        let alpha = match self.consts.get(self.other_operand(scaled, e)?)?.f32s()? {
+            [a] if a.is_finite() => *a,
+            _ => return None,
+        };
+        let kept = *r.iter().find(|&&k| k != scaled && self.op_is(k, "Mul"))?;
+        if r.len() != 2 {
+            return None;
+        }
+        // kept = Cast(Greater(x, 0))·e; masked = (α·e)·Cast(Not(Greater(x, 0))); their sum.
+        let cast_g = cast_of(self.other_operand(kept, e)?)?;
+        let greater = producer(self.ins(cast_g).first()?).filter(|&k| self.op_is(k, "Greater"))?;
+        let gt = self.out(greater)?;
+        if self.ins(greater).first() != Some(&x) || !self.is_scalar(self.ins(greater).get(1)?, 0.0) {
+            return None;
+        }
+        let masked = self.sole_op(self.out(scaled)?, "Mul")?;
+        let cast_n = cast_of(self.other_operand(masked, self.out(scaled)?)?)?;
+        let not = producer(self.ins(cast_n).first()?).filter(|&k| self.op_is(k, "Not") && self.ins(k) == [gt])?;
+        let mut gt_readers = self.readers(gt);
+        gt_readers.sort_unstable();
+        if gt_readers != { let mut v = vec![cast_g, not]; v.sort_unstable(); v } || self.sole_consumer(self.out(not)?) != Some(cast_n) {
+            return None;
+        }
+        let add = self.sole_op(self.out(kept)?, "Add")?;
+        if self.other_operand(add, self.out(kept)?)? != self.out(masked)? || self.sole_consumer(self.out(masked)?) != Some(add) {
+            return None;
+        }
+        Some(Spelled {
+            op: SpelledOp::Activation(relprop_core::Activation::Elu(alpha)),
+            x: x.to_string(),
+            out: self.out(add)?.to_string(),
+            nodes: vec![greater, not, cast_n, cast_g, elu, scaled, masked, kept, add],
+        })
+    }
+
     /// The GELU around `Erf` node `erf`, if the nodes around it are exactly one of the three spellings and
     /// nothing else reads their intermediate values.
     fn gelu_at(&self, erf: usize, producers: &HashMap<&str, usize>) -> Option<Spelled> {
@@ -378,7 +429,7 @@ impl Importer<'_> {
             nodes.push(m1);
             self.out(m2)?
         };
-        Some(Spelled { op: SpelledOp::Gelu, x: x.to_string(), out: out.to_string(), nodes })
+        Some(Spelled { op: SpelledOp::Activation(relprop_core::Activation::Gelu), x: x.to_string(), out: out.to_string(), nodes })
     }
 
     // ---- node access shared by the matchers ----

@@ -659,6 +659,64 @@ fn generated_node_layer_ignores_shape_readers() {
     assert_eq!(relu.layer, "model/dseq", "{:?}", g.nodes.iter().map(|n| (&n.name, &n.layer)).collect::<Vec<_>>());
 }
 
+/// A generated kernel node (`Conv__24`, tf2onnx's Conv3D without bias or activation) takes the layer of the
+/// variable it reads, not its reader's (the next layer): else the two layers merge and `until_layer_idx` counts
+/// one layer less (found by diffcheck on a Conv3D model).
+#[test]
+fn generated_kernel_node_takes_its_variables_layer() {
+    let w = make_tensor_f32("m/c2/Conv2D/ReadVariableOp:0", &[2, 3, 1, 1], &vals(6, 2));
+    let nodes = vec![
+        make_node("Conv", "Conv__24", &["x", "m/c2/Conv2D/ReadVariableOp:0"], &["c"], vec![attr_ints("kernel_shape", &[1, 1])]),
+        make_node("AveragePool", "m/ap/AvgPool", &["c"], &["y"], vec![attr_ints("kernel_shape", &[2, 2])]),
+    ];
+    let g = ok(&model_bytes(nodes, vec![w], &[3, 4, 4], "y", 13));
+    let layers: Vec<&str> = g.nodes[1..].iter().map(|n| n.layer.as_str()).collect();
+    assert_eq!(layers, ["m/c2", "m/ap"]);
+}
+
+/// `Max`/`Min` with a scalar constant (tf2onnx's `clip_by_value`, as in Keras' `hard_sigmoid`) are Clip
+/// activations; with a per-channel constant they stay refused. Keras' ELU layer with α ≠ 1 (a select, lowered
+/// to masks) is one ELU activation.
+#[test]
+fn clip_by_scalar_and_keras_elu_layer() {
+    let hard_sigmoid = vec![
+        make_node("Mul", "m/d/Mul", &["x", "a"], &["t"], vec![]),
+        make_node("Add", "m/d/Add", &["t", "b"], &["u"], vec![]),
+        make_node("Min", "m/d/clip_by_value/Minimum", &["u", "one"], &["v"], vec![]),
+        make_node("Max", "m/d/clip_by_value", &["v", "zero"], &["y"], vec![]),
+    ];
+    let f = |n: &str, v: f32| make_tensor_f32(n, &[], &[v]);
+    let g = ok(&model_bytes(hard_sigmoid.clone(), vec![f("a", 0.2), f("b", 0.5), f("one", 1.0), f("zero", 0.0)], &[4], "y", 13));
+    assert_eq!(kinds(&g), ["Input", "Affine", "Activation", "Activation"]);
+    let x = Tensor::new(vec![4], vec![-4.0, -1.0, 0.5, 3.0]).unwrap();
+    let want: Vec<f32> = x.data.iter().map(|&v| (0.2 * v + 0.5f32).clamp(0.0, 1.0)).collect();
+    assert_eq!(forward(&g, &x).data, want);
+    assert_eq!(want, [0.0, 0.3, 0.6, 1.0]);
+    let e = err(&model_bytes(hard_sigmoid, vec![f("a", 0.2), f("b", 0.5), make_tensor_f32("one", &[4], &[1.0; 4]), f("zero", 0.0)], &[4], "y", 13));
+    assert!(e.contains("with a constant"), "{e}");
+
+    let elu = |alpha: f32, not_of_greater: bool| {
+        let nodes = vec![
+            make_node("Greater", "m/elu/Greater", &["x", "zero"], &["g"], vec![]),
+            make_node("Not", "m/elu/SelectV2__1", &[if not_of_greater { "g" } else { "x" }], &["ng"], vec![]),
+            make_node("Cast", "m/elu/SelectV2__2", &["ng"], &["cn"], vec![attr_int("to", 1)]),
+            make_node("Cast", "m/elu/SelectV2__3", &["g"], &["cg"], vec![attr_int("to", 1)]),
+            make_node("Elu", "m/elu/Elu", &["x"], &["e"], vec![]),
+            make_node("Mul", "m/elu/mul", &["alpha", "e"], &["ae"], vec![]),
+            make_node("Mul", "m/elu/SelectV2__4", &["ae", "cn"], &["p"], vec![]),
+            make_node("Mul", "m/elu/SelectV2__5", &["cg", "e"], &["q"], vec![]),
+            make_node("Add", "m/elu/SelectV2", &["q", "p"], &["y"], vec![]),
+        ];
+        model_bytes(nodes, vec![f("zero", 0.0), f("alpha", alpha)], &[4], "y", 13)
+    };
+    let g = ok(&elu(0.5, true));
+    assert_eq!(kinds(&g), ["Input", "Activation"]);
+    assert_eq!(g.nodes[1].op, Op::Activation(Activation::Elu(0.5)));
+    assert_eq!(g.nodes[1].layer, "m/elu");
+    // Not of something else: no ELU (and Greater is no layer relprop knows).
+    assert!(err(&elu(0.5, false)).contains("'Greater'"));
+}
+
 #[test]
 fn merges_of_computed_tensors_and_swish() {
     let relu = |name: &str, i: &str, o: &str| make_node("Relu", name, &[i], &[o], vec![]);
@@ -726,11 +784,11 @@ fn merges_of_computed_tensors_and_swish() {
     assert_eq!(kinds(&g), ["Input", "Conv2D", "Activation"]);
     assert_eq!(conv_of(&g, 1).activation, Some(Activation::Swish));
     assert_eq!(g.nodes[2].op, Op::Activation(Activation::Swish));
-    // Division of two computed tensors, or a Max with a constant: refused, naming the node.
+    // Division of two computed tensors, or a Max with a per-channel constant: refused, naming the node.
     let div = model_bytes(vec![relu("m/a/Relu", "x", "a"), make_node("Div", "m/d/div", &["x", "a"], &["y"], vec![])], vec![], &[3], "y", 13);
     let e = err(&div);
     assert!(e.contains("m/d/div") && e.contains("two computed tensors"), "{e}");
-    let maxc = model_bytes(vec![make_node("Max", "m/mx/Max", &["x", "c"], &["y"], vec![])], vec![make_tensor_f32("c", &[], &[0.0])], &[3], "y", 13);
+    let maxc = model_bytes(vec![make_node("Max", "m/mx/Max", &["x", "c"], &["y"], vec![])], vec![make_tensor_f32("c", &[3], &[0.0; 3])], &[3], "y", 13);
     let e = err(&maxc);
     assert!(e.contains("m/mx/Max") && e.contains("constant"), "{e}");
 }

@@ -218,6 +218,10 @@ class _Writer:
                 pb = [_same_pads(n, k, s, d) for n, k, s, d in zip(cin_shape[1:], ks, st, dl)]
                 pads = [p[0] for p in pb] + [p[1] for p in pb]
                 outsp = [-(-n // s) for n, s in zip(cin_shape[1:], st)]
+            elif cfg["padding"] == "causal" and nd == 1:
+                # Keras pads (k - 1)·d zeros on the left, then convolves without padding.
+                pads = [(ks[0] - 1) * dl[0], 0]
+                outsp = [(cin_shape[1] - 1) // st[0] + 1]
             else:
                 raise NotImplementedError(f"{layer.name}: padding {cfg['padding']!r}")
             if separable:

@@ -182,6 +182,17 @@ ARCHS = {
                                 L.Dense(8, activation="hard_sigmoid", name="d4"), L.ELU(alpha=0.5, name="elu"),
                                 L.Dense(8, name="d5"), L.LeakyReLU(0.3, name="lr"), L.Activation("tanh", name="t"),
                                 L.Dense(3, name="out"))),
+    "conv1d_causal": ((16, 2), seq(L.Conv1D(4, 3, padding="causal", activation="relu", name="c1"),
+                                   L.Conv1D(4, 2, padding="causal", dilation_rate=2, activation="relu", name="c2"),
+                                   L.Conv1D(3, 3, padding="causal", strides=2, name="c3"),
+                                   L.GlobalAveragePooling1D(name="gap"), L.Dense(3, name="out"))),
+    "gap_keepdims": ((7, 7, 3), seq(L.Conv2D(4, 3, activation="relu", name="c"),
+                                    L.GlobalAveragePooling2D(keepdims=True, name="gap"), L.Conv2D(5, 1, activation="relu", name="c2"),
+                                    L.Flatten(name="fl"), L.Dense(3, name="out"))),
+    # (ReLU with a threshold, or with both max_value and negative_slope, is refused: ThresholdedRelu; Neg.)
+    "relu_variants": ((10,), seq(L.Dense(8, name="d1"), L.ReLU(negative_slope=0.1, name="r1"), L.Dense(8, name="d2"),
+                                 L.ReLU(max_value=2.0, name="r2"), L.Dense(8, activation="relu6", name="d3"),
+                                 L.Dense(3, name="out"))),
     # keras.applications architectures (random weights, small inputs, no softmax): real-world layer mixes.
     "app_mobilenetv2": ((32, 32, 3), lambda x: tf.keras.applications.MobileNetV2(
         input_tensor=x, alpha=0.35, weights=None, classes=4, classifier_activation=None).output),

@@ -768,15 +768,19 @@ const FLIP_MIN_CHANNELS: usize = 16;
 /// 28×28 and above, or 8 samples of 7×7 (392 columns), the flipped path is as fast or faster (160 vs 100).
 const FLIP_MIN_COLUMNS: usize = 256;
 /// Above this many weights the scatter path's GEMM (which packs the strided Wᵀ) raised VGG16's peak memory by
-/// 45 MiB (its 512-channel 14×14 layers), for a gain within the noise, so large kernels keep the flip.
+/// 45 MiB (its 512-channel 14×14 layers), for a gain within the noise, so large kernels keep the flip, unless
+/// there are at most [`SCATTER_ALWAYS_COLUMNS`] columns.
 const SCATTER_MAX_WEIGHTS: usize = 1 << 20;
+/// At most this many columns (ResNet50's 7×7 planes at batch 1) the flip's copy of the whole weight tensor costs
+/// more than the product: 512 channels, 3×3, 7×7 transpose 3.05 → 1.90 ms with scatter (forward 1.5–2.2 ms).
+const SCATTER_ALWAYS_COLUMNS: usize = 64;
 
 /// Whether the flipped convolution costs more than the scatter path (see [`FLIP_MIN_COLUMNS`]); 1×1 kernels
 /// need no flip copy (they read Wᵀ as a view).
 fn flip_too_costly(g: &Geom, n: usize) -> bool {
     g.kprod() > 1
         && n * g.in_plane() < FLIP_MIN_COLUMNS
-        && g.cout * g.cg() * g.kprod() <= SCATTER_MAX_WEIGHTS
+        && (g.cout * g.cg() * g.kprod() <= SCATTER_MAX_WEIGHTS || n * g.in_plane() <= SCATTER_ALWAYS_COLUMNS)
 }
 
 /// Whether the VJP is a stride-1 convolution with the flipped kernel: unit strides, pads below the dilated

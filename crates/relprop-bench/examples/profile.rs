@@ -96,6 +96,9 @@ impl<N: Numerics> Numerics for Timed<'_, N> {
     fn batch_norm_rule(&self, x: &Self::T, y: &Self::T, r: &Self::T, beta: &[f32], mean: &[f32]) -> Result<Self::T> {
         self.t("batch_norm_rule", || self.inner.batch_norm_rule(x, y, r, beta, mean))
     }
+    fn batch_norm_rule_then_divide(&self, x: &Self::T, y: &Self::T, r: &Self::T, beta: &[f32], mean: &[f32], z: &Self::T, eps: Option<f32>) -> Result<Self::T> {
+        self.t("batch_norm_rule_then_divide", || self.inner.batch_norm_rule_then_divide(x, y, r, beta, mean, z, eps))
+    }
 }
 
 fn main() {

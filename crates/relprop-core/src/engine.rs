@@ -94,6 +94,18 @@ pub trait Numerics {
         composed::batch_norm_rule(self, x, y, r, beta, mean)
     }
 
+    /// The kernel layer below a BatchNorm divides the BN rule's result by its own `z`:
+    /// `div_stabilized(batch_norm_rule(x, y, r, β, μ), z, ε)`, or with `eps = None` `safe_div` of it by `z`.
+    /// A backend may do both in one pass (the BN rule's result is never stored) with the same float operations.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_rule_then_divide(&self, x: &Self::T, y: &Self::T, r: &Self::T, beta: &[f32], mean: &[f32], z: &Self::T, eps: Option<f32>) -> Result<Self::T> {
+        let rb = self.batch_norm_rule(x, y, r, beta, mean)?;
+        match eps {
+            Some(e) => self.div_stabilized(&rb, z, e),
+            None => self.safe_div(&rb, z),
+        }
+    }
+
     /// Whether `t` is known to be all zeros (a cheap check on a concrete tensor). The engine then skips work
     /// whose result it multiplies by `t`: the `Mᵀ s` of a term whose output modifier is zero, e.g. the `x⁻`
     /// term of alpha-beta rules on post-ReLU inputs. Symbolic backends keep the default (`false`).
@@ -301,10 +313,22 @@ pub fn explain<N: Numerics>(
     let n = g.nodes.len();
     let mut rel: Vec<Option<N::T>> = vec![None; n];
     let mut kept: Vec<Option<N::T>> = vec![None; n];
+    // A BatchNorm whose input is a kernel layer read by nothing else, with a one-group rule that divides by
+    // its z once: the BN rule's result goes straight into that division (`after_bn`), never stored.
+    let bn_above = fusable_batch_norms(g, plan, opts);
+    let mut after_bn: Vec<Option<N::T>> = vec![None; n];
     for i in (1..n).rev() {
         let node = &g.nodes[i];
+        if let Some(j) = node.inputs.first().filter(|&&j| bn_above[j] == Some(i)) {
+            if let Some(r) = rel[i].take() {
+                // Deferred to the kernel layer j; node i's tensors stay until then.
+                after_bn[*j] = Some(r);
+                continue;
+            }
+        }
+        let bn_r = after_bn[i].take();
         let r = if i == g.output { None } else {
-            match rel[i].take() {
+            match rel[i].take().or_else(|| bn_r.clone()) {
                 Some(r) => Some(r),
                 None => {
                     acts.release(i);
@@ -327,12 +351,19 @@ pub fn explain<N: Numerics>(
         let r_in: Vec<N::T> = match (&plan.layers[i], r) {
             (LayerRule::Kernel(rule), r) => {
                 let prog = Program::of(rule);
-                let r_in = match r {
-                    Some(r) => {
+                let r_in = match (r, bn_r) {
+                    (Some(_), Some(rb)) => {
+                        // The BatchNorm above, with its relevance `rb`, was deferred to here.
+                        let k = bn_above[i].expect("deferred by the BatchNorm above");
+                        let Op::BatchNorm(bn) = &g.nodes[k].op else { unreachable!("bn_above names BatchNorms") };
+                        let y_bn = acts.out[k].as_ref().expect("kept for the layer below");
+                        ctx.kernel_rule_after_bn(&prog, y_bn, &rb, &bn.beta.data, &bn.mean.data)?
+                    }
+                    (Some(r), None) => {
                         keep(&mut kept, opts, i, &r);
                         ctx.kernel_rule(&prog, &r)?
                     }
-                    None => ctx.kernel_top(&prog, target, opts, &mut kept)?,
+                    (None, _) => ctx.kernel_top(&prog, target, opts, &mut kept)?,
                 };
                 vec![r_in]
             }
@@ -359,6 +390,9 @@ pub fn explain<N: Numerics>(
         // Node i's output and `W x` are dead now: its consumers come later in topological order, so they
         // were handled first. Releasing them keeps the peak near the end of the forward pass.
         acts.release(i);
+        if let Some(k) = bn_above[i] {
+            acts.release(k);
+        }
         for (&j, rj) in node.inputs.iter().zip(r_in) {
             rel[j] = Some(match rel[j].take() {
                 None => rj,
@@ -373,6 +407,28 @@ pub fn explain<N: Numerics>(
         output,
         layers: opts.keep_layers.then_some(kept),
     })
+}
+
+/// For each kernel node whose only reader is a BatchNorm with the BN rule, and whose rule divides by its `z`
+/// once (one group, ε or SafeDivide): that BatchNorm. The BN rule's result then goes straight into the division
+/// ([`Numerics::batch_norm_rule_then_divide`]). Not with `keep_layers`, which keeps the BN rule's result.
+fn fusable_batch_norms(g: &Graph, plan: &RulePlan, opts: &ExplainOptions) -> Vec<Option<usize>> {
+    let mut above = vec![None; g.nodes.len()];
+    if opts.keep_layers {
+        return above;
+    }
+    let mut readers = vec![0usize; g.nodes.len()];
+    g.nodes.iter().flat_map(|m| &m.inputs).for_each(|&j| readers[j] += 1);
+    for (i, node) in g.nodes.iter().enumerate() {
+        let (&[j], LayerRule::BatchNorm) = (node.inputs.as_slice(), &plan.layers[i]) else { continue };
+        let LayerRule::Kernel(rule) = &plan.layers[j] else { continue };
+        let prog = Program::of(rule);
+        let one_division = matches!(prog.groups.as_slice(), [grp] if matches!(grp.stab, Stabilizer::Epsilon(_) | Stabilizer::SafeDivide));
+        if matches!(node.op, Op::BatchNorm(_)) && readers[j] == 1 && i != g.output && j != g.output && one_division {
+            above[j] = Some(i);
+        }
+    }
+    above
 }
 
 fn keep<T: Clone>(kept: &mut [Option<T>], opts: &ExplainOptions, i: usize, r: &T) {
@@ -540,6 +596,23 @@ impl<N: Numerics> Layer<'_, N> {
             (None, Some(t)) => Ok(self.xmod(t.out)?.0),
             (None, None) => Err(Error::Backend { backend: "core".into(), msg: "empty rule group".into() }),
         }
+    }
+
+    /// [`Layer::kernel_rule`] for a one-group rule ([`fusable_batch_norms`]) below a BatchNorm whose rule was
+    /// deferred: `rb` is the relevance at the BatchNorm's output, `y_bn` that output, β and μ its parameters.
+    fn kernel_rule_after_bn(&self, prog: &Program, y_bn: &N::T, rb: &N::T, beta: &[f32], mean: &[f32]) -> Result<N::T> {
+        let [grp] = prog.groups.as_slice() else {
+            return Err(Error::Backend { backend: "core".into(), msg: "a deferred BatchNorm rule needs a one-group rule".into() });
+        };
+        let z = self.group_z(&grp.terms)?;
+        let eps = match grp.stab {
+            Stabilizer::Epsilon(e) => Some(e),
+            _ => None,
+        };
+        // The BatchNorm's input is this layer's output.
+        let s = self.nx.batch_norm_rule_then_divide(self.y, y_bn, rb, beta, mean, &z, eps)?;
+        let ss = vec![s; grp.terms.len()];
+        self.group_out(grp.coef, &grp.terms, &ss)
     }
 
     /// A kernel rule below the top layer.

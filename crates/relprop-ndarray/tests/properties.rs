@@ -364,6 +364,18 @@ fn fused_primitives_equal_their_composed_definitions_bit_for_bit() {
     let plain = composed::batch_norm_rule(&m, &xm, &y, &r, &beta, &mean).unwrap();
     assert_eq!(bits(&fused), bits(&plain), "batch_norm_rule");
     assert!(fused.iter().any(|v| *v != 0.0));
+    // ... and then divided by the kernel layer's z (with exact zeros in z), in the same pass.
+    let mut zb = batch(&mut rng, 4).as_ref().clone();
+    zb[[1, 2, 0, 0]] = 0.0;
+    let zb = Arc::new(zb);
+    for eps in [None, Some(0.1), Some(1e-7)] {
+        let once = m.batch_norm_rule_then_divide(&xm, &y, &r, &beta, &mean, &zb, eps).unwrap();
+        let two = match eps {
+            Some(e) => m.div_stabilized(&plain, &zb, e).unwrap(),
+            None => m.safe_div(&plain, &zb).unwrap(),
+        };
+        assert_eq!(bits(&once), bits(&two), "batch_norm_rule_then_divide {eps:?}");
+    }
     for (w, b) in [(WeightMod::Plain, BiasMod::Plain), (WeightMod::Pos, BiasMod::Neg), (WeightMod::Neg, BiasMod::None)] {
         let fused = m.linear_bias(1, w, b, &x).unwrap();
         let plain = m.add_bias(1, b, &m.linear(1, w, &x).unwrap()).unwrap();
@@ -448,4 +460,34 @@ fn max_activation_splits_ties_equally() {
     let want1: Vec<f32> = (0..4).map(|i| col(k)[i] * y1.iter().copied().fold(f32::MIN, f32::max) / m1).collect();
     let (r1, _) = explain(&g, "WSquare", &[], &x1, Target::Max, false);
     assert!(r1.data.iter().zip(&want1).all(|(a, e)| (a - e).abs() <= 1e-5 * (1.0 + e.abs())), "{:?} vs {want1:?}", r1.data);
+}
+
+/// A BatchNorm right above a conv: the engine hands the BN rule's result straight to the conv's division
+/// (`batch_norm_rule_then_divide`) unless every layer's relevance is kept. Both ways give the same bits.
+#[test]
+fn deferred_batch_norm_rule_gives_the_same_bits() {
+    let mut rng = Lcg(21);
+    let mut g = Graph::new("x", vec![3, 8, 7]);
+    let mut c1 = conv(&mut rng, 3, 4, &[3, 3], 1, (1, 1), false);
+    if let Op::Conv(c) = &mut c1 {
+        c.activation = None;
+    }
+    let c1 = g.push("c1", c1, &[0]).unwrap();
+    let bn = Op::BatchNorm(BatchNorm { gamma: rng.tensor(&[4]), beta: rng.tensor(&[4]), mean: rng.tensor(&[4]), var: Arc::new(Tensor::new(vec![4], vec![0.5, 1.0, 2.0, 0.7]).unwrap()), epsilon: 1e-3 });
+    let b = g.push("bn", bn, &[c1]).unwrap();
+    let r = g.push("relu", Op::Activation(Activation::Relu), &[b]).unwrap();
+    let c2 = g.push("c2", conv(&mut rng, 4, 4, &[3, 3], 2, (1, 1), true), &[r]).unwrap();
+    let gap = g.push("gap", Op::GlobalAvgPool, &[c2]).unwrap();
+    g.push("out", dense(&mut rng, 4, 3, true, false), &[gap]).unwrap();
+    let x = Lcg(22).input(&[2, 3, 8, 7]);
+    for (rule, params) in [("Epsilon", &["epsilon=0.1"][..]), ("Z", &[][..]), ("AlphaBeta", &["alpha=2", "beta=1"][..])] {
+        for t in [Target::Max, Target::Index(1)] {
+            let (fused, _) = explain(&g, rule, params, &x, t, false);
+            let (kept, layers) = explain(&g, rule, params, &x, t, true);
+            assert!(layers[c1].is_some(), "{rule}: the conv's relevance is kept");
+            let bits = |t: &Tensor| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fused), bits(&kept), "{rule} {t}");
+            assert!(fused.max_abs() > 0.0);
+        }
+    }
 }

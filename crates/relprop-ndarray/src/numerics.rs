@@ -616,8 +616,10 @@ impl Numerics for NdModel {
 
     fn nonnegative(&self, t: &T) -> bool {
         match t.as_slice() {
-            Some(x) if x.len() > PAR_LEN => x.par_chunks(PAR_CHUNK).all(|c| c.iter().all(|&v| v >= 0.0)),
-            _ => t.iter().all(|&v| v >= 0.0),
+            // Branch-free within a chunk (so it vectorises), stopping at the first chunk with a negative or NaN.
+            Some(x) if x.len() > PAR_LEN => x.par_chunks(PAR_CHUNK).all(|c| c.iter().fold(true, |ok, &v| ok & (v >= 0.0))),
+            Some(x) => x.chunks(1024).all(|c| c.iter().fold(true, |ok, &v| ok & (v >= 0.0))),
+            None => t.iter().all(|&v| v >= 0.0),
         }
     }
 
@@ -810,21 +812,13 @@ fn add_along(t: &T, v: &[f32], axis: usize, f: impl Fn(f32) -> f32 + Sync + Send
         let c = v.len();
         let out: Vec<f32> = if inner == 0 || c == 0 {
             Vec::new()
-        } else if x.len() > PAR_LEN && inner >= 64 {
-            let mut out = vec![0f32; x.len()];
-            out.par_chunks_mut(inner).zip(x.par_chunks(inner)).enumerate().for_each(|(k, (o, xs))| {
-                let b = v[k % c];
-                for (o, &xv) in o.iter_mut().zip(xs) {
-                    *o = f(xv + b);
-                }
-            });
-            out
         } else {
-            x.chunks(inner).enumerate().flat_map(|(k, xs)| {
+            per_plane(x.len(), inner, |o, at, k| {
                 let b = v[k % c];
-                let f = &f;
-                xs.iter().map(move |&xv| f(xv + b))
-            }).collect()
+                o.iter_mut().zip(&x[at]).for_each(|(o, &xv)| {
+                    o.write(f(xv + b));
+                });
+            })
         };
         return ArrayD::from_shape_vec(t.raw_dim(), out).map_err(|e| err(e.to_string()));
     }

@@ -88,11 +88,34 @@ fn rows_op(a: &T, v: &T, f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Result<T>
     if v.len() != n {
         return Err(err(format!("row tensor of {} values for a batch of {n}", v.len())));
     }
-    let mut out = (**a).clone();
-    for (mut slab, &c) in out.axis_iter_mut(Axis(0)).zip(v.iter()) {
-        slab.mapv_inplace(|x| f(x, c));
+    let (Some(x), Some(vs)) = (a.as_slice(), v.as_slice()) else {
+        let mut out = (**a).clone();
+        for (mut slab, &c) in out.axis_iter_mut(Axis(0)).zip(v.iter()) {
+            slab.mapv_inplace(|x| f(x, c));
+        }
+        return Ok(arc(out));
+    };
+    // Row by row, each row in parallel chunks of plain loops (as `map_slices`).
+    let per = x.len() / n.max(1);
+    let mut out: Vec<f32> = Vec::with_capacity(x.len());
+    let dst = &mut out.spare_capacity_mut()[..x.len()];
+    let chunk = |c: f32, o: &mut [std::mem::MaybeUninit<f32>], xs: &[f32]| {
+        o.iter_mut().zip(xs).for_each(|(o, &xv)| {
+            o.write(f(xv, c));
+        });
+    };
+    if per > 0 {
+        for ((o, xr), &c) in dst.chunks_mut(per).zip(x.chunks(per)).zip(vs) {
+            if per > PAR_LEN {
+                o.par_chunks_mut(PAR_CHUNK).zip(xr.par_chunks(PAR_CHUNK)).for_each(|(o, xs)| chunk(c, o, xs));
+            } else {
+                chunk(c, o, xr);
+            }
+        }
     }
-    Ok(arc(out))
+    // SAFETY: the rows cover all `x.len()` slots (`per · n`), and every slot of every row was written.
+    unsafe { out.set_len(x.len()) };
+    Ok(arc(ArrayD::from_shape_vec(a.raw_dim(), out).map_err(|e| err(e.to_string()))?))
 }
 
 /// A conv kernel as the kernels read it: the plain weights borrowed, or a substituted copy.
@@ -584,20 +607,25 @@ impl Numerics for NdModel {
     }
     fn std_rows(&self, x: &T, over_batch: bool) -> Result<T> {
         let n = x.shape()[0];
-        let std = |vals: &mut dyn Iterator<Item = f32>| -> f32 {
-            let (mut s, mut s2, mut c) = (0f64, 0f64, 0f64);
-            for v in vals {
-                s += v as f64;
-                s2 += (v as f64) * (v as f64);
-                c += 1.0;
-            }
-            let m = s / c.max(1.0);
-            ((s2 / c.max(1.0) - m * m).max(0.0)).sqrt() as f32
+        // Population std in f64 from Σv and Σv², summed in parallel chunks.
+        let std = |vals: &[f32]| -> f32 {
+            let sums = |c: &[f32]| c.iter().fold((0f64, 0f64), |(s, s2), &v| (s + v as f64, s2 + (v as f64) * (v as f64)));
+            let (s, s2) = if vals.len() > PAR_LEN {
+                vals.par_chunks(PAR_CHUNK).map(sums).reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+            } else {
+                sums(vals)
+            };
+            let c = (vals.len() as f64).max(1.0);
+            let m = s / c;
+            ((s2 / c - m * m).max(0.0)).sqrt() as f32
         };
+        let x = x.as_standard_layout();
+        let xs = x.as_slice().expect("standard layout");
         let v: Vec<f32> = if over_batch {
-            vec![std(&mut x.iter().copied()); n]
+            vec![std(xs); n]
         } else {
-            x.axis_iter(Axis(0)).map(|s| std(&mut s.iter().copied())).collect()
+            let per = xs.len() / n.max(1);
+            (0..n).map(|k| std(&xs[k * per..(k + 1) * per])).collect()
         };
         Ok(arc(ArrayD::from_shape_vec(IxDyn(&[n]), v).map_err(|e| err(e.to_string()))?))
     }

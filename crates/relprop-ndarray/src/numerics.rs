@@ -145,11 +145,13 @@ impl NdModel {
             return Kernel::Borrowed(&c.weight.data);
         }
         Kernel::Shared(self.recent.get((node, stage, w), || {
-            let src = &c.weight.data;
-            if src.len() > PAR_LEN {
-                src.par_iter().with_min_len(PAR_CHUNK).map(|&v| w.apply(v)).collect()
-            } else {
-                src.iter().map(|&v| w.apply(v)).collect()
+            // One loop per substitution (the match outside the loop), so each vectorises.
+            let src = &c.weight.data[..];
+            match w {
+                WeightMod::Pos => map_slices([src], |[v]| WeightMod::Pos.apply(v)),
+                WeightMod::Neg => map_slices([src], |[v]| WeightMod::Neg.apply(v)),
+                WeightMod::Square => map_slices([src], |[v]| WeightMod::Square.apply(v)),
+                w => map_slices([src], |[v]| w.apply(v)),
             }
         }))
     }

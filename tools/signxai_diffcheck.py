@@ -193,6 +193,13 @@ ARCHS = {
     "relu_variants": ((10,), seq(L.Dense(8, name="d1"), L.ReLU(negative_slope=0.1, name="r1"), L.Dense(8, name="d2"),
                                  L.ReLU(max_value=2.0, name="r2"), L.Dense(8, activation="relu6", name="d3"),
                                  L.Dense(3, name="out"))),
+    "depthwise_mult": ((9, 9, 3), seq(L.DepthwiseConv2D(3, depth_multiplier=2, strides=2, padding="same", name="dw"),
+                                      L.BatchNormalization(name="bn"), L.ReLU(6.0, name="r6"),
+                                      L.DepthwiseConv2D((2, 3), use_bias=False, name="dw2"), L.Flatten(name="fl"),
+                                      L.Dense(3, name="out"))),
+    "cropping_upsample": ((8, 10, 2), seq(L.Conv2D(3, 3, padding="same", activation="relu", name="c"),
+                                          L.Cropping2D(((2, 1), (0, 3)), name="crop"), L.UpSampling2D((2, 3), name="up"),
+                                          L.Conv2D(3, 3, strides=2, name="c2"), L.Flatten(name="fl"), L.Dense(3, name="out"))),
     # keras.applications architectures (random weights, small inputs, no softmax): real-world layer mixes.
     "app_mobilenetv2": ((32, 32, 3), lambda x: tf.keras.applications.MobileNetV2(
         input_tensor=x, alpha=0.35, weights=None, classes=4, classifier_activation=None).output),

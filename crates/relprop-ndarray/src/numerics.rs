@@ -364,7 +364,7 @@ impl Numerics for NdModel {
             Op::MaxPool(p) => arc(kernels::maxpool_forward(p, x.view()).0),
             Op::AvgPool(p) => arc(kernels::avgpool_forward(p, x.view())),
             Op::GlobalAvgPool => arc(kernels::global_avgpool_forward(x.view())),
-            Op::GlobalMaxPool => arc(kernels::global_maxpool_forward(x.view()).0),
+            Op::GlobalMaxPool => arc(kernels::global_maxpool_forward(x.view())),
             Op::BatchNorm(bn) | Op::Affine(bn) => {
                 let (scale, shift) = bn.scale_shift();
                 let x = x.as_standard_layout();
@@ -473,10 +473,7 @@ impl Numerics for NdModel {
                 let (_, idx) = kernels::maxpool_forward(p, x.view());
                 vec![arc(kernels::maxpool_route(&idx, r.view(), in_shape))]
             }
-            Op::GlobalMaxPool => {
-                let (_, idx) = kernels::global_maxpool_forward(x.view());
-                vec![arc(kernels::maxpool_route(&idx, r.view(), in_shape))]
-            }
+            Op::GlobalMaxPool => vec![arc(kernels::global_maxpool_route(x.view(), r.view()))],
             Op::Reshape => vec![arc(r.as_standard_layout().into_owned().into_shape_with_order(IxDyn(x.shape())).map_err(|e| err(e.to_string()))?)],
             Op::Transpose { perm } => {
                 let mut inv = vec![0; perm.len()];

@@ -227,12 +227,21 @@ impl<'a> Importer<'a> {
         if op.is_empty() || !op.chars().all(|c| c.is_ascii_alphanumeric()) || n.is_empty() || !n.chars().all(|c| c.is_ascii_digit()) {
             return None;
         }
-        // A kernel op reading its layer's variable (`<layer>/<Op>/ReadVariableOp:0`): that layer. A convolution
-        // without bias and activation (tf2onnx writes Conv3D so) has the next layer as its only reader.
+        // A kernel op reading its layer's variable (`<layer>/<Op>/ReadVariableOp:0`): that layer; or, when the
+        // file folded the variable into a constant, fed by the layout Transpose tf2onnx made for its TF op
+        // (`<layer>/<Op>__<n>`, read by nothing else): that layer. A convolution without bias and activation
+        // (tf2onnx writes Conv3D, or a DepthwiseConv2D with a multiplier before a BatchNormalization, so) has the
+        // next layer as its only reader.
         if ["Conv", "ConvTranspose", "MatMul", "Gemm"].iter().any(|op| is_op(proto, op)) {
             let var = proto.input.get(1).and_then(|w| w.strip_suffix("/ReadVariableOp:0")).filter(|w| w.contains('/'));
             if let Some(var) = var {
                 return Some(crate::layer_of(var).to_string());
+            }
+            let x = proto.input.first()?;
+            let transpose = self.nodes.iter().position(|m| m.output.first() == Some(x)).filter(|&k| is_op(&self.nodes[k], "Transpose"));
+            let tf_op = transpose.filter(|_| self.sole_consumer(x).is_some()).and_then(|k| self.names.get(k)?.rsplit_once("__"));
+            if let Some((tf_op, _)) = tf_op.filter(|(op, n)| op.contains('/') && !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())) {
+                return Some(crate::layer_of(tf_op).to_string());
             }
         }
         let out = proto.output.first()?;

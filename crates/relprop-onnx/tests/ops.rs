@@ -661,7 +661,7 @@ fn generated_node_layer_ignores_shape_readers() {
 
 /// A generated kernel node (`Conv__24`, tf2onnx's Conv3D without bias or activation) takes the layer of the
 /// variable it reads, not its reader's (the next layer): else the two layers merge and `until_layer_idx` counts
-/// one layer less (found by diffcheck on a Conv3D model).
+/// one layer less (found by diffcheck on a Conv3D model, and on a DepthwiseConv2D with a multiplier).
 #[test]
 fn generated_kernel_node_takes_its_variables_layer() {
     let w = make_tensor_f32("m/c2/Conv2D/ReadVariableOp:0", &[2, 3, 1, 1], &vals(6, 2));
@@ -672,6 +672,17 @@ fn generated_kernel_node_takes_its_variables_layer() {
     let g = ok(&model_bytes(nodes, vec![w], &[3, 4, 4], "y", 13));
     let layers: Vec<&str> = g.nodes[1..].iter().map(|n| n.layer.as_str()).collect();
     assert_eq!(layers, ["m/c2", "m/ap"]);
+    // With the variable folded into a constant (a DepthwiseConv2D with a multiplier before a BatchNorm): the
+    // layer of the layout Transpose tf2onnx made for the conv's TF op.
+    let w = make_tensor_f32("const_fold_opt__30", &[2, 3, 1, 1], &vals(6, 2));
+    let nodes = vec![
+        make_node("Transpose", "m/dw/depthwise__6", &["x"], &["t"], vec![attr_ints("perm", &[0, 3, 1, 2])]),
+        make_node("Conv", "Conv__27", &["t", "const_fold_opt__30"], &["c"], vec![attr_ints("kernel_shape", &[1, 1])]),
+        make_node("AveragePool", "m/ap/AvgPool", &["c"], &["y"], vec![attr_ints("kernel_shape", &[2, 2])]),
+    ];
+    let g = ok(&model_bytes(nodes, vec![w], &[4, 4, 3], "y", 13));
+    let layers: Vec<&str> = g.nodes[1..].iter().map(|n| n.layer.as_str()).collect();
+    assert_eq!(layers, ["m/dw", "m/dw", "m/ap"]);
 }
 
 /// `Max`/`Min` with a scalar constant (tf2onnx's `clip_by_value`, as in Keras' `hard_sigmoid`) are Clip

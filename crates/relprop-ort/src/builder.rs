@@ -364,14 +364,6 @@ impl<'g> OnnxBuilder<'g> {
         self.st.borrow_mut().pool_indices.insert(node, outs[1].clone());
         (outs[0].clone(), outs[1].clone())
     }
-
-    /// Per (sample, channel) plane: first argmax over the flattened spatial axes, `[N, C, 1]` (int64).
-    fn global_argmax(&self, x: &str, c: usize) -> (String, String) {
-        let flat = self.i64_vec(&[0, c as i64, -1]);
-        let x3 = self.node("Reshape", &[x, &flat], vec![]);
-        let am = self.node("ArgMax", &[&x3], vec![attr_int("axis", 2), attr_int("keepdims", 1), attr_int("select_last_index", 0)]);
-        (x3, am)
-    }
 }
 
 impl Numerics for OnnxBuilder<'_> {
@@ -686,13 +678,16 @@ impl Numerics for OnnxBuilder<'_> {
                 vec![self.sym(self.node("Reshape", &[&sc, &shape], vec![]), in_shape)]
             }
             Op::GlobalMaxPool => {
+                // Every maximum of a plane gets an equal share, (1/ties)·r (TensorFlow's reduce_max gradient).
                 let c = in_shape[0];
-                let (x3, am) = self.global_argmax(&x.name, c);
-                let zeros = self.zeros_like(&x3);
-                let upd = self.reshape_batched(&r.name, &[c, 1]);
-                let sc = self.node("ScatterElements", &[&zeros, &am, &upd], vec![attr_int("axis", 2)]);
+                let x3 = self.node("Reshape", &[&x.name, &self.i64_vec(&[0, c as i64, -1])], vec![]);
+                let m = self.node("ReduceMax", &[&x3], vec![attr_ints("axes", &[2]), attr_int("keepdims", 1)]);
+                let ind = self.node("Cast", &[&self.node("Equal", &[&x3, &m], vec![])], vec![attr_int("to", DataType::Float as i64)]);
+                let ties = self.node("ReduceSum", &[&ind, &self.i64_vec(&[2])], vec![attr_int("keepdims", 1)]);
+                let share = self.node("Div", &[&ind, &ties], vec![]);
+                let routed = self.node("Mul", &[&share, &self.reshape_batched(&r.name, &[c, 1])], vec![]);
                 let shape = self.node("Shape", &[&x.name], vec![]);
-                vec![self.sym(self.node("Reshape", &[&sc, &shape], vec![]), in_shape)]
+                vec![self.sym(self.node("Reshape", &[&routed, &shape], vec![]), in_shape)]
             }
             Op::Reshape => vec![self.sym(self.reshape_batched(&r.name, &in_shape), in_shape)],
             Op::Transpose { perm } => {

@@ -635,10 +635,12 @@ impl Numerics for TchModel {
                 vec![T(crop(&acc.f_reshape(full.as_slice()).ck()?, 2, &p.pads_begin, &usizes(&xs[2..]))?)]
             }
             Op::GlobalMaxPool => {
+                // Every maximum of a plane gets an equal share, (1/ties)·r (TensorFlow's reduce_max gradient).
                 let f = x.f_flatten(2, -1).ck()?;
-                let idx = f.f_argmax(2, true).ck()?; // first maximum
-                let src = r.0.f_unsqueeze(2).ck()?;
-                let routed = f.f_zeros_like().ck()?.f_scatter(2, &idx, &src).ck()?;
+                let m = f.f_amax([2i64].as_slice(), true).ck()?;
+                let ind = f.f_eq_tensor(&m).ck()?.f_to_kind(Kind::Float).ck()?;
+                let share = ind.f_div(&ind.f_sum_dim_intlist([2i64].as_slice(), true, Kind::Float).ck()?).ck()?;
+                let routed = share.f_mul(&r.0.f_unsqueeze(2).ck()?).ck()?;
                 vec![T(routed.f_reshape(xs.as_slice()).ck()?)]
             }
             Op::Reshape => vec![T(r.0.f_reshape(xs.as_slice()).ck()?)],

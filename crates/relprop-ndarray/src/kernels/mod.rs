@@ -12,7 +12,7 @@ pub use dense::{dense_forward, dense_transpose, STREAM_MAX_ROWS};
 pub use gemm::{engine as gemm_engine, set_engine as set_gemm_engine, Engine as GemmEngine};
 pub use pool::{
     avgpool_forward, avgpool_transpose, global_avgpool_forward, global_avgpool_transpose,
-    global_maxpool_forward, maxpool_forward, maxpool_route, NO_WINNER,
+    global_maxpool_forward, global_maxpool_route, maxpool_forward, maxpool_route, NO_WINNER,
 };
 
 #[cfg(test)]

@@ -228,34 +228,42 @@ pub fn maxpool_forward(p: &Pool, x: ArrayViewD<f32>) -> (ArrayD<f32>, Vec<u32>) 
     )
 }
 
-/// Global max over all spatial axes: `(N, C)` and the per-sample flat index of each winner (first maximum).
-pub fn global_maxpool_forward(x: ArrayViewD<f32>) -> (ArrayD<f32>, Vec<u32>) {
+/// Global max over all spatial axes: `(N, C)`.
+pub fn global_maxpool_forward(x: ArrayViewD<f32>) -> ArrayD<f32> {
     let (n, c, sp) = split_batched(&x, "global maxpool");
     let inp: usize = sp.iter().product();
     assert!(inp > 0, "global maxpool: empty spatial extent");
-    assert!(
-        c * inp < NO_WINNER as usize,
-        "global maxpool: per-sample input too large for u32 indices"
-    );
     let xs = x.as_standard_layout();
     let xs = xs.as_slice().expect("standard layout");
-    let (out, arg): (Vec<f32>, Vec<u32>) = xs
-        .par_chunks(inp)
-        .enumerate()
-        .map(|(pl, xp)| {
-            let (mut best, mut bi) = (xp[0], 0);
-            for (j, &v) in xp.iter().enumerate().skip(1) {
-                if v > best {
-                    (best, bi) = (v, j);
+    let out: Vec<f32> = xs.par_chunks(inp).map(|xp| xp[1..].iter().fold(xp[0], |m, &v| if v > m { v } else { m })).collect();
+    ArrayD::from_shape_vec(IxDyn(&[n, c]), out).expect("shape")
+}
+
+/// Route relevance `r` `(N, C)` through a global max pooling of `x` `(N, C, spatial...)`: every maximum of a
+/// plane gets `(1/ties)·r`, as TensorFlow's `reduce_max` gradient gives it (Keras' GlobalMaxPooling layers,
+/// which signxai explains by their gradient; a dead channel's all-zero plane shares evenly).
+pub fn global_maxpool_route(x: ArrayViewD<f32>, r: ArrayViewD<f32>) -> ArrayD<f32> {
+    let (n, c, _) = split_batched(&x, "global maxpool route");
+    assert_eq!(r.shape(), [n, c], "global maxpool route: r must be (N, C)");
+    let inp: usize = x.shape()[2..].iter().product();
+    let xs = x.as_standard_layout();
+    let xs = xs.as_slice().expect("standard layout");
+    let rs = r.as_standard_layout();
+    let rs = rs.as_slice().expect("standard layout");
+    let mut dx = vec![0f32; xs.len()];
+    if inp > 0 {
+        dx.par_chunks_mut(inp).zip(xs.par_chunks(inp)).zip(rs.par_iter()).for_each(|((d, xp), &rv)| {
+            let m = xp.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+            let ties = xp.iter().filter(|&&v| v == m).count();
+            let share = 1.0 / ties.max(1) as f32;
+            for (d, &v) in d.iter_mut().zip(xp) {
+                if v == m {
+                    *d = share * rv;
                 }
             }
-            (best, ((pl % c) * inp + bi) as u32)
-        })
-        .unzip();
-    (
-        ArrayD::from_shape_vec(IxDyn(&[n, c]), out).expect("shape"),
-        arg,
-    )
+        });
+    }
+    ArrayD::from_shape_vec(x.raw_dim(), dx).expect("shape")
 }
 
 /// Route relevance through a max pooling: scatter-add each element of `r` `(N, C, out...)` (or `(N, C)` for
@@ -778,33 +786,24 @@ mod tests {
                 .map(|v| if integer { (v * 2.0).round() } else { v })
                 .collect();
             let x = ArrayD::from_shape_vec(IxDyn(&shape), data.clone()).unwrap();
-            let (y, am) = global_maxpool_forward(x.view());
+            let y = global_maxpool_forward(x.view());
             assert_eq!(y.shape(), &[n, c]);
-            let mut ys = vec![];
+            let ys: Vec<f32> = (0..n * c).map(|pl| data[pl * inp..(pl + 1) * inp].iter().copied().fold(f32::NEG_INFINITY, f32::max)).collect();
+            assert_close("gmax", y.as_slice().unwrap(), &ys, 0.0);
+            // Relevance: every maximum of a plane gets an equal share (integer inputs have ties).
+            let s = ArrayD::from_shape_vec(IxDyn(&[n, c]), rng.vec(n * c)).unwrap();
+            let routed = global_maxpool_route(x.view(), s.view());
+            let mut tied = false;
             for pl in 0..n * c {
                 let plane = &data[pl * inp..(pl + 1) * inp];
-                let m = plane.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let i = plane.iter().position(|&v| v == m).unwrap();
-                assert_eq!(am[pl], ((pl % c) * inp + i) as u32);
-                ys.push(m);
-            }
-            assert_close("gmax", y.as_slice().unwrap(), &ys, 0.0);
-            let s = ArrayD::from_shape_vec(IxDyn(&[n, c]), rng.vec(n * c)).unwrap();
-            let routed = maxpool_route(&am, s.view(), &shape[1..]);
-            for (pl, &a) in am.iter().enumerate() {
-                let plane = &routed.as_slice().unwrap()[pl * inp..(pl + 1) * inp];
-                let i = (a as usize) - (pl % c) * inp;
-                for (j, &v) in plane.iter().enumerate() {
-                    assert_eq!(
-                        v,
-                        if j == i {
-                            s.as_slice().unwrap()[pl]
-                        } else {
-                            0.0
-                        }
-                    );
+                let ties = plane.iter().filter(|&&v| v == ys[pl]).count();
+                tied |= ties > 1;
+                for (j, &v) in routed.as_slice().unwrap()[pl * inp..(pl + 1) * inp].iter().enumerate() {
+                    let want = if plane[j] == ys[pl] { 1.0 / ties as f32 * s.as_slice().unwrap()[pl] } else { 0.0 };
+                    assert_eq!(v, want, "plane {pl} position {j}");
                 }
             }
+            assert!(tied || !integer, "the integer inputs have tied maxima");
             let a = global_avgpool_forward(x.view());
             let an: Vec<f32> = (0..n * c)
                 .map(|pl| data[pl * inp..(pl + 1) * inp].iter().sum::<f32>() / inp as f32)

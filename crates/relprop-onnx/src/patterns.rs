@@ -1,5 +1,5 @@
 //! Layers that exporters write as several ONNX nodes, recognised before conversion: GELU, Keras'
-//! LayerNormalization and Keras' PReLU.
+//! LayerNormalization (both of TensorFlow's forms), Keras' ELU layer with α ≠ 1 and Keras' PReLU.
 //!
 //! GELU's exact form `x · ½ · (1 + erf(x / √2))` has its own ONNX op only from opset 20; below that exporters
 //! spell it out, and the nodes in between are no layers of their own (signxai's Keras model has one `gelu`

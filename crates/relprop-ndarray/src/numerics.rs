@@ -763,11 +763,10 @@ impl NdModel {
                 Some(j) => return Err(Error::Target(format!("index {j} out of range for {kk} outputs"))),
                 None => {
                     // Every maximum, each with an equal share (`Numerics::row_max`).
-                    let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-                    let ties = row.iter().filter(|&&v| v == m).count().max(1);
+                    let (m, share) = kernels::max_and_share(row.iter());
                     for (j, &v) in row.iter().enumerate() {
                         if v == m {
-                            hot[[i, j]] = 1.0 / ties as f32;
+                            hot[[i, j]] = share;
                         }
                     }
                     vals.push(m);

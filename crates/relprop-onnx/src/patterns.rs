@@ -295,11 +295,8 @@ impl Importer<'_> {
             nodes.extend([shape, gather, prod]);
             (None, Some(shape))
         };
-        let mut xr_readers = self.readers(xr);
-        xr_readers.sort_unstable();
-        let mut expect: Vec<usize> = [rm, sub, bn].into_iter().chain(shape_node).collect();
-        expect.sort_unstable();
-        if xr_readers != expect {
+        let expect: Vec<usize> = [rm, sub, bn].into_iter().chain(shape_node).collect();
+        if !self.read_only_by(xr, &expect) {
             return None;
         }
         // Unit scale and zero offset: constants, or Expand(scalar) to the row count.
@@ -368,9 +365,7 @@ impl Importer<'_> {
         let masked = self.sole_op(self.out(scaled)?, "Mul")?;
         let cast_n = cast_of(self.other_operand(masked, self.out(scaled)?)?)?;
         let not = producer(self.ins(cast_n).first()?).filter(|&k| self.op_is(k, "Not") && self.ins(k) == [gt])?;
-        let mut gt_readers = self.readers(gt);
-        gt_readers.sort_unstable();
-        if gt_readers != { let mut v = vec![cast_g, not]; v.sort_unstable(); v } || self.sole_consumer(self.out(not)?) != Some(cast_n) {
+        if !self.read_only_by(gt, &[cast_g, not]) || self.sole_consumer(self.out(not)?) != Some(cast_n) {
             return None;
         }
         let add = self.sole_op(self.out(kept)?, "Add")?;
@@ -454,6 +449,14 @@ impl Importer<'_> {
 
     fn readers(&self, v: &str) -> Vec<usize> {
         self.consumers.get(v).cloned().unwrap_or_default()
+    }
+
+    /// Whether `v`'s readers are exactly `nodes` (once each, in any order).
+    fn read_only_by(&self, v: &str, nodes: &[usize]) -> bool {
+        let (mut have, mut want) = (self.readers(v), nodes.to_vec());
+        have.sort_unstable();
+        want.sort_unstable();
+        have == want
     }
 
     /// The only reader of `v`, when it is an `op` node.

@@ -358,6 +358,15 @@ impl<'g> OnnxBuilder<'g> {
         out
     }
 
+    /// Along `axis` of `x`: each maximum's share `1/ties` (0 elsewhere) and the maxima (kept as a size-1 axis),
+    /// as TensorFlow's `reduce_max` gradient shares a selection.
+    fn max_shares(&self, x: &str, axis: i64) -> (String, String) {
+        let m = self.node("ReduceMax", &[x], vec![attr_ints("axes", &[axis]), attr_int("keepdims", 1)]);
+        let ind = self.node("Cast", &[&self.node("Equal", &[x, &m], vec![])], vec![attr_int("to", DataType::Float as i64)]);
+        let ties = self.node("ReduceSum", &[&ind, &self.i64_vec(&[axis])], vec![attr_int("keepdims", 1)]);
+        (self.node("Div", &[&ind, &ties], vec![]), m)
+    }
+
     /// The MaxPool of `node` on `x` with its flat (N·C·H·W) argmax indices; emitted once.
     fn maxpool(&self, node: usize, p: &Pool, x: &str) -> (String, String) {
         let outs = self.node_n("MaxPool", &[x], Self::pool_attrs(p, false), 2);
@@ -681,10 +690,7 @@ impl Numerics for OnnxBuilder<'_> {
                 // Every maximum of a plane gets an equal share, (1/ties)·r (TensorFlow's reduce_max gradient).
                 let c = in_shape[0];
                 let x3 = self.node("Reshape", &[&x.name, &self.i64_vec(&[0, c as i64, -1])], vec![]);
-                let m = self.node("ReduceMax", &[&x3], vec![attr_ints("axes", &[2]), attr_int("keepdims", 1)]);
-                let ind = self.node("Cast", &[&self.node("Equal", &[&x3, &m], vec![])], vec![attr_int("to", DataType::Float as i64)]);
-                let ties = self.node("ReduceSum", &[&ind, &self.i64_vec(&[2])], vec![attr_int("keepdims", 1)]);
-                let share = self.node("Div", &[&ind, &ties], vec![]);
+                let (share, _) = self.max_shares(&x3, 2);
                 let routed = self.node("Mul", &[&share, &self.reshape_batched(&r.name, &[c, 1])], vec![]);
                 let shape = self.node("Shape", &[&x.name], vec![]);
                 vec![self.sym(self.node("Reshape", &[&routed, &shape], vec![]), in_shape)]
@@ -886,11 +892,7 @@ impl Numerics for OnnxBuilder<'_> {
             _ => return Err(err(format!("neuron selection needs a (batch, outputs) tensor, got per-sample {:?}", t.shape))),
         };
         // Every maximum, each with an equal share (`Numerics::row_max`).
-        let m = self.node("ReduceMax", &[&t.name], vec![attr_ints("axes", &[1]), attr_int("keepdims", 1)]);
-        let eq = self.node("Equal", &[&t.name, &m], vec![]);
-        let ind = self.node("Cast", &[&eq], vec![attr_int("to", DataType::Float as i64)]);
-        let ties = self.node("ReduceSum", &[&ind, &self.i64_vec(&[1])], vec![attr_int("keepdims", 1)]);
-        let hot = self.node("Div", &[&ind, &ties], vec![]);
+        let (hot, m) = self.max_shares(&t.name, 1);
         let v = self.node("Reshape", &[&m, &self.i64_vec(&[-1])], vec![]);
         Ok((self.sym(hot, vec![k]), self.sym(v, vec![])))
     }

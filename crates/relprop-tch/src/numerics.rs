@@ -318,9 +318,7 @@ impl TchModel {
             Some(j) => return Err(Error::Target(format!("index {j} out of range for {kk} outputs"))),
             None => {
                 // Every maximum, each with an equal share (`Numerics::row_max`).
-                let (m, _) = t.0.f_max_dim(1, true).ck()?;
-                let ind = t.0.f_eq_tensor(&m).ck()?.f_to_kind(Kind::Float).ck()?;
-                let hot = ind.f_div(&ind.f_sum_dim_intlist([1i64].as_slice(), true, Kind::Float).ck()?).ck()?;
+                let (hot, m) = max_shares(&t.0, 1)?;
                 return Ok((T(hot), T(m.f_reshape([n].as_slice()).ck()?)));
             }
         };
@@ -344,6 +342,15 @@ impl TchModel {
         let erf = z.f_mul(&horner(&ERF_NUM)?).ck()?.f_div(&horner(&ERF_DEN)?).ck()?;
         x.f_mul_scalar(0.5).ck()?.f_mul(&erf.f_add_scalar(1.0).ck()?).ck()
     }
+}
+
+/// Along `axis` of `t`: each maximum's share `1/ties` (0 elsewhere) and the maxima (kept as a size-1 axis), as
+/// TensorFlow's `reduce_max` gradient shares a selection.
+fn max_shares(t: &tch::Tensor, axis: i64) -> Result<(tch::Tensor, tch::Tensor)> {
+    let m = t.f_amax([axis].as_slice(), true).ck()?;
+    let ind = t.f_eq_tensor(&m).ck()?.f_to_kind(Kind::Float).ck()?;
+    let share = ind.f_div(&ind.f_sum_dim_intlist([axis].as_slice(), true, Kind::Float).ck()?).ck()?;
+    Ok((share, m))
 }
 
 impl Numerics for TchModel {
@@ -636,10 +643,7 @@ impl Numerics for TchModel {
             }
             Op::GlobalMaxPool => {
                 // Every maximum of a plane gets an equal share, (1/ties)·r (TensorFlow's reduce_max gradient).
-                let f = x.f_flatten(2, -1).ck()?;
-                let m = f.f_amax([2i64].as_slice(), true).ck()?;
-                let ind = f.f_eq_tensor(&m).ck()?.f_to_kind(Kind::Float).ck()?;
-                let share = ind.f_div(&ind.f_sum_dim_intlist([2i64].as_slice(), true, Kind::Float).ck()?).ck()?;
+                let (share, _) = max_shares(&x.f_flatten(2, -1).ck()?, 2)?;
                 let routed = share.f_mul(&r.0.f_unsqueeze(2).ck()?).ck()?;
                 vec![T(routed.f_reshape(xs.as_slice()).ck()?)]
             }

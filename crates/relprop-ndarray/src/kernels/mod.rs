@@ -10,6 +10,7 @@ mod winograd;
 pub use conv::{conv_forward, conv_transpose};
 pub use dense::{dense_forward, dense_transpose, STREAM_MAX_ROWS};
 pub use gemm::{engine as gemm_engine, set_engine as set_gemm_engine, Engine as GemmEngine};
+pub(crate) use pool::max_and_share;
 pub use pool::{
     avgpool_forward, avgpool_transpose, global_avgpool_forward, global_avgpool_transpose,
     global_maxpool_forward, global_maxpool_route, maxpool_forward, maxpool_route, NO_WINNER,

@@ -239,6 +239,14 @@ pub fn global_maxpool_forward(x: ArrayViewD<f32>) -> ArrayD<f32> {
     ArrayD::from_shape_vec(IxDyn(&[n, c]), out).expect("shape")
 }
 
+/// The maximum of `xs` and the share `1/ties` each of its equal maxima gets (TensorFlow's `reduce_max`
+/// gradient; NaN never counts as a maximum).
+pub(crate) fn max_and_share<'a>(xs: impl Iterator<Item = &'a f32> + Clone) -> (f32, f32) {
+    let m = xs.clone().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let ties = xs.filter(|&&v| v == m).count();
+    (m, 1.0 / ties.max(1) as f32)
+}
+
 /// Route relevance `r` `(N, C)` through a global max pooling of `x` `(N, C, spatial...)`: every maximum of a
 /// plane gets `(1/ties)·r`, as TensorFlow's `reduce_max` gradient gives it (Keras' GlobalMaxPooling layers,
 /// which signxai explains by their gradient; a dead channel's all-zero plane shares evenly).
@@ -253,9 +261,7 @@ pub fn global_maxpool_route(x: ArrayViewD<f32>, r: ArrayViewD<f32>) -> ArrayD<f3
     let mut dx = vec![0f32; xs.len()];
     if inp > 0 {
         dx.par_chunks_mut(inp).zip(xs.par_chunks(inp)).zip(rs.par_iter()).for_each(|((d, xp), &rv)| {
-            let m = xp.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-            let ties = xp.iter().filter(|&&v| v == m).count();
-            let share = 1.0 / ties.max(1) as f32;
+            let (m, share) = max_and_share(xp.iter());
             for (d, &v) in d.iter_mut().zip(xp) {
                 if v == m {
                     *d = share * rv;
@@ -266,8 +272,8 @@ pub fn global_maxpool_route(x: ArrayViewD<f32>, r: ArrayViewD<f32>) -> ArrayD<f3
     ArrayD::from_shape_vec(x.raw_dim(), dx).expect("shape")
 }
 
-/// Route relevance through a max pooling: scatter-add each element of `r` `(N, C, out...)` (or `(N, C)` for
-/// the global form) to its winner from `argmax`; overlapping windows add up. Returns `(N, in_shape...)`,
+/// Route relevance through a max pooling: scatter-add each element of `r` `(N, C, out...)` to its winner from
+/// `argmax`; overlapping windows add up. Returns `(N, in_shape...)`,
 /// `in_shape` being the per-sample input shape `(C, spatial...)`.
 pub fn maxpool_route(argmax: &[u32], r: ArrayViewD<f32>, in_shape: &[usize]) -> ArrayD<f32> {
     assert!(

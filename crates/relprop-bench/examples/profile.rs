@@ -79,6 +79,7 @@ impl<N: Numerics> Numerics for Timed<'_, N> {
     fn add(&self, a: &Self::T, b: &Self::T) -> Result<Self::T> { self.t("add", || self.inner.add(a, b)) }
     fn sub(&self, a: &Self::T, b: &Self::T) -> Result<Self::T> { self.t("sub", || self.inner.sub(a, b)) }
     fn mul(&self, a: &Self::T, b: &Self::T) -> Result<Self::T> { self.t("mul", || self.inner.mul(a, b)) }
+    fn mul_owned(&self, a: &Self::T, b: Self::T) -> Result<Self::T> { self.t("mul_owned", || self.inner.mul_owned(a, b)) }
     fn scale(&self, a: &Self::T, c: f32) -> Result<Self::T> { self.t("scale", || self.inner.scale(a, c)) }
     fn safe_div(&self, a: &Self::T, b: &Self::T) -> Result<Self::T> { self.t("safe_div", || self.inner.safe_div(a, b)) }
     fn stabilize(&self, z: &Self::T, eps: f32) -> Result<Self::T> { self.t("stabilize", || self.inner.stabilize(z, eps)) }

@@ -58,6 +58,11 @@ pub trait Numerics {
     fn add(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
     fn sub(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
     fn mul(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
+    /// [`Numerics::mul`] where the caller hands over `b`, a fresh product such as `Mᵀ s`: a backend may write
+    /// the result into `b`'s buffer (one tensor fewer, and `b` is still in cache) but must give the same values.
+    fn mul_owned(&self, a: &Self::T, b: Self::T) -> Result<Self::T> {
+        self.mul(a, &b)
+    }
     fn scale(&self, a: &Self::T, c: f32) -> Result<Self::T>;
     /// signxai's SafeDivide: `a / (b + [b == 0]·1e-7)`.
     fn safe_div(&self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
@@ -464,7 +469,7 @@ impl<N: Numerics> Layer<'_, N> {
             }
             LayerRule::AvgPoolZ => {
                 let s = nx.safe_div(r, self.y)?;
-                vec![nx.mul(self.x[0], &nx.pool_t(self.node, &s)?)?]
+                vec![nx.mul_owned(self.x[0], nx.pool_t(self.node, &s)?)?]
             }
             LayerRule::BatchNorm => vec![self.batch_norm(r)?],
             LayerRule::Kernel(_) | LayerRule::Input => {
@@ -577,7 +582,7 @@ impl<N: Numerics> Layer<'_, N> {
                 if self.zero(t.out)? {
                     continue;
                 }
-                nx.mul(&self.xmod(t.out)?.0, &nx.linear_t(self.node, t.weight, s)?)?
+                nx.mul_owned(&self.xmod(t.out)?.0, nx.linear_t(self.node, t.weight, s)?)?
             } else {
                 nx.linear_t(self.node, t.weight, s)?
             };

@@ -18,7 +18,10 @@ fn main() {
     } else {
         vgg.iter().map(|&(ci, co, hw)| (ci, co, 3, 1, hw)).collect()
     };
-    for eng in [GemmEngine::GemmCrate, GemmEngine::Avx512] {
+    // `CONVBENCH_BATCH=8`: that many samples per call (the figures stay per call, so divide by the batch).
+    let n: usize = std::env::var("CONVBENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let engines = if std::env::var("CONVBENCH_GEMM_ONLY").is_ok() { vec![GemmEngine::GemmCrate] } else { vec![GemmEngine::GemmCrate, GemmEngine::Avx512] };
+    for eng in engines {
         set_gemm_engine(eng);
         let (mut tf, mut tt, mut fl) = (0.0, 0.0, 0.0);
         for &(ci, co, k, st, hw) in &layers {
@@ -26,8 +29,8 @@ fn main() {
             let pad = k / 2;
             let ho = (hw + 2 * pad - k) / st + 1;
             let c = Conv { weight: Arc::new(Tensor { shape: vec![co, ci, k, k], data: w.clone() }), bias: None, strides: vec![st, st], dilations: vec![1, 1], pads_begin: vec![pad, pad], pads_end: vec![pad, pad], groups: 1, activation: None, pointwise: None, transposed: None };
-            let x = ArrayD::from_shape_fn(IxDyn(&[1, ci, hw, hw]), |i| ((i[1] * 31 + i[2] * 7 + i[3]) % 13) as f32 / 13.0);
-            let s = ArrayD::from_shape_fn(IxDyn(&[1, co, ho, ho]), |i| ((i[1] * 17 + i[2] * 5 + i[3]) % 11) as f32 / 11.0 - 0.5);
+            let x = ArrayD::from_shape_fn(IxDyn(&[n, ci, hw, hw]), |i| ((i[1] * 31 + i[2] * 7 + i[3]) % 13) as f32 / 13.0);
+            let s = ArrayD::from_shape_fn(IxDyn(&[n, co, ho, ho]), |i| ((i[1] * 17 + i[2] * 5 + i[3]) % 11) as f32 / 11.0 - 0.5);
             let _ = conv_forward(&c, &w, x.view());
             // The fastest of 10 runs: this shared machine's timings drift by tens of percent.
             let best = |run: &dyn Fn()| {
@@ -36,7 +39,7 @@ fn main() {
             let f = best(&|| { std::hint::black_box(conv_forward(&c, &w, x.view())); });
             let _ = conv_transpose(&c, &w, s.view(), &[ci, hw, hw]);
             let tr = best(&|| { std::hint::black_box(conv_transpose(&c, &w, s.view(), &[ci, hw, hw])); });
-            let flops = 2.0 * (co * ci * k * k * ho * ho) as f64;
+            let flops = 2.0 * (n * co * ci * k * k * ho * ho) as f64;
             println!("{eng:?} {ci}->{co} k{k} s{st} {hw}: fwd {:.2} ms {:.0} GF/s, tr {:.2} ms {:.0} GF/s", f * 1e3, flops / f / 1e9, tr * 1e3, flops / tr / 1e9);
             tf += f; tt += tr; fl += flops;
         }

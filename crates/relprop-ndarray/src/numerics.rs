@@ -585,6 +585,26 @@ impl Numerics for NdModel {
     fn mul(&self, a: &T, b: &T) -> Result<T> {
         zip2(a, b, |x, y| x * y)
     }
+    fn mul_owned(&self, a: &T, b: T) -> Result<T> {
+        // In place when `b` is ours alone and both are contiguous alike; else the ordinary product.
+        let mut b = match Arc::try_unwrap(b) {
+            Ok(b) => b,
+            Err(b) => return self.mul(a, &b),
+        };
+        match (a.as_slice(), a.shape() == b.shape()) {
+            (Some(x), true) if b.is_standard_layout() => {
+                let o = b.as_slice_mut().expect("standard layout");
+                let mul = |o: &mut [f32], x: &[f32]| o.iter_mut().zip(x).for_each(|(o, &x)| *o *= x);
+                if o.len() > PAR_LEN {
+                    o.par_chunks_mut(PAR_CHUNK).zip(x.par_chunks(PAR_CHUNK)).for_each(|(o, x)| mul(o, x));
+                } else {
+                    mul(o, x);
+                }
+                Ok(arc(b))
+            }
+            _ => self.mul(a, &arc(b)),
+        }
+    }
     fn scale(&self, a: &T, c: f32) -> Result<T> {
         Ok(map1(a, move |x| x * c))
     }

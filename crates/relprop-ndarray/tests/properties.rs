@@ -388,6 +388,16 @@ fn fused_primitives_equal_their_composed_definitions_bit_for_bit() {
         let plain = m.safe_div(&rz, &m.stabilize(&zr, eps).unwrap()).unwrap();
         assert_eq!(bits(&fused), bits(&plain), "div_stabilized {eps}");
     }
+    // `mul_owned` writes into the handed-over product when it is the only owner (serial and parallel sizes),
+    // and leaves a shared one untouched.
+    for len in [240, 200_000] {
+        let (a, b) = (m.input(&rng.tensor(&[len])).unwrap(), m.input(&rng.tensor(&[len])).unwrap());
+        let plain = bits(&m.mul(&a, &b).unwrap());
+        let before = bits(&b);
+        assert_eq!(bits(&m.mul_owned(&a, b.clone()).unwrap()), plain, "mul_owned shared, {len}");
+        assert_eq!(bits(&b), before, "mul_owned changed a shared operand");
+        assert_eq!(bits(&m.mul_owned(&a, b).unwrap()), plain, "mul_owned in place, {len}");
+    }
 }
 
 /// `nonnegative` lets the engine take x⁺ = x and x⁻ = 0 without computing them: it must say no for any

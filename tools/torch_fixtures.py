@@ -9,6 +9,10 @@ statistics, exported twice with a dynamic batch axis:
 torch_view_input.npy holds a batch of 3 inputs and torch_view_logits.npy torch's logits for it.
 torch_ops.onnx (TorchScript exporter) holds other common idioms (see `Ops`); torch_ops_logits.npy its logits on
 the same inputs. torch_blocks.onnx / torch_blocks_logits.npy: MobileNetV3 / ShuffleNetV2 / decoder idioms (`Blocks`).
+torch_restore.onnx / torch_restore_logits.npy: image-restoration idioms (`Restore`). torch_pad_grad.onnx: a network
+that is linear in its input (`PadGrad`), with torch_pad_grad_input.npy and torch_pad_grad_reference.npy, the input
+times torch's gradient of each sample's largest logit: for such a network LRP-Z without bias equals that product,
+so it checks relevance routed through reflect and edge pads against torch's autograd.
 
 Run with the peers venv (`cargo xtask bench --vs-zennit` creates it) plus onnx and onnxscript:
   pip install --target /tmp/onnxpkg onnx onnxscript onnx_ir protobuf ml_dtypes typing_extensions
@@ -90,6 +94,43 @@ class Blocks(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class Restore(nn.Module):
+    """Idioms of image-restoration and style-transfer nets: ReflectionPad2d and ReplicationPad2d (Pad reflect / edge,
+    the pads computed by an integer constant chain), InstanceNorm2d with affine parameters (InstanceNormalization),
+    GroupNorm (a reshape around InstanceNormalization, then Mul / Add), PixelShuffle (DepthToSpace, CRD) and
+    PixelUnshuffle."""
+
+    def __init__(self):
+        super().__init__()
+        self.reflect = nn.ReflectionPad2d((1, 2, 2, 1))
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.inorm = nn.InstanceNorm2d(8, affine=True)
+        self.edge = nn.ReplicationPad2d(1)
+        self.conv2 = nn.Conv2d(8, 8, 3)
+        self.gnorm = nn.GroupNorm(2, 8)
+        self.shuffle = nn.PixelShuffle(2)
+        self.unshuffle = nn.PixelUnshuffle(2)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.inorm(self.conv(self.reflect(x))))                        # 8 x 8 x 9
+        x = torch.relu(self.gnorm(self.conv2(self.edge(x))))                          # 8 x 8 x 9
+        x = self.unshuffle(self.shuffle(x)[:, :, :, :-2])                             # 8 x 8 x 8
+        return self.fc(x.mean((2, 3)))
+
+
+class PadGrad(nn.Module):
+    """Linear in its input (no bias, no activation): reflect pad, conv, edge pad, conv, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.ReflectionPad2d((2, 1, 1, 3)), nn.Conv2d(3, 4, 3, bias=False), nn.ReplicationPad2d((0, 2, 1, 0)),
+                                 nn.Conv2d(4, 4, 3, stride=2, bias=False), nn.Flatten(), nn.Linear(4 * 5 * 4, 5, bias=False))
+
+    def forward(self, x):
+        return self.net(x)
+
+
 def main():
     torch.manual_seed(7)
     net = Net().eval()
@@ -121,6 +162,24 @@ def main():
     np.save(os.path.join(OUT, "torch_blocks_logits.npy"), y.numpy().astype(np.float32))
     torch.onnx.export(blocks, (x,), os.path.join(OUT, "torch_blocks.onnx"), input_names=["x"], output_names=["logits"],
                       dynamic_axes={"x": {0: "batch"}}, opset_version=17, dynamo=False)
+    restore = Restore().eval()
+    with torch.no_grad():
+        for norm in (restore.inorm, restore.gnorm):
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.normal_(0, 0.2)
+        y = restore(x)
+    np.save(os.path.join(OUT, "torch_restore_logits.npy"), y.numpy().astype(np.float32))
+    torch.onnx.export(restore, (x,), os.path.join(OUT, "torch_restore.onnx"), input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}}, opset_version=13, dynamo=False)
+    grad = PadGrad().eval()
+    xg = torch.randn(2, 3, 8, 7)
+    xr = xg.clone().requires_grad_(True)
+    out = grad(xr)
+    out.gather(1, out.argmax(1, keepdim=True)).sum().backward()
+    np.save(os.path.join(OUT, "torch_pad_grad_input.npy"), xg.numpy().astype(np.float32))
+    np.save(os.path.join(OUT, "torch_pad_grad_reference.npy"), (xr.grad * xg).numpy().astype(np.float32))
+    torch.onnx.export(grad, (xg,), os.path.join(OUT, "torch_pad_grad.onnx"), input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}}, opset_version=13, dynamo=False)
 
 
 if __name__ == "__main__":

@@ -253,3 +253,19 @@ fn export_writes_an_explanation_graph() {
     let (code, _, err) = relprop(&["export", "--model", model_a().to_str().unwrap(), "--method", "lrp_nope", "--output", out.to_str().unwrap()]);
     assert_refused(code, &err, "unknown method");
 }
+
+/// Relevance through reflect and edge pads against PyTorch's autograd: the fixture network is linear in its input
+/// (pads, bias-free convolutions, a bias-free Linear), so LRP-Z without bias is the input times the gradient of the
+/// selected logit, which tools/torch_fixtures.py stored from torch.
+#[test]
+fn pads_route_relevance_as_torch_autograd_does() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../relprop-onnx/tests/data");
+    let (model, x, out) = (data.join("torch_pad_grad.onnx"), data.join("torch_pad_grad_input.npy"), tmp("pad_grad.npy"));
+    let args = ["explain", "--model", model.to_str().unwrap(), "--input", x.to_str().unwrap(), "--output", out.to_str().unwrap()];
+    let (code, _, err) = relprop(&[&args[..], &["--analyzer", "LRPZ", "--param", "bias=False"]].concat());
+    assert_eq!(code, 0, "{err}");
+    let r = npy::read(&out).unwrap();
+    let reference = npy::read(&data.join("torch_pad_grad_reference.npy")).unwrap();
+    assert_eq!(r.shape, reference.shape);
+    assert!(reference.max_abs() > 0.0 && r.max_rel_diff(&reference) <= 1e-5, "{}", r.max_rel_diff(&reference));
+}

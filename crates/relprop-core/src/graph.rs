@@ -362,8 +362,8 @@ pub enum Op {
     Reshape,
     /// Axis permutation of the batched tensor; `perm[0] == 0` (the batch axis stays first).
     Transpose { perm: Vec<usize> },
-    /// Constant padding of the per-sample axes (Keras ZeroPadding).
-    Pad { begin: Vec<usize>, end: Vec<usize>, value: f32 },
+    /// Padding of the per-sample axes (Keras ZeroPadding, ONNX Pad, PyTorch's Reflection/ReplicationPad).
+    Pad { begin: Vec<usize>, end: Vec<usize>, mode: PadMode },
     /// The window `[begin, end)` of every per-sample axis (Keras Cropping, ONNX Slice with step 1). A layer of
     /// its own for signxai's layer walks, which look through neither; relevance routes by the gradient.
     Slice { begin: Vec<usize>, end: Vec<usize> },
@@ -428,6 +428,51 @@ impl Op {
     /// skips it.
     pub fn skipped_by_layer_index(&self) -> bool {
         matches!(self, Op::Reshape | Op::Transpose { .. })
+    }
+}
+
+/// How a [`Op::Pad`] fills its border (ONNX Pad's `mode`). Every mode pads axis by axis, the first per-sample axis
+/// first, so corners take the mirrored or repeated values of the axes padded before.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PadMode {
+    /// This value (Keras ZeroPadding, ONNX "constant").
+    Constant(f32),
+    /// Mirrored about the edge, which is not repeated (ONNX "reflect", PyTorch ReflectionPad): `x₂ x₁ | x₀ x₁ x₂ …`.
+    Reflect,
+    /// The edge value repeated (ONNX "edge", PyTorch ReplicationPad): `x₀ x₀ | x₀ x₁ …`.
+    Edge,
+}
+
+impl PadMode {
+    /// Whether `pad` positions fit on either side of an axis of `len`: a reflection needs `pad < len`, a repeated
+    /// edge one value.
+    pub fn fits(self, pad: usize, len: usize) -> bool {
+        match self {
+            PadMode::Constant(_) => true,
+            PadMode::Reflect => pad < len,
+            PadMode::Edge => len > 0,
+        }
+    }
+
+    fn needs(self) -> &'static str {
+        match self {
+            PadMode::Constant(_) => "nothing",
+            PadMode::Reflect => "fewer pads than values",
+            PadMode::Edge => "at least one value",
+        }
+    }
+
+    /// For output position `i` of an axis padded by `begin` around `len` values: the input position it copies
+    /// (`None`: the constant). `i` must lie in the padded extent.
+    pub fn source(self, i: usize, begin: usize, len: usize) -> Option<usize> {
+        let j = i as isize - begin as isize;
+        let last = len as isize - 1;
+        match self {
+            _ if (0..=last).contains(&j) => Some(j as usize),
+            PadMode::Constant(_) => None,
+            PadMode::Reflect => Some(if j < 0 { -j } else { 2 * last - j } as usize),
+            PadMode::Edge => Some(j.clamp(0, last) as usize),
+        }
     }
 }
 
@@ -807,9 +852,12 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
                 .map(|(&s, (&b, &e))| if b <= e && e <= s { Ok(e - b) } else { Err(format!("slice [{b}, {e}) does not fit an axis of {s}")) })
                 .collect()
         }
-        Op::Pad { begin, end, .. } => {
+        Op::Pad { begin, end, mode } => {
             let x = one()?;
             check_geometry(x.len(), &[("pad begin", begin.len()), ("pad end", end.len())])?;
+            if let Some(a) = (0..x.len()).find(|&a| begin[a].max(end[a]) > 0 && !mode.fits(begin[a].max(end[a]), x[a])) {
+                return Err(format!("{mode:?} padding of {} on an axis of {}: needs {}", begin[a].max(end[a]), x[a], mode.needs()));
+            }
             x.iter().zip(begin.iter().zip(end)).map(|(s, (b, e))| s.checked_add(*b).and_then(|v| v.checked_add(*e)).ok_or_else(|| "padding too large".to_string())).collect()
         }
         Op::Upsample { factors, .. } => {

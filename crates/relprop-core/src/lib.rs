@@ -26,7 +26,7 @@ pub use arrival::MergeOrder;
 pub use backend::{Backend, CompiledModel};
 pub use engine::{ExplainOptions, Explanation};
 pub use error::{Error, Result};
-pub use graph::{Activation, BatchNorm, Conv, Coordinates, Dense, Graph, Interpolation, LayerNorm, Layout, Merge, Node, Op, Pool};
+pub use graph::{Activation, BatchNorm, Conv, Coordinates, Dense, Graph, Interpolation, LayerNorm, Layout, Merge, Node, Op, PadMode, Pool};
 pub use limits::Limits;
 pub use plan::{LayerRule, RulePlan};
 pub use rules::{Params, Rule};

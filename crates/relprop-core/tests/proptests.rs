@@ -8,7 +8,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use relprop_core::analyzers::ANALYZER_CLASSES;
 use relprop_core::engine::check_input_with;
-use relprop_core::graph::{infer_shape, window_out, Activation, Conv, Dense, Graph, Op, Pool};
+use relprop_core::graph::{infer_shape, window_out, Activation, Conv, Dense, Graph, Op, PadMode, Pool};
 use relprop_core::methods::{method_names, parse_method};
 use relprop_core::plan::{input_layers, is_input_layer, layer_indices};
 use relprop_core::rules::RULE_NAMES;
@@ -128,7 +128,7 @@ fn graph() -> impl Strategy<Value = Graph> {
                     let other = (0..g.nodes.len()).rev().find(|&j| j != src && g.nodes[j].shape == shape).unwrap_or(src);
                     g.push_in_layer(&name, &layer, Op::Add, &[src, other])
                 }
-                _ => g.push_in_layer(&name, &layer, Op::Pad { begin: vec![0; shape.len()], end: vec![1; shape.len()], value: 0.0 }, &[src]),
+                _ => g.push_in_layer(&name, &layer, Op::Pad { begin: vec![0; shape.len()], end: vec![1; shape.len()], mode: PadMode::Constant(0.0) }, &[src]),
             };
         }
         g
@@ -218,7 +218,7 @@ proptest! {
         let pool = Pool { kernel: k.clone(), strides: geom(&s, 1), pads_begin: geom(&p, 0), pads_end: geom(&p, 0), count_include_pad: false, ceil_mode: ceil };
         let ops = [
             conv, Op::MaxPool(pool.clone()), Op::AvgPool(pool), Op::GlobalAvgPool, Op::GlobalMaxPool, Op::Add, Op::Identity,
-            Op::Transpose { perm: k.clone() }, Op::Pad { begin: p.clone(), end: s.clone(), value: 0.0 }, Op::Concat { axis: groups },
+            Op::Transpose { perm: k.clone() }, Op::Pad { begin: p.clone(), end: s.clone(), mode: PadMode::Constant(0.0) }, Op::Concat { axis: groups },
             Op::Activation(Activation::Clip { min: 1.0, max: 0.0 }), Op::Reshape, Op::Input,
         ];
         for op in &ops {

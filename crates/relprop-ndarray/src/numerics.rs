@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ndarray::{ArrayD, Axis, IxDyn, Slice, Zip};
 use rayon::prelude::*;
 use relprop_core::engine::Numerics;
-use relprop_core::graph::{Activation, Interpolation, Merge, Op};
+use relprop_core::graph::{Activation, Interpolation, Merge, Op, PadMode};
 use relprop_core::program::{BiasMod, WeightMod, XMod, BN_EPSILON};
 use relprop_core::rules::KERAS_EPSILON;
 use relprop_core::{Error, Result, Tensor};
@@ -417,7 +417,8 @@ impl Numerics for NdModel {
             }
             Op::Reshape => arc(x.as_standard_layout().into_owned().into_shape_with_order(IxDyn(&Self::batched(n, &nd.shape))).map_err(|e| err(e.to_string()))?),
             Op::Transpose { perm } => arc(x.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned()),
-            Op::Pad { begin, value, .. } => arc(embed(x, IxDyn(&Self::batched(n, &nd.shape)), begin, *value)),
+            Op::Pad { begin, mode: PadMode::Constant(value), .. } => arc(embed(x, IxDyn(&Self::batched(n, &nd.shape)), begin, *value)),
+            Op::Pad { begin, mode, .. } => arc(mirror_pad(x, IxDyn(&Self::batched(n, &nd.shape)), begin, *mode)),
             Op::Slice { begin, end } => {
                 let len: Vec<usize> = begin.iter().zip(end).map(|(&b, &e)| e - b).collect();
                 arc(window(x, begin, &len))
@@ -483,7 +484,8 @@ impl Numerics for NdModel {
                 vec![arc(r.view().permuted_axes(IxDyn(&inv)).as_standard_layout().into_owned())]
             }
             // Pad and Slice are each other's gradient: a window out of r, or r placed into zeros.
-            Op::Pad { begin, .. } => vec![arc(window(r, begin, &x.shape()[1..]))],
+            Op::Pad { begin, mode: PadMode::Constant(_), .. } => vec![arc(window(r, begin, &x.shape()[1..]))],
+            Op::Pad { begin, mode, .. } => vec![arc(mirror_pad_vjp(r, begin, &x.shape()[1..], *mode))],
             Op::Slice { begin, .. } => vec![arc(embed(r, x.raw_dim(), begin, 0.0))],
             Op::Mean => {
                 let count = inputs.len() as f32;
@@ -816,6 +818,37 @@ fn embed(t: &ArrayD<f32>, shape: IxDyn, begin: &[usize], fill: f32) -> ArrayD<f3
     }
     v.assign(t);
     out
+}
+
+/// A reflect or edge Pad of `t` to `shape`: the interior placed, then axis by axis (the first per-sample axis
+/// first, so corners mirror what the earlier axes filled) each padded position copies its [`PadMode::source`].
+fn mirror_pad(t: &ArrayD<f32>, shape: IxDyn, begin: &[usize], mode: PadMode) -> ArrayD<f32> {
+    let mut out = embed(t, shape, begin, 0.0);
+    for (a, &b) in begin.iter().enumerate() {
+        let (len, ext) = (t.shape()[a + 1], out.shape()[a + 1]);
+        for i in (0..b).chain(b + len..ext) {
+            let j = b + mode.source(i, b, len).expect("reflect and edge copy every position");
+            let src = out.index_axis(Axis(a + 1), j).to_owned();
+            out.index_axis_mut(Axis(a + 1), i).assign(&src);
+        }
+    }
+    out
+}
+
+/// The gradient of [`mirror_pad`] for `r` at its output: axis by axis, last first, each padded position's
+/// relevance added onto the position it copied; then the interior.
+fn mirror_pad_vjp(r: &ArrayD<f32>, begin: &[usize], in_shape: &[usize], mode: PadMode) -> ArrayD<f32> {
+    let mut g = r.to_owned();
+    for (a, &b) in begin.iter().enumerate().rev() {
+        let (len, ext) = (in_shape[a], g.shape()[a + 1]);
+        for i in (0..b).chain(b + len..ext) {
+            let j = b + mode.source(i, b, len).expect("reflect and edge copy every position");
+            let src = g.index_axis(Axis(a + 1), i).to_owned();
+            let mut dst = g.index_axis_mut(Axis(a + 1), j);
+            dst += &src;
+        }
+    }
+    window(&g, begin, in_shape)
 }
 
 /// `t += v` along `axis` (the same sums as [`add_along`] without `f`).

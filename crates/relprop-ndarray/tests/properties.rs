@@ -501,3 +501,34 @@ fn deferred_batch_norm_rule_gives_the_same_bits() {
         }
     }
 }
+
+/// Reflect and edge pads are linear maps, and their relevance route is the gradient: for any `v` at the input
+/// and `r` at the output, `<route(r), v> = <r, pad(v)>` (the adjoint identity), on 1-, 2- and 3-D samples with
+/// pads up to one less than the axis, corners included. The forward itself is checked by value in
+/// relprop-onnx's tests/ops.rs.
+#[test]
+fn mirror_pad_routes_are_the_adjoint_of_the_pad() {
+    use relprop_core::engine::Numerics;
+    use relprop_core::graph::PadMode;
+    let mut rng = Lcg(21);
+    let cases: [(&[usize], &[usize], &[usize]); 3] = [(&[2, 5], &[0, 4], &[0, 2]), (&[3, 4, 5], &[0, 3, 1], &[1, 2, 4]), (&[1, 3, 4, 2], &[0, 2, 0, 1], &[0, 1, 3, 1])];
+    for mode in [PadMode::Reflect, PadMode::Edge] {
+        for (shape, begin, end) in cases {
+            let mut g = Graph::new("x", shape.to_vec());
+            g.push("p", Op::Pad { begin: begin.to_vec(), end: end.to_vec(), mode }, &[0]).unwrap();
+            let out = g.nodes[1].shape.clone();
+            let m = NdModel::new(Arc::new(g)).unwrap();
+            let batch = |rng: &mut Lcg, s: &[usize]| m.input(&rng.tensor(&[&[2], s].concat())).unwrap();
+            let (v, r) = (batch(&mut rng, shape), batch(&mut rng, &out));
+            let padded = Numerics::forward(&m, 1, &[&v]).unwrap();
+            let routed = m.route(1, &[&v], &r).unwrap().remove(0);
+            let dot = |a: &<NdModel as Numerics>::T, b: &<NdModel as Numerics>::T| a.iter().zip(b.iter()).map(|(p, q)| (p * q) as f64).sum::<f64>();
+            let (lhs, rhs) = (dot(&routed, &v), dot(&r, &padded));
+            assert!((lhs - rhs).abs() < 1e-4 * rhs.abs().max(1.0), "{mode:?} {shape:?} {begin:?} {end:?}: {lhs} vs {rhs}");
+            // The corner copies the input corner its modes name along both axes (row-major, sample 0, channel 0).
+            let src: Vec<usize> = (1..shape.len()).map(|a| mode.source(0, begin[a], shape[a]).unwrap()).collect();
+            let flat = src.iter().zip(&shape[1..]).fold(0, |acc, (&i, &d)| acc * d + i);
+            assert_eq!(padded.as_slice().unwrap()[0], v.as_slice().unwrap()[flat], "{mode:?} {shape:?} corner");
+        }
+    }
+}

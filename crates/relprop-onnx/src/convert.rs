@@ -12,7 +12,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use relprop_core::{Activation, BatchNorm, Conv, Coordinates, Dense, Interpolation, Merge, Op, Pool, Result, Tensor};
+use relprop_core::{Activation, BatchNorm, Conv, Coordinates, Dense, Interpolation, Merge, Op, PadMode, Pool, Result, Tensor};
 
 use crate::attrs::NodeCtx;
 use crate::import::{is_op, Importer, MAX_ELEMENTS};
@@ -24,12 +24,13 @@ const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, Leak
     alpha != 1, a select written with masks), Sigmoid, Tanh, Softplus, \
     Selu, Gelu (also spelled out with Erf), PRelu (also Keras' spelled-out form), HardSigmoid, HardSwish, Clip, \
     x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over all spatial \
-    axes, BatchNormalization, LayerNormalization (also Keras' spelled-out form), Reshape, Flatten, Squeeze, \
-    Unsqueeze, Transpose, Pad, Slice (step 1), Concat, Split, Mean, Resize/Upsample (nearest or linear, whole factors), Mul/Div/Add/Sub by \
+    axes, BatchNormalization, LayerNormalization (also Keras' spelled-out form), InstanceNormalization, \
+    Reshape, Flatten, Squeeze, Unsqueeze, Transpose, DepthToSpace, SpaceToDepth, Pad (constant, reflect, edge), Slice (step 1), Concat, Split, Mean, Resize/Upsample (nearest or linear, whole factors), Mul/Div/Add/Sub by \
     per-channel constants, Max/Min with a scalar constant (a Clip), Mul/Sub/Max/Min of computed tensors \
     (broadcasting size-1 axes), Dropout, Identity, \
-    Constant, a final Softmax/LogSoftmax, and integer shape arithmetic for reshape targets (Shape, Gather, Concat, \
-    Slice, Cast, Unsqueeze, Squeeze, ReduceProd, Mul, Div, Add, Sub)";
+    Constant, a final Softmax/LogSoftmax, integer shape arithmetic for reshape targets (Shape, Gather, Concat, \
+    Slice, Cast, Unsqueeze, Squeeze, ReduceProd, Mul, Div, Add, Sub, Mod), and integer constant arithmetic for op \
+    parameters (ConstantOfShape, Reshape, Transpose, Slice, Concat, Cast)";
 
 /// Most inputs an n-ary Add recovered from a chain of binary Adds gets (Keras `Add` layers have a handful).
 const MAX_MERGED_ADD: usize = 64;
@@ -135,6 +136,9 @@ impl Importer<'_> {
                 }
             };
         }
+        if self.is_int_fold(&ctx) {
+            return self.int_fold(&ctx);
+        }
         if self.is_shape_op(&ctx) {
             return self.shape_op(&ctx);
         }
@@ -155,6 +159,8 @@ impl Importer<'_> {
             "ReduceMean" | "ReduceMax" => self.reduce(&ctx),
             "BatchNormalization" => self.batchnorm(&ctx),
             "LayerNormalization" => self.layer_norm(&ctx),
+            "InstanceNormalization" => self.instance_norm(&ctx),
+            "DepthToSpace" | "SpaceToDepth" => self.depth_space(&ctx),
             "PRelu" => {
                 let x = self.value(&ctx, 0)?;
                 let c = self.konst(&ctx, 1, "slope")?;
@@ -1319,6 +1325,86 @@ impl Importer<'_> {
         self.push_layer_norm(ctx, x, &axes, epsilon, Some(&gamma), beta.as_deref(), ctx.main_output()?)
     }
 
+    /// ONNX InstanceNormalization (PyTorch's InstanceNorm, and GroupNorm, which torch.onnx writes as a reshape to
+    /// `(N, groups, -1)` around one): per sample and channel over the spatial axes, then a per-channel scale and
+    /// bias. Held as a [`LayerNorm`] over the spatial axes (γ = 1, β = 0) and, unless the scale is 1 and the bias 0,
+    /// an [`Op::Affine`]; signxai passes relevance through both unchanged, as through every same-shape layer
+    /// without a kernel.
+    fn instance_norm(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let shape = self.shape(x);
+        if shape.len() < 2 {
+            return Err(ctx.err(format!("input of per-sample shape {shape:?}: needs (C, spatial...)")));
+        }
+        let epsilon = ctx.float("epsilon", 1e-5)?;
+        let param = |i: usize, what: &str| -> Result<Vec<f32>> {
+            let c = self.konst(ctx, i, what)?;
+            let v = c.f32s().ok_or_else(|| ctx.err(format!("{what} must be float32")))?;
+            if v.len() != shape[0] {
+                return Err(ctx.err(format!("{what} has {} values for {} channels", v.len(), shape[0])));
+            }
+            Ok(v.to_vec())
+        };
+        let (scale, bias) = (param(1, "scale")?, param(2, "B")?);
+        let axes: Vec<i64> = (2..=shape.len() as i64).collect();
+        let out = ctx.main_output()?.to_string();
+        if scale.iter().all(|&v| v == 1.0) && bias.iter().all(|&v| v == 0.0) {
+            return self.push_layer_norm(ctx, x, &axes, epsilon, None, None, &out);
+        }
+        let normalized = format!("{out}__normalized");
+        self.push_layer_norm(ctx, x, &axes, epsilon, None, None, &normalized)?;
+        let ln = self.values[&normalized];
+        let n = scale.len();
+        let per_channel = |v: Vec<f32>| Arc::new(Tensor { shape: vec![n], data: v });
+        let affine = BatchNorm {
+            gamma: per_channel(scale),
+            beta: per_channel(bias),
+            mean: per_channel(vec![0.0; n]),
+            var: per_channel(vec![1.0; n]),
+            epsilon: 0.0,
+        };
+        let id = self.push_as(&format!("{}__affine", ctx.name), &ctx.layer, Op::Affine(affine), &[ln])?;
+        self.bind(&out, id)
+    }
+
+    /// ONNX DepthToSpace (PyTorch's PixelShuffle, mode CRD; TensorFlow's depth_to_space, DCR) and SpaceToDepth, as
+    /// the reshape, transpose, reshape that the ONNX specification defines them by (relevance follows the
+    /// gradient through all three: pure data movement).
+    fn depth_space(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let shape = self.shape(x);
+        let [c, h, w] = shape[..] else {
+            return Err(ctx.err(format!("input of per-sample shape {shape:?}: needs (C, H, W)")));
+        };
+        let b = ctx.int("blocksize", 0)?;
+        // A block never exceeds the axes it moves (which also keeps the products below from overflowing).
+        let most = if ctx.op == "DepthToSpace" { c } else { h.min(w) };
+        let b = usize::try_from(b).ok().filter(|&b| (1..=most.max(1)).contains(&b)).ok_or_else(|| ctx.err(format!("blocksize {b} must be between 1 and {most}")))?;
+        let mode = ctx.string("mode", "DCR")?;
+        // (first reshape, permutation with the batch axis, final per-sample shape)
+        let (split, perm, target) = if ctx.op == "DepthToSpace" {
+            if c % (b * b) != 0 {
+                return Err(ctx.err(format!("{c} channels are not a multiple of blocksize² = {}", b * b)));
+            }
+            let co = c / (b * b);
+            match mode.as_str() {
+                "DCR" => (vec![b, b, co, h, w], vec![0, 3, 4, 1, 5, 2], vec![co, h * b, w * b]),
+                "CRD" => (vec![co, b, b, h, w], vec![0, 1, 4, 2, 5, 3], vec![co, h * b, w * b]),
+                m => return Err(ctx.err(format!("mode '{m}' is not DCR or CRD"))),
+            }
+        } else {
+            if h % b != 0 || w % b != 0 {
+                return Err(ctx.err(format!("spatial size {h}×{w} is not a multiple of blocksize {b}")));
+            }
+            (vec![c, h / b, b, w / b, b], vec![0, 3, 5, 1, 2, 4], vec![c * b * b, h / b, w / b])
+        };
+        let name = &ctx.name;
+        let split = self.graph.push_reshape(&format!("{name}__split"), &ctx.layer, x, split)?;
+        let moved = self.push_as(&format!("{name}__move"), &ctx.layer, Op::Transpose { perm }, &[split])?;
+        let id = self.graph.push_reshape(name, &ctx.layer, moved, target)?;
+        self.bind(ctx.main_output()?, id)
+    }
+
     /// The ONNX axes Keras' fused LayerNorm path normalizes over (`patterns.rs`): the fewest trailing axes of
     /// `x` that hold the `in_dim` values of the Reshape target `[1, rows, in_dim, 1]`, with `rows` the batch
     /// times the other axes, and `back` restoring `x`'s shape.
@@ -1601,8 +1687,8 @@ impl Importer<'_> {
         let x = self.value(ctx, 0)?;
         let rank = self.shape(x).len() + 1;
         let mode = ctx.string("mode", "constant")?;
-        if mode != "constant" {
-            return Err(ctx.err(format!("pad mode '{mode}' is not supported (only constant)")));
+        if !matches!(mode.as_str(), "constant" | "reflect" | "edge") {
+            return Err(ctx.err(format!("pad mode '{mode}' is not supported (constant, reflect or edge)")));
         }
         // opset >= 11: pads (and value, axes) are inputs; older opsets use attributes.
         let pads = match ctx.input(1) {
@@ -1616,6 +1702,11 @@ impl Importer<'_> {
         if !value.is_finite() {
             return Err(ctx.err(format!("pad value {value} must be finite")));
         }
+        let mode = match mode.as_str() {
+            "reflect" => PadMode::Reflect,
+            "edge" => PadMode::Edge,
+            _ => PadMode::Constant(value),
+        };
         let axes: Vec<usize> = match ctx.input(3) {
             Some(_) => self.const_ints(ctx, 3, "axes")?.iter().map(|&a| norm_axis(ctx, a, rank)).collect::<Result<_>>()?,
             None => (0..rank).collect(),
@@ -1631,7 +1722,7 @@ impl Importer<'_> {
         if begin[0] != 0 || end[0] != 0 {
             return Err(ctx.err(format!("pads {pads:?} pad the batch axis")));
         }
-        let op = Op::Pad { begin: begin[1..].to_vec(), end: end[1..].to_vec(), value };
+        let op = Op::Pad { begin: begin[1..].to_vec(), end: end[1..].to_vec(), mode };
         let id = self.push(ctx, op, &[x])?;
         self.bind(ctx.main_output()?, id)
     }

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use prost::Message;
-use relprop_core::{Activation, Conv, Coordinates, Graph, Interpolation, Merge, Node, Op, Pool, Tensor};
+use relprop_core::{Activation, Conv, Coordinates, Graph, Interpolation, Merge, Node, Op, PadMode, Pool, Tensor};
 
 use crate::builder::{
     attr_float, attr_int, attr_ints, attr_string, make_graph, make_model, make_node, make_tensor, make_tensor_f32, make_tensor_i64,
@@ -241,13 +241,19 @@ impl Writer {
                 let a = self.init(&name, "axes", t(axes));
                 self.emit("Slice", &name, &[x, &s, &e, &a], vec![])
             }
-            Op::Pad { begin, end, value } => {
+            Op::Pad { begin, end, mode } => {
                 let name = self.fresh(layer, "Pad");
                 // Full-rank pads: the batch axis gets none.
                 let pads: Vec<i64> = std::iter::once(0).chain(ints(begin)).chain([0]).chain(ints(end)).collect();
                 let pname = self.init(&name, "pads", make_tensor_i64("", &[pads.len()], &pads));
-                let vname = self.init(&name, "value", make_tensor_f32("", &[], &[*value]));
-                self.emit("Pad", &name, &[x, &pname, &vname], vec![])
+                match mode {
+                    PadMode::Constant(value) => {
+                        let vname = self.init(&name, "value", make_tensor_f32("", &[], &[*value]));
+                        self.emit("Pad", &name, &[x, &pname, &vname], vec![])
+                    }
+                    PadMode::Reflect => self.emit("Pad", &name, &[x, &pname], vec![attr_string("mode", "reflect")]),
+                    PadMode::Edge => self.emit("Pad", &name, &[x, &pname], vec![attr_string("mode", "edge")]),
+                }
             }
             Op::Concat { axis } => self.simple("Concat", layer, &in_refs, vec![attr_int("axis", *axis as i64 + 1)]),
             Op::Upsample { factors, mode } => {

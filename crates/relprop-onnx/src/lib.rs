@@ -16,6 +16,7 @@ pub mod builder;
 mod convert;
 mod export;
 mod external;
+mod fold;
 mod import;
 mod patterns;
 mod shapes;

@@ -34,8 +34,8 @@ pub(crate) struct ShapeValue {
 }
 
 /// The ops this module evaluates when their data input is a shape value or an integer constant.
-pub(crate) const SHAPE_OPS: [&str; 13] =
-    ["Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Identity", "ReduceProd", "Mul", "Div", "Add", "Sub"];
+pub(crate) const SHAPE_OPS: [&str; 14] =
+    ["Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Identity", "ReduceProd", "Mul", "Div", "Add", "Sub", "Mod"];
 
 impl Importer<'_> {
     /// Input `i` as a shape value: a computed shape value, or an integer constant of rank 0 or 1.
@@ -161,7 +161,7 @@ impl Importer<'_> {
                 ShapeValue { scalar: false, dims: v.dims[s..e.max(s)].to_vec() }
             }
             _ => {
-                // Mul, Div, Add, Sub on known entries (a scalar broadcasts).
+                // Mul, Div, Add, Sub, Mod on known entries (a scalar broadcasts).
                 let (a, b) = (need(0)?, need(1)?);
                 let len = a.dims.len().max(b.dims.len());
                 if !(a.dims.len() == b.dims.len() || a.dims.len() == 1 || b.dims.len() == 1) {
@@ -179,6 +179,10 @@ impl Importer<'_> {
                     let r = match ctx.op {
                         "Add" => x.checked_add(y),
                         "Sub" => x.checked_sub(y),
+                        // Integer Mod (fmod = 0) takes the divisor's sign, as Python's %: torch.onnx's axis
+                        // normalisation (`nn.Unflatten`).
+                        "Mod" if ctx.int("fmod", 0)? == 0 => x.checked_rem(y).map(|r| if r != 0 && (r < 0) != (y < 0) { r + y } else { r }),
+                        "Mod" => x.checked_rem(y),
                         _ => (y != 0).then(|| x.div_euclid(y)),
                     };
                     dims.push(Dim::Known(r.ok_or_else(|| ctx.err(format!("{} of {x} and {y} is not representable", ctx.op)))?));

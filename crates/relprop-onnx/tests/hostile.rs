@@ -299,8 +299,8 @@ fn unsupported_node_configurations() {
     assert_contains(&err(&pad), &["p/Pad", "batch"]);
     let pad = model_bytes(vec![make_node("Pad", "p/Pad", &["x", "p"], &["y"], vec![])], vec![shape("p", &[0, -1, 0, 0])], &[3], "y", 17);
     assert_contains(&err(&pad), &["p/Pad", "negative pads"]);
-    let pad = model_bytes(vec![make_node("Pad", "p/Pad", &["x", "p"], &["y"], vec![attr_string("mode", "reflect")])], vec![shape("p", &[0, 1, 0, 1])], &[3], "y", 17);
-    assert_contains(&err(&pad), &["p/Pad", "reflect"]);
+    let pad = model_bytes(vec![make_node("Pad", "p/Pad", &["x", "p"], &["y"], vec![attr_string("mode", "wrap")])], vec![shape("p", &[0, 1, 0, 1])], &[3], "y", 17);
+    assert_contains(&err(&pad), &["p/Pad", "wrap"]);
     // Activations with bad parameters.
     let clip = model_bytes(vec![make_node("Clip", "c/Clip", &["x"], &["y"], vec![attr_float("min", 6.0), attr_float("max", 0.0)])], vec![], &[3], "y", 11);
     assert_contains(&err(&clip), &["c/Clip", "min 6"]);
@@ -351,17 +351,19 @@ fn structured_mutations_never_panic() {
 
     const INTS: [i64; 12] = [-7, -2, -1, 0, 1, 2, 3, 4, 7, 1 << 20, i64::MAX, i64::MIN];
     const FLOATS: [f32; 7] = [0.0, -1.0, 0.5, 1e30, f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
-    const OPS: [&str; 39] = [
+    const OPS: [&str; 44] = [
         "Conv", "MatMul", "Gemm", "Add", "Sum", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization",
         "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Pad", "Concat", "Dropout", "Identity", "Softmax",
         "LeakyRelu", "GlobalMaxPool", "Constant", "Erf", "Neg", "ReduceMean", "Sqrt", "Reciprocal", "LayerNormalization",
-        "PRelu", "ReduceProd", "ReduceSumSquare", "Expand", "Elu", "Greater", "Not", "Min", "Max",
+        "PRelu", "ReduceProd", "ReduceSumSquare", "Expand", "Elu", "Greater", "Not", "Min", "Max", "InstanceNormalization",
+        "DepthToSpace", "SpaceToDepth", "ConstantOfShape", "Cast",
     ];
     // The shipped models, two goldens whose layers are spelled out over several nodes (LayerNorm, GELU, a
-    // rank-4 Tensordot; PReLU) and tf2onnx's fused Keras LayerNorm, so the pattern matchers see broken
-    // variants of their patterns.
+    // rank-4 Tensordot; PReLU), tf2onnx's fused Keras LayerNorm, so the pattern matchers see broken variants of
+    // their patterns, and torch.onnx's restoration idioms (pads from an integer constant chain).
     let fused_ln = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/keras_ln_fused.onnx")).unwrap();
-    let files: Vec<Vec<u8>> = ONNX_FILES.iter().chain(&["convnext_block", "prelu"]).map(|s| golden_bytes(s)).chain([fused_ln]).collect();
+    let torch_restore = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch_restore.onnx")).unwrap();
+    let files: Vec<Vec<u8>> = ONNX_FILES.iter().chain(&["convnext_block", "prelu"]).map(|s| golden_bytes(s)).chain([fused_ln, torch_restore]).collect();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next = move |n: usize| {
         rng ^= rng << 13;

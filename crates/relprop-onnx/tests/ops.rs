@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use relprop_core::{Activation, Graph, Layout, Merge, Op, Tensor};
+use relprop_core::{Activation, Graph, Layout, Merge, Op, PadMode, Tensor};
 use relprop_onnx::builder::*;
 use relprop_onnx::proto::tensor_proto::DataType;
 use relprop_onnx::proto::{NodeProto, TensorProto};
@@ -252,7 +252,6 @@ fn pools() {
 
 #[test]
 fn layout_ops() {
-    let i64s = |n: &str, v: &[i64]| make_tensor_i64(n, &[v.len()], v);
     // Reshape with 0 (copy) and -1 (infer); the batch entry may be 0, -1 or the fixed batch.
     for first in [0, -1] {
         let nodes = vec![make_node("Reshape", "r/Reshape", &["x", "s"], &["y"], vec![])];
@@ -284,16 +283,111 @@ fn layout_ops() {
     ];
     let inits = vec![i64s("pads", &[0, 1, 0, 0, 0, 2]), make_tensor_f32("v", &[], &[0.5])];
     let g = ok(&model_bytes(nodes, inits, &[3, 4], "y", 13));
-    assert_eq!(g.nodes[2].op, Op::Pad { begin: vec![1, 0], end: vec![0, 2], value: 0.5 });
+    assert_eq!(g.nodes[2].op, Op::Pad { begin: vec![1, 0], end: vec![0, 2], mode: PadMode::Constant(0.5) });
     assert_eq!(g.nodes[3].op, Op::Concat { axis: 1 });
     assert_eq!(g.output_shape(), [5, 10]);
     let nodes = vec![make_node("Pad", "p/Pad", &["x"], &["y"], vec![attr_ints("pads", &[0, 1, 0, 1]), attr_float("value", 2.0)])];
     let g = ok(&model_bytes(nodes, vec![], &[3], "y", 2));
-    assert_eq!(g.nodes[1].op, Op::Pad { begin: vec![1], end: vec![1], value: 2.0 });
+    assert_eq!(g.nodes[1].op, Op::Pad { begin: vec![1], end: vec![1], mode: PadMode::Constant(2.0) });
     // Dropout and Identity are no-ops.
     let nodes = vec![make_node("Dropout", "d/Dropout", &["x"], &["d", "mask"], vec![]), make_node("Identity", "i/Identity", &["d"], &["y"], vec![])];
     let g = ok(&model_bytes(nodes, vec![], &[3], "y", 17));
     assert_eq!(kinds(&g), ["Input", "Identity", "Identity"]);
+}
+
+/// PyTorch idioms beyond Keras': reflect and edge Pads (pads computed by torch.onnx's integer constant chain),
+/// InstanceNormalization (InstanceNorm, GroupNorm), DepthToSpace (PixelShuffle) and SpaceToDepth; checked by
+/// value through the reference forward pass.
+#[test]
+fn pytorch_pads_instance_norm_and_depth_to_space() {
+    let t = |shape: &[usize], seed: u64| Tensor::new(shape.to_vec(), vals(shape.iter().product(), seed)).unwrap();
+    let at = |t: &Tensor, idx: &[usize]| t.data[idx.iter().zip(&t.shape).fold(0, |acc, (&i, &d)| acc * d + i)];
+    // nn.ReflectionPad2d((1, 2, 3, 4)) as torch.onnx (opset 13) writes its pads: PyTorch's (left, right, top,
+    // bottom) list, zeros for N and C, paired, reversed, transposed and flattened into ONNX's begins-then-ends.
+    let fold = |mode: &str| {
+        vec![
+            make_node("ConstantOfShape", "/pad/ConstantOfShape", &["four"], &["zeros"], vec![attr_tensor("value", make_tensor_i64("", &[1], &[0]))]),
+            make_node("Concat", "/pad/Concat", &["torch_pads", "zeros"], &["all"], vec![attr_int("axis", 0)]),
+            make_node("Reshape", "/pad/Reshape", &["all", "pairs"], &["paired"], vec![]),
+            make_node("Slice", "/pad/Slice", &["paired", "start", "end", "axis0", "back"], &["reversed"], vec![]),
+            make_node("Transpose", "/pad/Transpose", &["reversed"], &["ends_apart"], vec![attr_ints("perm", &[1, 0])]),
+            make_node("Reshape", "/pad/Reshape_1", &["ends_apart", "flat"], &["onnx_pads"], vec![]),
+            make_node("Cast", "/pad/Cast", &["onnx_pads"], &["pads"], vec![attr_int("to", 7)]),
+            make_node("Pad", "/pad/Pad", &["x", "pads"], &["y"], vec![attr_string("mode", mode)]),
+        ]
+    };
+    let inits = || {
+        vec![
+            i64s("four", &[4]),
+            i64s("torch_pads", &[1, 2, 3, 4]),
+            i64s("pairs", &[-1, 2]),
+            i64s("start", &[-1]),
+            i64s("end", &[-i64::MAX]),
+            i64s("axis0", &[0]),
+            i64s("back", &[-1]),
+            i64s("flat", &[-1]),
+        ]
+    };
+    let x = t(&[2, 5, 6], 3);
+    for (mode, want) in [("reflect", PadMode::Reflect), ("edge", PadMode::Edge)] {
+        let g = ok(&model_bytes(fold(mode), inits(), &[2, 5, 6], "y", 13));
+        assert_eq!(kinds(&g), ["Input", "Pad"]);
+        assert_eq!(g.nodes[1].op, Op::Pad { begin: vec![0, 3, 1], end: vec![0, 4, 2], mode: want });
+        let y = forward(&g, &x);
+        assert_eq!(y.shape, [2, 12, 9]);
+        // Row 0 of the output is input row 3 (reflect) or 0 (edge); column 8 is input column 3 or 5.
+        let (r0, c8) = if want == PadMode::Reflect { (3, 3) } else { (0, 5) };
+        assert_eq!(at(&y, &[1, 0, 1]), at(&x, &[1, r0, 0]));
+        assert_eq!(at(&y, &[1, 5, 8]), at(&x, &[1, 2, c8]));
+        assert_eq!(at(&y, &[0, 4, 3]), at(&x, &[0, 1, 2]), "interior");
+    }
+    // Reflection needs fewer pads than values on the axis.
+    let wide = vec![make_node("Pad", "p/Pad", &["x", "pads"], &["y"], vec![attr_string("mode", "reflect")])];
+    let e = err(&model_bytes(wide, vec![i64s("pads", &[0, 0, 5, 0, 0, 0])], &[2, 5], "y", 13));
+    assert!(e.contains("p/Pad") && e.contains("Reflect padding of 5 on an axis of 5"), "{e}");
+
+    // InstanceNormalization: per sample and channel over the spatial axes, then the channel's scale and bias.
+    let nodes = vec![make_node("InstanceNormalization", "/norm/InstanceNormalization", &["x", "s", "b"], &["y"], vec![attr_float("epsilon", 1e-3)])];
+    let inits = vec![make_tensor_f32("s", &[2], &[2.0, -0.5]), make_tensor_f32("b", &[2], &[0.25, 1.0])];
+    let g = ok(&model_bytes(nodes, inits, &[2, 3, 4], "y", 13));
+    assert_eq!(kinds(&g), ["Input", "LayerNorm", "Affine"]);
+    let x = t(&[2, 3, 4], 5);
+    let y = forward(&g, &x);
+    for c in 0..2 {
+        let plane = &x.data[c * 12..(c + 1) * 12];
+        let mean = plane.iter().sum::<f32>() / 12.0;
+        let var = plane.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / 12.0;
+        let (s, b) = ([2.0, -0.5][c], [0.25, 1.0][c]);
+        for (k, v) in plane.iter().enumerate() {
+            let want = (v - mean) / (var + 1e-3).sqrt() * s + b;
+            assert!((y.data[c * 12 + k] - want).abs() < 1e-5, "channel {c} value {k}");
+        }
+    }
+    let nodes = vec![make_node("InstanceNormalization", "/gn/InstanceNormalization", &["x", "one", "zero"], &["y"], vec![])];
+    let inits = vec![make_tensor_f32("one", &[2], &[1.0; 2]), make_tensor_f32("zero", &[2], &[0.0; 2])];
+    assert_eq!(kinds(&ok(&model_bytes(nodes, inits, &[2, 12], "y", 13))), ["Input", "LayerNorm"], "GroupNorm's unit scale");
+
+    // DepthToSpace in both modes and SpaceToDepth: out[c, h·b + i, w·b + j] against the input channel each
+    // mode names.
+    let x = t(&[8, 2, 3], 7);
+    for mode in ["CRD", "DCR"] {
+        let nodes = vec![make_node("DepthToSpace", "/ps/DepthToSpace", &["x"], &["y"], vec![attr_int("blocksize", 2), attr_string("mode", mode)])];
+        let g = ok(&model_bytes(nodes, vec![], &[8, 2, 3], "y", 13));
+        assert_eq!(kinds(&g), ["Input", "Reshape", "Transpose", "Reshape"]);
+        let y = forward(&g, &x);
+        assert_eq!(y.shape, [2, 4, 6]);
+        for (c, h, w, i, j) in [(0, 0, 0, 1, 0), (1, 1, 2, 0, 1), (1, 0, 1, 1, 1)] {
+            let src = if mode == "CRD" { c * 4 + i * 2 + j } else { (i * 2 + j) * 2 + c };
+            assert_eq!(at(&y, &[c, h * 2 + i, w * 2 + j]), at(&x, &[src, h, w]), "{mode} {c} {h} {w} {i} {j}");
+        }
+    }
+    let x = t(&[2, 4, 6], 9);
+    let nodes = vec![make_node("SpaceToDepth", "/pu/SpaceToDepth", &["x"], &["y"], vec![attr_int("blocksize", 2)])];
+    let y = forward(&ok(&model_bytes(nodes, vec![], &[2, 4, 6], "y", 13)), &x);
+    assert_eq!(y.shape, [8, 2, 3]);
+    assert_eq!(at(&y, &[(2 + 1) * 2 + 1, 1, 2]), at(&x, &[1, 3, 5]));
+    let odd = vec![make_node("DepthToSpace", "/ps/DepthToSpace", &["x"], &["y"], vec![attr_int("blocksize", 2)])];
+    assert!(err(&model_bytes(odd, vec![], &[6, 2, 3], "y", 13)).contains("6 channels are not a multiple of blocksize² = 4"));
 }
 
 #[test]
@@ -589,7 +683,6 @@ fn spatial_reductions_are_global_pools() {
 /// signxai explains the Keras layer), and computes the same function.
 #[test]
 fn tf2onnx_tensordot_is_one_dense_on_the_last_axis() {
-    let i64s = |n: &str, v: &[i64]| make_tensor_i64(n, &[v.len()], v);
     let (t, c, u) = (4usize, 3usize, 5usize);
     let (w, b, w2) = (vals(c * u, 1), vals(u, 2), vals(t * u * 2, 3));
     let tensordot = |after: Vec<NodeProto>, out: &str, extra: Vec<TensorProto>| {
@@ -645,7 +738,6 @@ fn tf2onnx_tensordot_is_one_dense_on_the_last_axis() {
 /// Tensordot's computed target): a Shape only reads the size.
 #[test]
 fn generated_node_layer_ignores_shape_readers() {
-    let i64s = |n: &str, v: &[i64]| make_tensor_i64(n, &[v.len()], v);
     let nodes = vec![
         make_node("Relu", "Relu__7", &["x"], &["r"], vec![]),
         make_node("Shape", "model/dseq/Tensordot/Shape", &["r"], &["shp"], vec![]),
@@ -928,7 +1020,6 @@ fn split_becomes_one_slice_per_output() {
 /// Add and activation after it are the Dense's.
 #[test]
 fn tf2onnx_tensordot_on_rank4_with_a_reduceprod_target() {
-    let i64s = |n: &str, v: &[i64]| make_tensor_i64(n, &[v.len()], v);
     let (h, w_, c, u) = (2usize, 3usize, 4usize, 5usize);
     let (w, b) = (vals(c * u, 1), vals(u, 2));
     let nodes = vec![

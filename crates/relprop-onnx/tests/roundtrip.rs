@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use relprop_core::{Activation, BatchNorm, Conv, Dense, Graph, Merge, Op, Pool, Tensor};
+use relprop_core::{Activation, BatchNorm, Conv, Dense, Graph, Merge, Op, PadMode, Pool, Tensor};
 use relprop_onnx::{decode, encode_model, graph_to_onnx};
 
 fn roundtrip(g: &Graph) -> Graph {
@@ -66,7 +66,10 @@ fn t(shape: &[usize], seed: u32) -> Arc<Tensor> {
 #[test]
 fn every_op_roundtrips() {
     let mut g = Graph::new("x", vec![3, 10]);
-    let pad = g.push("pad", Op::Pad { begin: vec![0, 1], end: vec![0, 2], value: 0.5 }, &[0]).unwrap();
+    let pad = g.push("pad", Op::Pad { begin: vec![0, 1], end: vec![0, 2], mode: PadMode::Constant(0.5) }, &[0]).unwrap();
+    let pad = g.push("reflect", Op::Pad { begin: vec![0, 2], end: vec![0, 1], mode: PadMode::Reflect }, &[pad]).unwrap();
+    let pad = g.push("edge", Op::Pad { begin: vec![1, 0], end: vec![0, 3], mode: PadMode::Edge }, &[pad]).unwrap();
+    let pad = g.push("crop", Op::Slice { begin: vec![1, 3], end: vec![4, 16] }, &[pad]).unwrap();
     let conv = Conv {
         weight: t(&[4, 3, 3], 1),
         bias: Some(t(&[4], 2)),

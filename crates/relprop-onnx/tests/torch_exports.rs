@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use relprop_core::{Graph, Tensor};
+use relprop_core::{Graph, PadMode, Tensor};
 use relprop_onnx::builder::{make_node, make_tensor_f32, make_tensor_i64};
 
 fn data(name: &str) -> PathBuf {
@@ -140,6 +140,20 @@ fn shape_arithmetic_for_reshape_targets() {
     on_batch[6] = make_node("Add", "m", &["n", "w"], &["hw1"], vec![]);
     let e = err(&model_bytes(on_batch, inits, &[2, 3], "y", 17));
     assert!(e.contains("'m'") && e.contains("batch size"), "{e}");
+
+    // Integer Mod takes the divisor's sign, as Python's % (torch.onnx normalises nn.Unflatten's axis with it):
+    // -1 mod 3 = 2 gives the target [0, 2, -1]; with fmod = 1 (C's %) it is -1, and two -1 entries are refused.
+    let unflatten = |fmod: i64| {
+        let nodes = vec![
+            make_node("Mod", "mod", &["neg1", "three"], &["two"], vec![relprop_onnx::builder::attr_int("fmod", fmod)]),
+            make_node("Concat", "c", &["zero", "two", "neg1"], &["t"], vec![relprop_onnx::builder::attr_int("axis", 0)]),
+            make_node("Reshape", "r", &["x", "t"], &["y"], vec![]),
+        ];
+        let inits = vec![make_tensor_i64("neg1", &[1], &[-1]), make_tensor_i64("three", &[1], &[3]), make_tensor_i64("zero", &[1], &[0])];
+        model_bytes(nodes, inits, &[6], "y", 17)
+    };
+    assert_eq!(ok(&unflatten(0)).nodes[1].shape, [2, 3]);
+    assert!(err(&unflatten(1)).contains("'r'"));
 }
 
 #[test]
@@ -174,4 +188,23 @@ fn mobilenet_shufflenet_and_decoder_idioms() {
     }
     assert!(g.nodes.iter().any(|n| matches!(&n.op, relprop_core::Op::Conv(c) if c.transposed == Some(vec![1, 1]))), "ConvTranspose2d");
     check_logits(&g, "torch_blocks_logits.npy");
+}
+
+#[test]
+fn image_restoration_idioms() {
+    // ReflectionPad2d and ReplicationPad2d (their pads an integer constant chain: ConstantOfShape, Concat, Reshape,
+    // a reversing Slice, Transpose, Cast), InstanceNorm2d, GroupNorm (InstanceNormalization inside reshapes, then
+    // Mul / Add), PixelShuffle (DepthToSpace) and PixelUnshuffle (reshapes and a transpose).
+    let g = relprop_onnx::load(&data("torch_restore.onnx")).unwrap();
+    let modes: Vec<PadMode> = g.nodes.iter().filter_map(|n| match &n.op {
+        relprop_core::Op::Pad { mode, .. } => Some(*mode),
+        _ => None,
+    }).collect();
+    assert_eq!(modes, [PadMode::Reflect, PadMode::Edge]);
+    let k = kinds(&g);
+    assert_eq!(k.iter().filter(|&&o| o == "LayerNorm").count(), 2, "{k:?}");
+    for op in ["Affine", "Transpose", "Slice", "GlobalAvgPool", "Dense"] {
+        assert!(k.contains(&op), "{op} missing from {k:?}");
+    }
+    check_logits(&g, "torch_restore_logits.npy");
 }

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use relprop_core::engine::{self, ExplainOptions, Numerics};
-use relprop_core::graph::{Activation, Conv, Graph, Interpolation, Merge, Op, Pool};
+use relprop_core::graph::{Activation, Conv, Graph, Interpolation, Merge, Op, PadMode, Pool};
 use relprop_core::program::{BiasMod, WeightMod, XMod};
 use relprop_core::rules::KERAS_EPSILON;
 use relprop_core::{Error, Result, RulePlan, Target, Tensor};
@@ -141,6 +141,47 @@ impl<'g> OnnxBuilder<'g> {
 
     fn sym(&self, name: String, shape: Vec<usize>) -> Sym {
         Sym { name, shape }
+    }
+
+    /// The gradient of a reflect or edge Pad, `g` at its output: axis by axis, last first (the forward pads the
+    /// first axis first), the interior plus what each padded position copied, added back onto its source
+    /// (reflected: the border slices flipped, one position in from the edge; edge: their sums on the edge).
+    fn mirror_pad_vjp(&self, g: &str, begin: &[usize], end: &[usize], in_shape: &[usize], reflect: bool) -> String {
+        let mut g = g.to_string();
+        for a in (0..in_shape.len()).rev() {
+            let (p, q, len) = (begin[a] as i64, end[a] as i64, in_shape[a] as i64);
+            if p == 0 && q == 0 {
+                continue;
+            }
+            let axis = self.i64_vec(&[a as i64 + 1]);
+            let slice = |from: i64, to: i64, step: i64| {
+                let (f, t, s) = (self.i64_vec(&[from]), self.i64_vec(&[to]), self.i64_vec(&[step]));
+                self.node("Slice", &[&g, &f, &t, &axis, &s], vec![])
+            };
+            // `part` (extent `n` on this axis) placed at `at` in a zero tensor of the axis' input extent.
+            let place = |part: String, at: i64, n: i64| {
+                let mut pads = vec![0i64; 2 * (in_shape.len() + 1)];
+                pads[a + 1] = at;
+                pads[in_shape.len() + 2 + a] = len - at - n;
+                self.node("Pad", &[&part, &self.i64_vec(&pads)], vec![ob::attr_string("mode", "constant")])
+            };
+            let mut sum = slice(p, p + len, 1);
+            let sums = |s: String| self.node("ReduceSum", &[&s, &axis], vec![attr_int("keepdims", 1)]);
+            if p > 0 {
+                let part = if reflect { place(slice(p - 1, -i64::MAX, -1), 1, p) } else { place(sums(slice(0, p, 1)), 0, 1) };
+                sum = self.node("Add", &[&sum, &part], vec![]);
+            }
+            if q > 0 {
+                let part = if reflect {
+                    place(slice(p + len + q - 1, p + len - 1, -1), len - 1 - q, q)
+                } else {
+                    place(sums(slice(p + len, p + len + q, 1)), len - 1, 1)
+                };
+                sum = self.node("Add", &[&sum, &part], vec![]);
+            }
+            g = sum;
+        }
+        g
     }
 
     /// A reshape keeping the batch axis (`0`) to the per-sample `shape`.
@@ -604,12 +645,18 @@ impl Numerics for OnnxBuilder<'_> {
                 let p = i64s_of(perm);
                 self.node("Transpose", &[&x.name], vec![attr_ints("perm", &p)])
             }
-            Op::Pad { begin, end, value } => {
+            Op::Pad { begin, end, mode } => {
                 let pads: Vec<i64> =
                     std::iter::once(0).chain(begin.iter().map(|&d| d as i64)).chain(std::iter::once(0)).chain(end.iter().map(|&d| d as i64)).collect();
                 let pads = self.i64_vec(&pads);
-                let v = self.scalar(*value);
-                self.node("Pad", &[&x.name, &pads, &v], vec![ob::attr_string("mode", "constant")])
+                match mode {
+                    PadMode::Constant(value) => {
+                        let v = self.scalar(*value);
+                        self.node("Pad", &[&x.name, &pads, &v], vec![ob::attr_string("mode", "constant")])
+                    }
+                    PadMode::Reflect => self.node("Pad", &[&x.name, &pads], vec![ob::attr_string("mode", "reflect")]),
+                    PadMode::Edge => self.node("Pad", &[&x.name, &pads], vec![ob::attr_string("mode", "edge")]),
+                }
             }
             Op::Slice { begin, end } => {
                 let axes: Vec<i64> = (1..=begin.len() as i64).collect();
@@ -702,6 +749,9 @@ impl Numerics for OnnxBuilder<'_> {
                     inv[p] = i as i64;
                 }
                 vec![self.sym(self.node("Transpose", &[&r.name], vec![attr_ints("perm", &inv)]), in_shape)]
+            }
+            Op::Pad { begin, end, mode: mode @ (PadMode::Reflect | PadMode::Edge) } => {
+                vec![self.sym(self.mirror_pad_vjp(&r.name, begin, end, &in_shape, *mode == PadMode::Reflect), in_shape)]
             }
             Op::Pad { begin, .. } => {
                 let starts = i64s_of(begin);

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use relprop_core::analyzers::ANALYZER_CLASSES;
-use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, LayerNorm, Op, Pool};
+use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, LayerNorm, Op, PadMode, Pool};
 use relprop_core::methods::method_names;
 use relprop_core::rng::{agreement, ulp_nudge};
 use relprop_core::rules::RULE_NAMES;
@@ -93,12 +93,12 @@ fn cnn(seed: u64) -> Graph {
 }
 
 /// Everything else: pad → tie-prone max pool on the input → dilated conv → grouped strided conv → PReLU →
-/// ceil-mode max pool, padded average pools (with and without padding in the count, ceil mode), a 1x1 branch, concat,
-/// layer norm and dense on rank 3 (channels-last), global max pool, standalone activations (swish and hard swish included).
+/// ceil-mode max pool, padded average pools (with and without padding in the count, ceil mode), an edge-padded 1x1
+/// branch, concat, layer norm and dense on rank 3 (channels-last), a reflect pad, global max pool, standalone activations (swish and hard swish included).
 fn zoo(seed: u64) -> Graph {
     let mut rng = Lcg(seed);
     let mut g = Graph::new("input_1", vec![2, 13, 12]);
-    let pad = g.push("pad", Op::Pad { begin: vec![0, 1, 0], end: vec![0, 0, 2], value: 0.0 }, &[0]).unwrap(); // 2x14x14
+    let pad = g.push("pad", Op::Pad { begin: vec![0, 1, 0], end: vec![0, 0, 2], mode: PadMode::Constant(0.0) }, &[0]).unwrap(); // 2x14x14
     let mp0 = g.push("mp0", Op::MaxPool(pool(&[2, 2], 1, 0, 0, false, false)), &[pad]).unwrap(); // 2x13x13
     let c1 = g.push("c1", conv(&mut rng, 2, 4, &[3, 3], 1, 2, (1, 2), 1, Some(Activation::LeakyRelu(0.1))), &[mp0]).unwrap(); // 4x12x12
     let c2 = g.push("c2", conv(&mut rng, 4, 6, &[3, 2], 2, 1, (0, 1), 2, None), &[c1]).unwrap(); // grouped, stride 2
@@ -107,13 +107,15 @@ fn zoo(seed: u64) -> Graph {
     let mp = g.push("mp", Op::MaxPool(pool(&[3, 3], 2, 0, 0, false, true)), &[pr]).unwrap(); // ceil: 3x3
     let ap1 = g.push("ap1", Op::AvgPool(pool(&[3, 3], 1, 1, 1, true, false)), &[mp]).unwrap();
     let ap2 = g.push("ap2", Op::AvgPool(pool(&[2, 2], 2, 0, 0, false, true)), &[ap1]).unwrap(); // ceil: 2x2
-    let side = g.push("side", conv(&mut rng, 6, 3, &[1, 1], 2, 1, (0, 0), 1, Some(Activation::Softplus)), &[ap1]).unwrap();
+    let edge = g.push("edge", Op::Pad { begin: vec![0, 1, 0], end: vec![0, 0, 1], mode: PadMode::Edge }, &[ap1]).unwrap(); // 4x4
+    let side = g.push("side", conv(&mut rng, 6, 3, &[1, 1], 2, 1, (0, 0), 1, Some(Activation::Softplus)), &[edge]).unwrap();
     let cat = g.push("cat", Op::Concat { axis: 0 }, &[ap2, side]).unwrap();
     let t = g.push("t", Op::Transpose { perm: vec![0, 2, 3, 1] }, &[cat]).unwrap();
     let ln = g.push("ln", layer_norm(&mut rng, &[9]), &[t]).unwrap();
     let d = g.push("d", dense(&mut rng, 9, 5, Some(Activation::Tanh)), &[ln]).unwrap();
     let t2 = g.push("t2", Op::Transpose { perm: vec![0, 3, 1, 2] }, &[d]).unwrap();
-    let b = g.push("bn", bn(&mut rng, 5), &[t2]).unwrap();
+    let reflect = g.push("reflect", Op::Pad { begin: vec![0, 1, 0], end: vec![0, 1, 1], mode: PadMode::Reflect }, &[t2]).unwrap();
+    let b = g.push("bn", bn(&mut rng, 5), &[reflect]).unwrap();
     let gmp = g.push("gmp", Op::GlobalMaxPool, &[b]).unwrap();
     let s = g.push("selu", Op::Activation(Activation::Selu), &[gmp]).unwrap();
     let h = g.push("d1", dense(&mut rng, 5, 8, Some(Activation::Gelu)), &[s]).unwrap();

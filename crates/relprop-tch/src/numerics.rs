@@ -19,7 +19,7 @@
 //!   the transposed sum of `s / divisor`.
 
 use relprop_core::engine::Numerics;
-use relprop_core::graph::{window_out, Activation, Interpolation, Merge, Op, Pool};
+use relprop_core::graph::{window_out, Activation, Interpolation, Merge, Op, PadMode, Pool};
 use relprop_core::program::{BiasMod, WeightMod, XMod, BN_EPSILON};
 use relprop_core::rules::KERAS_EPSILON;
 use relprop_core::{Error, Result, Tensor};
@@ -77,6 +77,67 @@ fn pad(t: &tch::Tensor, begin: &[usize], end: &[usize], value: f64) -> Result<tc
         return Ok(t.shallow_clone());
     }
     t.f_pad(pad_spec(begin, end).as_slice(), "constant", value).ck()
+}
+
+/// A reflect (else edge) Pad of the per-sample axes, axis by axis, the first first ([`PadMode`]): each axis'
+/// border is the flipped slice next to the edge, or the edge slice repeated.
+fn mirror_pad(t: &tch::Tensor, begin: &[usize], end: &[usize], reflect: bool) -> Result<tch::Tensor> {
+    let mut out = t.shallow_clone();
+    for (a, (&b, &e)) in begin.iter().zip(end).enumerate() {
+        let (d, b, e, len) = ((a + 1) as i64, b as i64, e as i64, out.size()[a + 1]);
+        let border = |from: i64, n: i64, edge: i64| -> Result<tch::Tensor> {
+            if reflect {
+                return out.f_narrow(d, from, n).ck()?.f_flip([d].as_slice()).ck();
+            }
+            let mut size = out.size();
+            size[a + 1] = n;
+            out.f_narrow(d, edge, 1).ck()?.f_expand(size.as_slice(), false).ck()
+        };
+        let mut parts = Vec::with_capacity(3);
+        if b > 0 {
+            parts.push(border(1, b, 0)?);
+        }
+        parts.push(out.shallow_clone());
+        if e > 0 {
+            parts.push(border(len - 1 - e, e, len - 1)?);
+        }
+        if parts.len() > 1 {
+            out = tch::Tensor::f_cat(&parts, d).ck()?;
+        }
+    }
+    Ok(out)
+}
+
+/// The gradient of [`mirror_pad`] for `r` at its output, the input's per-sample shape `in_shape`: axis by axis,
+/// last first, the interior plus each border's relevance on the positions it copied (flipped back one in from
+/// the edge, or summed onto the edge).
+fn mirror_pad_vjp(r: &tch::Tensor, begin: &[usize], in_shape: &[usize], reflect: bool) -> Result<tch::Tensor> {
+    let mut g = r.shallow_clone();
+    for a in (0..begin.len()).rev() {
+        let (d, b, len) = ((a + 1) as i64, begin[a] as i64, in_shape[a] as i64);
+        let e = g.size()[a + 1] - b - len;
+        // `part` (extent `n` on this axis) at offset `at` of the axis' input extent.
+        let place = |part: tch::Tensor, at: i64, n: i64| -> Result<tch::Tensor> {
+            let (mut before, mut after) = (vec![0; begin.len()], vec![0; begin.len()]);
+            (before[a], after[a]) = (at as usize, (len - at - n) as usize);
+            pad(&part, &before, &after, 0.0)
+        };
+        let border = |from: i64, n: i64| -> Result<tch::Tensor> {
+            let s = g.f_narrow(d, from, n).ck()?;
+            if reflect { s.f_flip([d].as_slice()).ck() } else { s.f_sum_dim_intlist([d].as_slice(), true, None::<Kind>).ck() }
+        };
+        let mut sum = g.f_narrow(d, b, len).ck()?;
+        if b > 0 {
+            let part = if reflect { place(border(0, b)?, 1, b)? } else { place(border(0, b)?, 0, 1)? };
+            sum = sum.f_add(&part).ck()?;
+        }
+        if e > 0 {
+            let part = if reflect { place(border(b + len, e)?, len - 1 - e, e)? } else { place(border(b + len, e)?, len - 1, 1)? };
+            sum = sum.f_add(&part).ck()?;
+        }
+        g = sum;
+    }
+    Ok(g)
 }
 
 /// Keep `[begin[a], begin[a] + len[a])` of axis `first + a`, for every `a`.
@@ -541,7 +602,8 @@ impl Numerics for TchModel {
             }
             Op::Reshape => x.f_reshape(batched(n, &nd.shape).as_slice()).ck()?,
             Op::Transpose { perm } => x.f_permute(i64s(perm).as_slice()).ck()?,
-            Op::Pad { begin, end, value } => pad(x, begin, end, *value as f64)?,
+            Op::Pad { begin, end, mode: PadMode::Constant(value) } => pad(x, begin, end, *value as f64)?,
+            Op::Pad { begin, end, mode } => mirror_pad(x, begin, end, *mode == PadMode::Reflect)?,
             Op::Slice { begin, end } => {
                 let len: Vec<usize> = begin.iter().zip(end).map(|(&b, &e)| e - b).collect();
                 crop(x, 1, begin, &len)?
@@ -655,7 +717,8 @@ impl Numerics for TchModel {
                 }
                 vec![T(r.0.f_permute(inv.as_slice()).ck()?)]
             }
-            Op::Pad { begin, .. } => vec![T(crop(&r.0, 1, begin, &usizes(&xs[1..]))?)],
+            Op::Pad { begin, mode: PadMode::Constant(_), .. } => vec![T(crop(&r.0, 1, begin, &usizes(&xs[1..]))?)],
+            Op::Pad { begin, mode, .. } => vec![T(mirror_pad_vjp(&r.0, begin, &usizes(&xs[1..]), *mode == PadMode::Reflect)?)],
             Op::Slice { begin, end } => {
                 let after: Vec<usize> = end.iter().zip(&xs[1..]).map(|(&e, &l)| l as usize - e).collect();
                 vec![T(pad(&r.0, begin, &after, 0.0)?)]

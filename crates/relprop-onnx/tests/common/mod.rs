@@ -354,7 +354,20 @@ pub fn forward(g: &Graph, x: &Tensor) -> Tensor {
                 }
                 Tensor::new(n.shape.clone(), data).unwrap()
             }
-            op => panic!("reference forward does not implement {}", op.kind()),
+            Op::Pad { begin, mode, .. } => {
+                // Each output position reads, axis by axis, the input position its mode names (or the constant).
+                let (x, value) = (ins[0], if let relprop_core::PadMode::Constant(v) = mode { *v } else { 0.0 });
+                let (si, so) = (strides(&x.shape), strides(&n.shape));
+                let out = (0..n.shape.iter().product())
+                    .map(|k| {
+                        let src: Option<usize> = (0..n.shape.len())
+                            .map(|a| mode.source(k / so[a] % n.shape[a], begin[a], x.shape[a]).map(|j| j * si[a]))
+                            .sum();
+                        src.map_or(value, |i| x.data[i])
+                    })
+                    .collect();
+                Tensor::new(n.shape.clone(), out).unwrap()
+            }
         };
         assert_eq!(out.shape, n.shape, "node {}", n.name);
         vals.push(out);
@@ -379,7 +392,7 @@ pub fn summary(g: &Graph) -> Vec<(String, &'static str, Vec<usize>, Vec<usize>)>
 
 // ---- hand-built models ---------------------------------------------------------------------------------------
 
-use relprop_onnx::builder::{make_graph, make_model, value_info};
+use relprop_onnx::builder::{make_graph, make_model, make_tensor_i64, value_info};
 use relprop_onnx::proto::{NodeProto, TensorProto, ValueInfoProto};
 
 /// An output value with no declared type (so no shape check applies).
@@ -411,6 +424,11 @@ pub fn err(bytes: &[u8]) -> String {
 }
 
 /// Deterministic pseudo-random values in [-1, 1).
+/// A 1-D int64 initializer.
+pub fn i64s(name: &str, v: &[i64]) -> TensorProto {
+    make_tensor_i64(name, &[v.len()], v)
+}
+
 pub fn vals(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..n)

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, LayerNorm, Merge, Op, Pool};
+use relprop_core::graph::{Activation, BatchNorm, Conv, Dense, Graph, LayerNorm, Merge, Op, PadMode, Pool};
 use relprop_core::{Analyzer, Params, Tensor};
 
 /// Deterministic uniform(-1, 1) numbers.
@@ -58,21 +58,22 @@ pub fn bn(rng: &mut Lcg, c: usize) -> Op {
 }
 
 /// 2-D NCHW: asymmetric / grouped / dilated / depthwise convolutions, max pooling with asymmetric pads and
-/// ceil_mode, PReLU, average pooling with and without count_include_pad, BN, Concat, Pad, GlobalMaxPool, and most
-/// activations.
+/// ceil_mode, PReLU, an edge Pad, average pooling with and without count_include_pad, BN, Concat, a constant Pad,
+/// GlobalMaxPool, and most activations.
 pub fn cnn2d() -> Graph {
     let mut r = Lcg(11);
     let mut g = Graph::new("x", vec![3, 16, 15]);
     let c1 = g.push("c1", conv(&mut r, 3, 4, &[3, 3], &[1, 1], &[1, 1], &[0, 1], &[1, 0], 1, Some(Activation::Elu(1.0))), &[0]).unwrap();
     let pr = g.push("prelu", Op::PRelu { slope: r.tensor(&[4, 1, 1]) }, &[c1]).unwrap();
-    let mp = g.push("mp", Op::MaxPool(pool(&[3, 3], &[2, 2], &[1, 0], &[0, 1], false, true)), &[pr]).unwrap();
+    let edge = g.push("edge", Op::Pad { begin: vec![0, 2, 1], end: vec![0, 1, 2], mode: PadMode::Edge }, &[pr]).unwrap();
+    let mp = g.push("mp", Op::MaxPool(pool(&[3, 3], &[2, 2], &[1, 0], &[0, 1], false, true)), &[edge]).unwrap();
     let c2 = g.push("c2", conv(&mut r, 4, 4, &[3, 3], &[1, 1], &[2, 2], &[2, 2], &[2, 2], 2, Some(Activation::LeakyRelu(0.1))), &[mp]).unwrap();
     let c3 = g.push("c3", conv(&mut r, 4, 4, &[2, 3], &[2, 1], &[1, 1], &[0, 1], &[1, 1], 4, Some(Activation::Softplus)), &[c2]).unwrap();
     let ap = g.push("ap", Op::AvgPool(pool(&[3, 2], &[2, 1], &[1, 0], &[2, 1], true, true)), &[c3]).unwrap();
     let b = g.push("bn", bn(&mut r, 4), &[ap]).unwrap();
     let ap2 = g.push("ap2", Op::AvgPool(pool(&[2, 2], &[1, 1], &[0, 1], &[1, 0], false, false)), &[b]).unwrap();
     let cat = g.push("cat", Op::Concat { axis: 0 }, &[b, ap2]).unwrap();
-    let pd = g.push("pad", Op::Pad { begin: vec![0, 1, 0], end: vec![0, 0, 2], value: 0.0 }, &[cat]).unwrap();
+    let pd = g.push("pad", Op::Pad { begin: vec![0, 1, 0], end: vec![0, 0, 2], mode: PadMode::Constant(0.0) }, &[cat]).unwrap();
     let c4 = g.push("c4", conv(&mut r, 8, 6, &[3, 3], &[2, 2], &[1, 1], &[1, 0], &[1, 2], 1, Some(Activation::Relu)), &[pd]).unwrap();
     let gm = g.push("gmp", Op::GlobalMaxPool, &[c4]).unwrap();
     let d1 = g.push("d1", dense(&mut r, 6, 5, Some(Activation::Tanh)), &[gm]).unwrap();
@@ -81,7 +82,7 @@ pub fn cnn2d() -> Graph {
 }
 
 /// 1-D: strided dilated conv with asymmetric pads, max pooling with ceil_mode, residual Add, average pooling
-/// (ceil, no count_include_pad), LayerNorm over both axes, GlobalAvgPool, Selu/Gelu/Clip/HardSigmoid.
+/// (ceil, no count_include_pad), LayerNorm over both axes, a reflect Pad, GlobalAvgPool, Selu/Gelu/Clip/HardSigmoid.
 pub fn cnn1d() -> Graph {
     let mut r = Lcg(12);
     let mut g = Graph::new("x", vec![4, 23]);
@@ -94,7 +95,8 @@ pub fn cnn1d() -> Graph {
     let ap = g.push("ap", Op::AvgPool(pool(&[3], &[2], &[1], &[2], false, true)), &[re]).unwrap();
     let ln = g.push("ln", Op::LayerNorm(LayerNorm { axes: 2, gamma: r.tensor(&[6, 4]), beta: r.tensor(&[6, 4]), epsilon: 1e-5 }), &[ap]).unwrap();
     let hs = g.push("hs", Op::Activation(Activation::HardSigmoid { alpha: 0.2, beta: 0.5 }), &[ln]).unwrap();
-    let gap = g.push("gap", Op::GlobalAvgPool, &[hs]).unwrap();
+    let reflect = g.push("reflect", Op::Pad { begin: vec![0, 3], end: vec![0, 1], mode: PadMode::Reflect }, &[hs]).unwrap();
+    let gap = g.push("gap", Op::GlobalAvgPool, &[reflect]).unwrap();
     let d1 = g.push("d1", dense(&mut r, 6, 4, Some(Activation::Clip { min: -0.5, max: 0.8 })), &[gap]).unwrap();
     g.push("out", dense(&mut r, 4, 3, Some(Activation::Sigmoid)), &[d1]).unwrap();
     g

@@ -444,21 +444,13 @@ pub enum PadMode {
 }
 
 impl PadMode {
-    /// Whether `pad` positions fit on either side of an axis of `len`: a reflection needs `pad < len`, a repeated
-    /// edge one value.
-    pub fn fits(self, pad: usize, len: usize) -> bool {
+    /// Why `pad` positions cannot go on a side of an axis of `len` values, when they cannot: a reflection needs
+    /// more values than pads, a repeated edge one value.
+    pub fn misfit(self, pad: usize, len: usize) -> Option<&'static str> {
         match self {
-            PadMode::Constant(_) => true,
-            PadMode::Reflect => pad < len,
-            PadMode::Edge => len > 0,
-        }
-    }
-
-    fn needs(self) -> &'static str {
-        match self {
-            PadMode::Constant(_) => "nothing",
-            PadMode::Reflect => "fewer pads than values",
-            PadMode::Edge => "at least one value",
+            PadMode::Reflect if pad > 0 && pad >= len => Some("a reflection needs more values than pads"),
+            PadMode::Edge if pad > 0 && len == 0 => Some("a repeated edge needs a value"),
+            _ => None,
         }
     }
 
@@ -855,8 +847,8 @@ pub fn infer_shape(op: &Op, ins: &[&[usize]]) -> std::result::Result<Vec<usize>,
         Op::Pad { begin, end, mode } => {
             let x = one()?;
             check_geometry(x.len(), &[("pad begin", begin.len()), ("pad end", end.len())])?;
-            if let Some(a) = (0..x.len()).find(|&a| begin[a].max(end[a]) > 0 && !mode.fits(begin[a].max(end[a]), x[a])) {
-                return Err(format!("{mode:?} padding of {} on an axis of {}: needs {}", begin[a].max(end[a]), x[a], mode.needs()));
+            if let Some((a, why)) = (0..x.len()).find_map(|a| mode.misfit(begin[a].max(end[a]), x[a]).map(|w| (a, w))) {
+                return Err(format!("{mode:?} padding of {} on an axis of {}: {why}", begin[a].max(end[a]), x[a]));
             }
             x.iter().zip(begin.iter().zip(end)).map(|(s, (b, e))| s.checked_add(*b).and_then(|v| v.checked_add(*e)).ok_or_else(|| "padding too large".to_string())).collect()
         }

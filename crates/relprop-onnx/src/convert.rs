@@ -63,6 +63,19 @@ fn channel_bias(c: &Const, full_rank: usize, axis: usize, n: usize) -> Option<Ve
     }
 }
 
+/// The per-channel `x·γ + β` held as a [`BatchNorm`] (mean 0, variance 1, epsilon 0 compute the same function).
+fn channel_affine(gamma: Vec<f32>, beta: Vec<f32>) -> BatchNorm {
+    let n = gamma.len();
+    let filled = |v: f32| Arc::new(Tensor { shape: vec![n], data: vec![v; n] });
+    BatchNorm {
+        gamma: Arc::new(Tensor { shape: vec![n], data: gamma }),
+        beta: Arc::new(Tensor { shape: vec![n], data: beta }),
+        mean: filled(0.0),
+        var: filled(1.0),
+        epsilon: 0.0,
+    }
+}
+
 impl Importer<'_> {
     /// Lower node `k` (and any nodes it absorbs) into the IR.
     pub(crate) fn convert(&mut self, k: usize) -> Result<()> {
@@ -896,14 +909,7 @@ impl Importer<'_> {
                 }
             }
         }
-        let ones = |v: f32| Arc::new(Tensor { shape: vec![n], data: vec![v; n] });
-        let bn = BatchNorm {
-            gamma: Arc::new(Tensor { shape: vec![n], data: gamma }),
-            beta: Arc::new(Tensor { shape: vec![n], data: beta }),
-            mean: ones(0.0),
-            var: ones(1.0),
-            epsilon: 0.0,
-        };
+        let bn = channel_affine(gamma, beta);
         // Only tf2onnx's lowering of a Keras BatchNormalization (`.../batchnorm/mul_1`) is a BN layer with the BN
         // rule; every other constant scaling or shift is an Affine, which signxai passes relevance through.
         let lowered_bn = ctx.name.split('/').any(|part| part == "batchnorm");
@@ -1354,16 +1360,7 @@ impl Importer<'_> {
         let normalized = format!("{out}__normalized");
         self.push_layer_norm(ctx, x, &axes, epsilon, None, None, &normalized)?;
         let ln = self.values[&normalized];
-        let n = scale.len();
-        let per_channel = |v: Vec<f32>| Arc::new(Tensor { shape: vec![n], data: v });
-        let affine = BatchNorm {
-            gamma: per_channel(scale),
-            beta: per_channel(bias),
-            mean: per_channel(vec![0.0; n]),
-            var: per_channel(vec![1.0; n]),
-            epsilon: 0.0,
-        };
-        let id = self.push_as(&format!("{}__affine", ctx.name), &ctx.layer, Op::Affine(affine), &[ln])?;
+        let id = self.push_as(&format!("{}__affine", ctx.name), &ctx.layer, Op::Affine(channel_affine(scale, bias)), &[ln])?;
         self.bind(&out, id)
     }
 

@@ -470,6 +470,8 @@ impl Numerics for NdModel {
         let n = x.shape()[0];
         let in_shape = &self.graph.nodes[nd.inputs[0]].shape;
         Ok(match &nd.op {
+            // TensorFlow's MaxPool3D gradient gives every tied maximum the whole relevance (docs/divergences.md).
+            Op::MaxPool(p) if p.kernel.len() == 3 => vec![arc(kernels::maxpool_route_ties(p, x.view(), r.view()))],
             Op::MaxPool(p) => {
                 let (_, idx) = kernels::maxpool_forward(p, x.view());
                 vec![arc(kernels::maxpool_route(&idx, r.view(), in_shape))]

@@ -532,3 +532,18 @@ fn mirror_pad_routes_are_the_adjoint_of_the_pad() {
         }
     }
 }
+
+/// TensorFlow's MaxPool3D gradient, which signxai's maps follow, gives every tied maximum of a window the whole
+/// relevance (2-D and 1-D max pooling route it to the first maximum): one 2×2×2 window holding five 3s under a
+/// Dense of weight 2, LRP-Z: the Dense's input relevance is 6, and each of the five 3s gets all of it.
+#[test]
+fn max_pool_3d_gives_every_tied_maximum_the_whole_relevance() {
+    let mut g = Graph::new("x", vec![1, 2, 2, 2]);
+    let p = Pool { kernel: vec![2, 2, 2], strides: vec![2, 2, 2], pads_begin: vec![0; 3], pads_end: vec![0; 3], ceil_mode: false, count_include_pad: false };
+    let mp = g.push("mp", Op::MaxPool(p), &[0]).unwrap();
+    let f = g.push_reshape("flat", "flat", mp, vec![1]).unwrap();
+    g.push("d", Op::Dense(Dense { weight: Arc::new(Tensor::new(vec![1, 1], vec![2.0]).unwrap()), bias: None, activation: None }), &[f]).unwrap();
+    let x = Tensor::new(vec![1, 1, 2, 2, 2], vec![3.0, 3.0, 1.0, 3.0, 0.0, 3.0, 2.0, 3.0]).unwrap();
+    let (r, _) = explain(&g, "Z", &[], &x, Target::Max, false);
+    assert_eq!(r.data, [6.0, 6.0, 0.0, 6.0, 0.0, 6.0, 0.0, 6.0]);
+}

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use relprop_core::engine::{self, ExplainOptions, Numerics};
-use relprop_core::graph::{Activation, Conv, Graph, Interpolation, Merge, Op, PadMode, Pool};
+use relprop_core::graph::{window_out, Activation, Conv, Graph, Interpolation, Merge, Op, PadMode, Pool};
 use relprop_core::program::{BiasMod, WeightMod, XMod};
 use relprop_core::rules::KERAS_EPSILON;
 use relprop_core::{Error, Result, RulePlan, Target, Tensor};
@@ -182,6 +182,69 @@ impl<'g> OnnxBuilder<'g> {
             g = sum;
         }
         g
+    }
+
+    /// The relevance through a max pooling as TensorFlow's MaxPool3D gradient routes it: per kernel offset, a
+    /// strided Slice of the (−∞-)padded input holds that offset of every window; where it equals the window's
+    /// maximum, the window's relevance `r` goes back to that input position through a stride-`s` ConvTranspose
+    /// whose one-hot kernel sits at the offset (its pads crop the padding). Tied maxima each get all of `r`.
+    fn maxpool_ties_vjp(&self, node: usize, p: &Pool, x: &str, r: &str, in_shape: &[usize]) -> Result<String> {
+        let (c, sp) = (in_shape[0], &in_shape[1..]);
+        let mut out = Vec::with_capacity(sp.len());
+        for (a, &len) in sp.iter().enumerate() {
+            let o = window_out(len, p.kernel[a], p.strides[a], 1, p.pads_begin[a], p.pads_end[a], p.ceil_mode)
+                .map_err(|e| Error::Backend { backend: "ort".into(), msg: format!("pool geometry: {e}") })?;
+            out.push(o);
+        }
+        if out.contains(&0) {
+            return Ok(self.zeros_like(x));
+        }
+        // Windows reach `(o − 1)·s + k` positions into the padded axis; pad the input at least that far.
+        let reach: Vec<usize> = (0..sp.len()).map(|a| (out[a] - 1) * p.strides[a] + p.kernel[a]).collect();
+        let end: Vec<usize> = (0..sp.len()).map(|a| reach[a].saturating_sub(p.pads_begin[a] + sp[a])).collect();
+        let pads: Vec<i64> = [0, 0].iter().chain(&p.pads_begin).chain(&[0, 0]).chain(&end).map(|&v| v as i64).collect();
+        let xp = self.node("Pad", &[x, &self.i64_vec(&pads), &self.scalar(f32::NEG_INFINITY)], vec![ob::attr_string("mode", "constant")]);
+        let y = self.maxpool(node, p, x).0;
+        let axes: Vec<i64> = (2..2 + sp.len() as i64).collect();
+        let steps: Vec<i64> = p.strides.iter().map(|&s| s as i64).collect();
+        // The ConvTranspose's output is the input's extent: trailing positions no window reaches come from
+        // output_padding, positions past the input from the end pads.
+        let (tpads, opad): (Vec<i64>, Vec<i64>) = (0..sp.len())
+            .map(|a| {
+                let over = reach[a] as i64 - (p.pads_begin[a] + sp[a]) as i64;
+                (over.max(0), (-over).max(0))
+            })
+            .unzip();
+        let kp: usize = p.kernel.iter().product();
+        let mut parts = Vec::with_capacity(kp);
+        for k in 0..kp {
+            let (mut off, mut rest) = (vec![0usize; sp.len()], k);
+            for a in (0..sp.len()).rev() {
+                off[a] = rest % p.kernel[a];
+                rest /= p.kernel[a];
+            }
+            let starts: Vec<i64> = off.iter().map(|&o| o as i64).collect();
+            let ends: Vec<i64> = (0..sp.len()).map(|a| (off[a] + (out[a] - 1) * p.strides[a] + 1) as i64).collect();
+            let xk = self.node("Slice", &[&xp, &self.i64_vec(&starts), &self.i64_vec(&ends), &self.i64_vec(&axes), &self.i64_vec(&steps)], vec![]);
+            let hit = self.node("Cast", &[&self.node("Equal", &[&xk, &y], vec![])], vec![attr_int("to", DataType::Float as i64)]);
+            let m = self.node("Mul", &[&hit, r], vec![]);
+            let mut w = vec![0f32; c * kp];
+            for ch in 0..c {
+                w[ch * kp + k] = 1.0;
+            }
+            let wdims: Vec<usize> = [c, 1].iter().chain(&p.kernel).copied().collect();
+            let all_pads: Vec<i64> = p.pads_begin.iter().map(|&v| v as i64).chain(tpads.iter().copied()).collect();
+            let attrs = vec![
+                attr_ints("kernel_shape", &p.kernel.iter().map(|&v| v as i64).collect::<Vec<_>>()),
+                attr_ints("strides", &steps),
+                attr_ints("pads", &all_pads),
+                attr_ints("output_padding", &opad),
+                attr_int("group", c as i64),
+            ];
+            parts.push(self.node("ConvTranspose", &[&m, &self.const_f32(&wdims, &w)], attrs));
+        }
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        Ok(if refs.len() == 1 { parts[0].clone() } else { self.node("Sum", &refs, vec![]) })
     }
 
     /// A reshape keeping the batch axis (`0`) to the per-sample `shape`.
@@ -714,6 +777,8 @@ impl Numerics for OnnxBuilder<'_> {
         let x = inputs[0];
         let in_shape = self.in_shape(node).to_vec();
         Ok(match &nd.op {
+            // TensorFlow's MaxPool3D gradient gives every tied maximum the whole relevance (docs/divergences.md).
+            Op::MaxPool(p) if p.kernel.len() == 3 => vec![self.sym(self.maxpool_ties_vjp(node, p, &x.name, &r.name, &in_shape)?, in_shape)],
             Op::MaxPool(p) => {
                 let cached = self.st.borrow().pool_indices.get(&node).cloned();
                 let idx = match cached {

@@ -164,6 +164,20 @@ struct Pair {
     nd: NdModel,
 }
 
+/// A 3-D max pooling (overlapping, padded, ceil mode) straight on the input: the window geometry of the route
+/// that TensorFlow's MaxPool3D gradient takes (fed floats, so every map is well-conditioned; ties are checked by
+/// value in `max_pool_3d_gives_every_tied_maximum_the_whole_relevance`).
+fn pool3d(seed: u64) -> Graph {
+    let mut rng = Lcg(seed);
+    let mut g = Graph::new("x", vec![2, 5, 6, 4]);
+    let p = Pool { kernel: vec![2, 3, 2], strides: vec![1, 2, 2], pads_begin: vec![0, 1, 1], pads_end: vec![1, 1, 0], ceil_mode: true, count_include_pad: false };
+    let mp = g.push("mp", Op::MaxPool(p), &[0]).unwrap();
+    let n: usize = g.nodes[mp].shape.iter().product();
+    let f = g.push_reshape("flat", "flat", mp, vec![n]).unwrap();
+    g.push("out", dense(&mut rng, n, 3, None), &[f]).unwrap();
+    g
+}
+
 fn pair(g: Graph) -> Pair {
     let g = Arc::new(g);
     Pair { ort: OrtModel::new(&common::backend(), g.clone()).unwrap(), nd: NdModel::new(g.clone()).unwrap(), g }
@@ -266,6 +280,7 @@ fn every_rule_class_and_target_matches_ndarray_on_every_op() {
         ("cnn", cnn(3), vec![2, 3, 9, 7], false),
         ("zoo", zoo(5), vec![2, 2, 13, 12], true),
         ("signal", signal(7), vec![2, 17, 2], false),
+        ("pool3d", pool3d(4), vec![2, 2, 5, 6, 4], false),
     ] {
         let p = pair(g);
         let x = Lcg(11).input(&shape, ties);
@@ -377,4 +392,20 @@ fn hostile_input_gets_the_shared_errors() {
     // A plan made for another graph.
     let other = RulePlan::resolve(&zoo(1), &rule_analyzer("Z").unwrap()).unwrap();
     assert!(p.ort.explain(&other, &good, &Target::Max, &o).is_err());
+}
+
+/// TensorFlow's MaxPool3D gradient gives every tied maximum the whole relevance (the cross-backend comparisons
+/// above accept tie-dependent maps as ill-conditioned, so this is checked by value): one 2×2×2 window of five
+/// 3s under a Dense of weight 2, LRP-Z, as relprop-ndarray's tests/properties.rs derives it.
+#[test]
+fn max_pool_3d_gives_every_tied_maximum_the_whole_relevance() {
+    let mut g = Graph::new("x", vec![1, 2, 2, 2]);
+    let mp = g.push("mp", Op::MaxPool(pool(&[2, 2, 2], 2, 0, 0, false, false)), &[0]).unwrap();
+    let f = g.push_reshape("flat", "flat", mp, vec![1]).unwrap();
+    g.push("d", Op::Dense(Dense { weight: Arc::new(Tensor::new(vec![1, 1], vec![2.0]).unwrap()), bias: None, activation: None }), &[f]).unwrap();
+    let p = pair(g);
+    let x = Tensor::new(vec![1, 1, 2, 2, 2], vec![3.0, 3.0, 1.0, 3.0, 0.0, 3.0, 2.0, 3.0]).unwrap();
+    let plan = RulePlan::resolve(&p.g, &rule_analyzer("Z").unwrap()).unwrap();
+    let r = p.ort.explain(&plan, &x, &Target::Max, &ExplainOptions::default()).unwrap().relevance;
+    assert_eq!(r.data, [6.0, 6.0, 0.0, 6.0, 0.0, 6.0, 0.0, 6.0]);
 }

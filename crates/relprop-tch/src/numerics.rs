@@ -13,7 +13,8 @@
 //!   the explicit padding is cropped;
 //! - max pooling: explicit `-inf` padding (plus the extra end padding ONNX `ceil_mode` needs), libtorch's
 //!   `max_poolNd_with_indices` with no padding (first maximum in row-major window order, padding never wins),
-//!   empty windows give 0; routing scatter-adds into the padded plane (overlapping windows add) and crops;
+//!   empty windows give 0; routing scatter-adds into the padded plane (overlapping windows add) and crops; 3-D
+//!   pooling routes to every tied maximum, as TensorFlow's MaxPool3D gradient does (`maxpool_ties_vjp`);
 //! - average pooling: a sum over zero-padded windows (a ones kernel, one channel) divided by a cached divisor map
 //!   (in-bounds positions, or the window clipped to the padded input with `count_include_pad`); its transpose is
 //!   the transposed sum of `s / divisor`.
@@ -311,6 +312,35 @@ impl TchModel {
         .ck()?;
         let y = y.f_masked_fill(&y.f_isneginf().ck()?, 0.0).ck()?;
         Ok((y, idx, usizes(&xp.size()[2..])))
+    }
+
+    /// The relevance through a max pooling as TensorFlow's MaxPool3D gradient routes it: per kernel offset, the
+    /// strided slice of the (−∞-)padded input holding that offset of every window is compared with the windows'
+    /// maxima, and where equal the window's relevance `r` is added into the same strided view of the result. Tied
+    /// maxima each get the whole relevance.
+    fn maxpool_ties_vjp(&self, p: &Pool, x: &tch::Tensor, r: &tch::Tensor) -> Result<tch::Tensor> {
+        let sp = usizes(&x.size()[2..]);
+        let (out, end) = pool_end_pads(p, &sp)?;
+        let xp = pad(x, &p.pads_begin, &end, f64::NEG_INFINITY)?;
+        let (y, _, _) = self.maxpool(p, x)?;
+        let dx = xp.f_zeros_like().ck()?;
+        if out.contains(&0) {
+            return crop(&dx, 2, &p.pads_begin, &sp);
+        }
+        for k in 0..p.kernel.iter().product::<usize>() {
+            let (mut xv, mut dv, mut rest) = (xp.shallow_clone(), dx.shallow_clone(), k);
+            for a in (0..sp.len()).rev() {
+                let (off, s) = ((rest % p.kernel[a]) as i64, p.strides[a] as i64);
+                rest /= p.kernel[a];
+                let stop = off + (out[a] as i64 - 1) * s + 1;
+                xv = xv.f_slice(2 + a as i64, off, stop, s).ck()?;
+                dv = dv.f_slice(2 + a as i64, off, stop, s).ck()?;
+            }
+            let hit = xv.f_eq_tensor(&y).ck()?.f_to_kind(Kind::Float).ck()?.f_mul(r).ck()?;
+            // In place: `dv` is a strided view into `dx`.
+            let _ = dv.f_add_(&hit).ck()?;
+        }
+        crop(&dx, 2, &p.pads_begin, &sp)
     }
 
     /// Sum over windows of zero-padded `x`: per sample, a ones kernel on its channels as `(C, 1, ...)`.
@@ -693,6 +723,8 @@ impl Numerics for TchModel {
                 };
                 grads.into_iter().zip(inputs).map(|(g, x)| Ok(T(g.f_sum_to_size(x.0.size().as_slice()).ck()?))).collect::<Result<_>>()?
             }
+            // TensorFlow's MaxPool3D gradient gives every tied maximum the whole relevance (docs/divergences.md).
+            Op::MaxPool(p) if p.kernel.len() == 3 => vec![T(self.maxpool_ties_vjp(p, x, &r.0)?)],
             Op::MaxPool(p) => {
                 let (_, idx, padded) = self.maxpool(p, x)?;
                 let (n, c) = (xs[0], xs[1]);

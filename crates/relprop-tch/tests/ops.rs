@@ -137,3 +137,22 @@ fn sign_tests_match_ndarray_at_the_edges() {
         same(&format!("{m:?}"), t.output(&t.xmod(&zt, m).unwrap()).unwrap(), n.output(&n.xmod(&zn, m).unwrap()).unwrap());
     }
 }
+
+/// TensorFlow's MaxPool3D gradient gives every tied maximum the whole relevance (the comparison above accepts
+/// tie-dependent maps as ill-conditioned, so this is checked by value): one 2×2×2 window of five 3s under a
+/// Dense of weight 2, LRP-Z, as relprop-ndarray's tests/properties.rs derives it.
+#[test]
+fn max_pool_3d_gives_every_tied_maximum_the_whole_relevance() {
+    use relprop_core::graph::{Dense, Graph, Op};
+    use relprop_core::{Analyzer, Params, Tensor};
+    let mut g = Graph::new("x", vec![1, 2, 2, 2]);
+    let mp = g.push("mp", Op::MaxPool(common::pool(&[2, 2, 2], &[2, 2, 2], &[0; 3], &[0; 3], false, false)), &[0]).unwrap();
+    let f = g.push_reshape("flat", "flat", mp, vec![1]).unwrap();
+    g.push("d", Op::Dense(Dense { weight: Arc::new(Tensor::new(vec![1, 1], vec![2.0]).unwrap()), bias: None, activation: None }), &[f]).unwrap();
+    let g = Arc::new(g);
+    let t = TchBackend::new("cpu").unwrap().compile_tch(g.clone()).unwrap();
+    let plan = RulePlan::resolve(&g, &Analyzer::from_class("LRPZ", &Params::default()).unwrap()).unwrap();
+    let x = Tensor::new(vec![1, 1, 2, 2, 2], vec![3.0, 3.0, 1.0, 3.0, 0.0, 3.0, 2.0, 3.0]).unwrap();
+    let r = t.explain(&plan, &x, &Target::Max, &ExplainOptions::default()).unwrap().relevance;
+    assert_eq!(r.data, [6.0, 6.0, 0.0, 6.0, 0.0, 6.0, 0.0, 6.0]);
+}

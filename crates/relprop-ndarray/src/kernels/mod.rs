@@ -13,7 +13,7 @@ pub use gemm::{engine as gemm_engine, set_engine as set_gemm_engine, Engine as G
 pub(crate) use pool::max_and_share;
 pub use pool::{
     avgpool_forward, avgpool_transpose, global_avgpool_forward, global_avgpool_transpose,
-    global_maxpool_forward, global_maxpool_route, maxpool_forward, maxpool_route, NO_WINNER,
+    global_maxpool_forward, global_maxpool_route, maxpool_forward, maxpool_route, maxpool_route_ties, NO_WINNER,
 };
 
 #[cfg(test)]

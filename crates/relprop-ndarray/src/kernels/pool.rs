@@ -315,6 +315,42 @@ pub fn maxpool_route(argmax: &[u32], r: ArrayViewD<f32>, in_shape: &[usize]) -> 
     ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("shape")
 }
 
+/// Route relevance through a max pooling as TensorFlow's MaxPool3D gradient does: every input equal to its
+/// window's maximum receives the window's whole relevance, so tied maxima each get all of it (1-D and 2-D
+/// pooling take the first maximum, [`maxpool_route`]; docs/divergences.md). `x` is the pooling's input
+/// `(N, C, spatial...)`, `r` the relevance at its output; returns `x`'s shape.
+pub fn maxpool_route_ties(p: &Pool, x: ArrayViewD<f32>, r: ArrayViewD<f32>) -> ArrayD<f32> {
+    let (n, c, sp) = split_batched(&x, "maxpool route");
+    let g = PGeom::new(p, sp);
+    let (inp, op) = (g.in_plane(), g.out_plane());
+    assert_eq!(r.len(), n * c * op, "maxpool route: r must have the output's size");
+    let (xs, rs) = (x.as_standard_layout(), r.as_standard_layout());
+    let (xs, rs) = (xs.as_slice().expect("standard layout"), rs.as_slice().expect("standard layout"));
+    let mut dx = vec![0f32; n * c * inp];
+    if op > 0 && inp > 0 {
+        let ow_n = *g.out_sp.last().expect("rank >= 1");
+        dx.par_chunks_mut(inp)
+            .zip(xs.par_chunks(inp))
+            .zip(rs.par_chunks(op))
+            .for_each(|((d, xp), rp)| {
+                g.for_each_out_row(|row, rows, _| {
+                    for (&v, sp) in rp[row * ow_n..(row + 1) * ow_n].iter().zip(g.last_spans()) {
+                        let window = || rows.iter().map(|&r0| r0 + sp.lo..r0 + sp.hi);
+                        let best = window().flat_map(|w| &xp[w]).fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                        for w in window() {
+                            for (d, &x) in d[w.clone()].iter_mut().zip(&xp[w]) {
+                                if x == best {
+                                    *d += v;
+                                }
+                            }
+                        }
+                    }
+                });
+            });
+    }
+    ArrayD::from_shape_vec(IxDyn(&shape_of(n, c, sp)), dx).expect("shape")
+}
+
 /// Average pooling of `x` `(N, C, spatial...)`.
 pub fn avgpool_forward(p: &Pool, x: ArrayViewD<f32>) -> ArrayD<f32> {
     let (n, c, sp) = split_batched(&x, "avgpool");
@@ -596,6 +632,46 @@ mod tests {
             (l - r).abs() <= 1e-4 * l.abs().max(r.abs()).max(1.0),
             "{name}: max adjoint {l} vs {r}"
         );
+        // TensorFlow's MaxPool3D routing: every member of a window equal to its maximum gets the window's s.
+        let ties = maxpool_route_ties(&p, x.view(), s.view());
+        let mut tn = vec![0f32; len];
+        for (j, &w) in amn.iter().enumerate() {
+            if w == NO_WINNER {
+                continue;
+            }
+            let (pl, best) = (j / (y.len() / (n * c)), mx[j]);
+            for m in window_members(&p, sp, j % (y.len() / (n * c))) {
+                if x.as_slice().unwrap()[pl * (per / c) + m] == best {
+                    tn[pl * (per / c) + m] += s.as_slice().unwrap()[j];
+                }
+            }
+        }
+        assert_close(&format!("{name} route with ties"), ties.as_slice().unwrap(), &tn, 1e-5);
+        if !integer {
+            assert_eq!(ties.as_slice().unwrap(), routed.as_slice().unwrap(), "{name}: without ties both routes agree");
+        }
+    }
+
+    /// The in-bounds input positions (plane offsets) of output position `o`'s window.
+    fn window_members(p: &Pool, sp: &[usize], o: usize) -> Vec<usize> {
+        let out_sp: Vec<usize> = (0..sp.len())
+            .map(|a| window_out(sp[a], p.kernel[a], p.strides[a], 1, p.pads_begin[a], p.pads_end[a], p.ceil_mode).unwrap())
+            .collect();
+        let ov = unravel(o, &out_sp);
+        (0..p.kernel.iter().product::<usize>())
+            .filter_map(|k| {
+                let kv = unravel(k, &p.kernel);
+                let mut idx = 0usize;
+                for a in 0..sp.len() {
+                    let i = (ov[a] * p.strides[a] + kv[a]) as isize - p.pads_begin[a] as isize;
+                    if i < 0 || i >= sp[a] as isize {
+                        return None;
+                    }
+                    idx = idx * sp[a] + i as usize;
+                }
+                Some(idx)
+            })
+            .collect()
     }
 
     #[test]
@@ -759,6 +835,14 @@ mod tests {
             2,
             &[5, 4, 6],
             false,
+        );
+        check(
+            "3d ties",
+            pool(&[2, 2, 3], &[1, 2, 2], &[0, 1, 1], &[1, 0, 1], true, true),
+            2,
+            3,
+            &[4, 5, 6],
+            true,
         );
     }
     #[test]

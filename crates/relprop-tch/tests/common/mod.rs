@@ -145,6 +145,18 @@ pub fn ties() -> Graph {
     g
 }
 
+/// A 3-D max pooling (overlapping, padded, ceil mode) straight on the input: the window geometry of the route
+/// that TensorFlow's MaxPool3D gradient takes (fed floats; ties are checked by value in tests/ops.rs).
+pub fn pool3d() -> Graph {
+    let mut r = Lcg(16);
+    let mut g = Graph::new("x", vec![2, 5, 6, 4]);
+    let mp = g.push("mp", Op::MaxPool(pool(&[2, 3, 2], &[1, 2, 2], &[0, 1, 1], &[1, 1, 0], false, true)), &[0]).unwrap();
+    let n: usize = g.nodes[mp].shape.iter().product();
+    let f = g.push_reshape("flat", "flat", mp, vec![n]).unwrap();
+    g.push("out", dense(&mut r, n, 3, None), &[f]).unwrap();
+    g
+}
+
 /// A SeparableConv (multiplier 2, swish), nearest upsampling, a squeeze-and-excitation Multiply (a broadcast
 /// gate), Maximum, Subtract, a three-input Minimum, HardSwish.
 pub fn blocks() -> Graph {
@@ -191,6 +203,7 @@ pub fn models() -> Vec<(&'static str, Graph, bool)> {
         ("cnn3d", cnn3d(), false),
         ("channels_last", channels_last(), false),
         ("ties", ties(), true),
+        ("pool3d", pool3d(), false),
         ("blocks", blocks(), false),
         ("dead", dead(), false),
     ]

@@ -444,6 +444,15 @@ pub enum PadMode {
 }
 
 impl PadMode {
+    /// ONNX Pad's `mode` string.
+    pub fn onnx_name(self) -> &'static str {
+        match self {
+            PadMode::Constant(_) => "constant",
+            PadMode::Reflect => "reflect",
+            PadMode::Edge => "edge",
+        }
+    }
+
     /// Why `pad` positions cannot go on a side of an axis of `len` values, when they cannot: a reflection needs
     /// more values than pads, a repeated edge one value.
     pub fn misfit(self, pad: usize, len: usize) -> Option<&'static str> {

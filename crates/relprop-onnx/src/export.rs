@@ -246,14 +246,12 @@ impl Writer {
                 // Full-rank pads: the batch axis gets none.
                 let pads: Vec<i64> = std::iter::once(0).chain(ints(begin)).chain([0]).chain(ints(end)).collect();
                 let pname = self.init(&name, "pads", make_tensor_i64("", &[pads.len()], &pads));
-                match mode {
-                    PadMode::Constant(value) => {
-                        let vname = self.init(&name, "value", make_tensor_f32("", &[], &[*value]));
-                        self.emit("Pad", &name, &[x, &pname, &vname], vec![])
-                    }
-                    PadMode::Reflect => self.emit("Pad", &name, &[x, &pname], vec![attr_string("mode", "reflect")]),
-                    PadMode::Edge => self.emit("Pad", &name, &[x, &pname], vec![attr_string("mode", "edge")]),
+                let mut ins = vec![x.to_string(), pname];
+                if let PadMode::Constant(value) = mode {
+                    ins.push(self.init(&name, "value", make_tensor_f32("", &[], &[*value])));
                 }
+                let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+                self.emit("Pad", &name, &ins, vec![attr_string("mode", mode.onnx_name())])
             }
             Op::Concat { axis } => self.simple("Concat", layer, &in_refs, vec![attr_int("axis", *axis as i64 + 1)]),
             Op::Upsample { factors, mode } => {

@@ -711,15 +711,12 @@ impl Numerics for OnnxBuilder<'_> {
             Op::Pad { begin, end, mode } => {
                 let pads: Vec<i64> =
                     std::iter::once(0).chain(begin.iter().map(|&d| d as i64)).chain(std::iter::once(0)).chain(end.iter().map(|&d| d as i64)).collect();
-                let pads = self.i64_vec(&pads);
-                match mode {
-                    PadMode::Constant(value) => {
-                        let v = self.scalar(*value);
-                        self.node("Pad", &[&x.name, &pads, &v], vec![ob::attr_string("mode", "constant")])
-                    }
-                    PadMode::Reflect => self.node("Pad", &[&x.name, &pads], vec![ob::attr_string("mode", "reflect")]),
-                    PadMode::Edge => self.node("Pad", &[&x.name, &pads], vec![ob::attr_string("mode", "edge")]),
+                let mut ins = vec![x.name.clone(), self.i64_vec(&pads)];
+                if let PadMode::Constant(value) = mode {
+                    ins.push(self.scalar(*value));
                 }
+                let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
+                self.node("Pad", &ins, vec![ob::attr_string("mode", mode.onnx_name())])
             }
             Op::Slice { begin, end } => {
                 let axes: Vec<i64> = (1..=begin.len() as i64).collect();

@@ -152,7 +152,7 @@ class _Writer:
     def activation(self, layer, t, act):
         if act in (None, "linear"):
             return t
-        ops = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "softplus": "Softplus"}
+        ops = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "softplus": "Softplus", "softsign": "Softsign"}
         if act in ops:
             return self.node(layer, ops[act], [t])
         if act == "elu":

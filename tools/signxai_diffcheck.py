@@ -182,6 +182,8 @@ ARCHS = {
                                 L.Dense(8, activation="hard_sigmoid", name="d4"), L.ELU(alpha=0.5, name="elu"),
                                 L.Dense(8, name="d5"), L.LeakyReLU(0.3, name="lr"), L.Activation("tanh", name="t"),
                                 L.Dense(3, name="out"))),
+    "softsign": ((10,), seq(L.Dense(8, activation="softsign", name="d1"), L.Dense(8, name="d2"),
+                            L.Activation("softsign", name="s"), L.Dense(3, name="out"))),
     "conv1d_causal": ((16, 2), seq(L.Conv1D(4, 3, padding="causal", activation="relu", name="c1"),
                                    L.Conv1D(4, 2, padding="causal", dilation_rate=2, activation="relu", name="c2"),
                                    L.Conv1D(3, 3, padding="causal", strides=2, name="c3"),

@@ -31,6 +31,12 @@ pub enum Activation {
     Swish,
     /// `x · clamp(x/6 + ½, 0, 1)` (ONNX HardSwish, PyTorch `Hardswish`).
     HardSwish,
+    /// `x / (1 + |x|)` (ONNX Softsign, Keras `softsign`, PyTorch `Softsign`).
+    Softsign,
+    /// `max(0, x) + min(0, α·(exp(x/α) − 1))` (ONNX Celu, PyTorch `CELU`); α ≠ 0.
+    Celu(f32),
+    /// `log σ(x) = −softplus(−x)` (PyTorch `LogSigmoid`, exported as a Sigmoid and a Log).
+    LogSigmoid,
 }
 
 impl Activation {
@@ -42,7 +48,7 @@ impl Activation {
             Activation::Elu(a) => if x >= 0.0 { x } else { a * (x.exp() - 1.0) },
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::Tanh => x.tanh(),
-            Activation::Softplus => if x > 20.0 { x } else { x.exp().ln_1p() },
+            Activation::Softplus => softplus(x),
             Activation::Selu => {
                 let (a, s) = (1.673_263_2_f32, 1.050_701_f32);
                 if x > 0.0 { s * x } else { s * a * (x.exp() - 1.0) }
@@ -53,8 +59,17 @@ impl Activation {
             Activation::Clip { min, max } => x.max(min).min(max),
             Activation::Swish => x * (1.0 / (1.0 + (-x).exp())),
             Activation::HardSwish => x * (x * (1.0 / 6.0) + 0.5).clamp(0.0, 1.0),
+            Activation::Softsign => x / (1.0 + x.abs()),
+            Activation::Celu(a) => x.max(0.0) + (a * ((x / a).exp() - 1.0)).min(0.0),
+            // The stable form (as PyTorch computes it), not log(σ(x)), which reaches −∞ below x ≈ −88.
+            Activation::LogSigmoid => -softplus(-x),
         }
     }
+}
+
+/// `ln(1 + eˣ)`, `x` itself above 20 (where the two agree in f32).
+fn softplus(x: f32) -> f32 {
+    if x > 20.0 { x } else { x.exp().ln_1p() }
 }
 
 /// TensorFlow's float32 `erf` (Eigen's `generic_fast_erf_float`): the input clamped to [−4, 4], then an odd

@@ -21,7 +21,8 @@ use crate::shapes::Dim;
 use crate::tensors::Const;
 
 const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu (also Keras' ELU layer with \
-    alpha != 1, a select written with masks), Sigmoid, Tanh, Softplus, \
+    alpha != 1, a select written with masks), Sigmoid, Tanh, Softplus, Softsign (also spelled out with Abs), Celu, \
+    LogSigmoid (Log of a Sigmoid), \
     Selu, Gelu (also spelled out with Erf), PRelu (also Keras' spelled-out form), HardSigmoid, HardSwish, Clip, \
     x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over all spatial \
     axes, BatchNormalization, LayerNormalization (also Keras' spelled-out form), InstanceNormalization, \
@@ -467,6 +468,11 @@ impl Importer<'_> {
             "HardSwish" => Activation::HardSwish,
             "Tanh" => Activation::Tanh,
             "Softplus" => Activation::Softplus,
+            "Softsign" => Activation::Softsign,
+            "Celu" => match ctx.float("alpha", 1.0)? {
+                a if a.is_finite() && a != 0.0 => Activation::Celu(a),
+                a => return Err(ctx.err(format!("Celu alpha must be finite and non-zero, is {a}"))),
+            },
             "LeakyRelu" => Activation::LeakyRelu(finite("alpha", ctx.float("alpha", 0.01)?)?),
             "Elu" => Activation::Elu(finite("alpha", ctx.float("alpha", 1.0)?)?),
             "Selu" => {

@@ -297,6 +297,12 @@ impl Writer {
             Activation::Sigmoid => self.simple("Sigmoid", layer, &[x], vec![]),
             Activation::Tanh => self.simple("Tanh", layer, &[x], vec![]),
             Activation::HardSwish => self.simple("HardSwish", layer, &[x], vec![]),
+            Activation::Softsign => self.simple("Softsign", layer, &[x], vec![]),
+            Activation::Celu(alpha) => self.simple("Celu", layer, &[x], vec![attr_float("alpha", alpha)]),
+            Activation::LogSigmoid => {
+                let sig = self.simple("Sigmoid", layer, &[x], vec![]);
+                self.simple("Log", layer, &[&sig], vec![])
+            }
             Activation::Swish => {
                 let sig = self.simple("Sigmoid", layer, &[x], vec![]);
                 self.simple("Mul", layer, &[x, &sig], vec![])

@@ -1,5 +1,6 @@
 //! Layers that exporters write as several ONNX nodes, recognised before conversion: GELU, Keras'
-//! LayerNormalization (both of TensorFlow's forms), Keras' ELU layer with α ≠ 1 and Keras' PReLU.
+//! LayerNormalization (both of TensorFlow's forms), Keras' ELU layer with α ≠ 1, Keras' PReLU, and PyTorch's
+//! Softsign and LogSigmoid.
 //!
 //! GELU's exact form `x · ½ · (1 + erf(x / √2))` has its own ONNX op only from opset 20; below that exporters
 //! spell it out, and the nodes in between are no layers of their own (signxai's Keras model has one `gelu`
@@ -26,7 +27,10 @@
 //! inverse (a slope that is not shared over the spatial axes is laid out channels-last), or, after a Conv1D,
 //! both Relus transposed to channels-last and the Add left there.
 //!
-//! [`Importer::find_spelled`] matches them (from each `Erf`, `ReduceMean`, `BatchNormalization`, `Neg`, `Elu`);
+//! PyTorch's Softsign (TorchScript exporter): `Div(x, Add(Abs(x), 1))`; its LogSigmoid: `Log(Sigmoid(x))`.
+//!
+//! [`Importer::find_spelled`] matches them (from each `Erf`, `ReduceMean`, `BatchNormalization`, `Neg`, `Elu`,
+//! `Abs`, `Log`);
 //! conversion skips a match's nodes until the one that computes its output, and turns that one into the IR
 //! layer. (Waiting for the last node matters for the fused LayerNorm: its `Expand`s can come before the
 //! Reshape that starts it, and some of its nodes are shape arithmetic on a value that never exists in the IR.)
@@ -68,7 +72,7 @@ impl Importer<'_> {
     /// Every spelled-out layer of the graph, by each of its nodes.
     pub(crate) fn find_spelled(&self) -> HashMap<usize, Spelled> {
         let mut found = HashMap::new();
-        let triggers = ["Erf", "ReduceMean", "BatchNormalization", "Neg", "Elu"];
+        let triggers = ["Erf", "ReduceMean", "BatchNormalization", "Neg", "Elu", "Abs", "Log"];
         if !self.nodes.iter().any(|n| triggers.iter().any(|t| is_op(n, t))) {
             return found;
         }
@@ -85,6 +89,10 @@ impl Importer<'_> {
                 self.keras_prelu_at(k, &producers)
             } else if is_op(n, "Elu") {
                 self.keras_elu_at(k, &producers)
+            } else if is_op(n, "Abs") {
+                self.softsign_at(k)
+            } else if is_op(n, "Log") {
+                self.log_sigmoid_at(k, &producers)
             } else {
                 None
             };
@@ -378,6 +386,30 @@ impl Importer<'_> {
             out: self.out(add)?.to_string(),
             nodes: vec![greater, not, cast_n, cast_g, elu, scaled, masked, kept, add],
         })
+    }
+
+    /// PyTorch's Softsign from `Abs` node `abs`: `Div(x, Add(Abs(x), 1))`, nothing else reading the Abs or Add.
+    fn softsign_at(&self, abs: usize) -> Option<Spelled> {
+        let x = *self.ins(abs).first()?;
+        let add = self.sole_op(self.out(abs)?, "Add")?;
+        if self.other_if_scalar(add, 1.0) != self.out(abs) {
+            return None;
+        }
+        let div = self.sole_op(self.out(add)?, "Div")?;
+        if self.ins(div) != [x, self.out(add)?] {
+            return None;
+        }
+        Some(Spelled { op: SpelledOp::Activation(relprop_core::Activation::Softsign), x: x.to_string(), out: self.out(div)?.to_string(), nodes: vec![abs, add, div] })
+    }
+
+    /// PyTorch's LogSigmoid from `Log` node `log`: `Log(Sigmoid(x))`, the Sigmoid read by nothing else.
+    fn log_sigmoid_at(&self, log: usize, producers: &HashMap<&str, usize>) -> Option<Spelled> {
+        let sig = producers.get(self.ins(log).first()?).copied().filter(|&k| self.op_is(k, "Sigmoid"))?;
+        if self.sole_consumer(self.out(sig)?) != Some(log) {
+            return None;
+        }
+        let x = *self.ins(sig).first()?;
+        Some(Spelled { op: SpelledOp::Activation(relprop_core::Activation::LogSigmoid), x: x.to_string(), out: self.out(log)?.to_string(), nodes: vec![sig, log] })
     }
 
     /// The GELU around `Erf` node `erf`, if the nodes around it are exactly one of the three spellings and

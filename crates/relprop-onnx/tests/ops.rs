@@ -1383,3 +1383,52 @@ fn prelu_op_and_keras_form() {
     // The two branches in different layouts: no PReLU.
     assert!(err(&conv1d_form(&[0, 1, 2])).contains("'Neg'"));
 }
+
+/// Softsign (its ONNX op, and PyTorch's spelling `x / (1 + |x|)`), Celu, and PyTorch's LogSigmoid (`Log` of a
+/// `Sigmoid`) import as single activations with the right values; a Celu with α = 0 and a lone Abs are refused.
+#[test]
+fn softsign_celu_and_log_sigmoid() {
+    let xs: Vec<f32> = vec![-100.0, -3.0, -0.5, 0.0, 0.25, 2.0, 30.0];
+    let x = Tensor::new(vec![xs.len()], xs.clone()).unwrap();
+    let one = || make_tensor_f32("one", &[], &[1.0]);
+    // (nodes, initializers, the activation they import as, its value)
+    type Case = (Vec<NodeProto>, Vec<TensorProto>, Activation, fn(f32) -> f32);
+    let cases: Vec<Case> = vec![
+        (vec![make_node("Softsign", "s/Softsign", &["x"], &["y"], vec![])], vec![], Activation::Softsign, |v| v / (1.0 + v.abs())),
+        (
+            vec![
+                make_node("Abs", "/act/Abs", &["x"], &["a"], vec![]),
+                make_node("Add", "/act/Add", &["a", "one"], &["d"], vec![]),
+                make_node("Div", "/act/Div", &["x", "d"], &["y"], vec![]),
+            ],
+            vec![one()],
+            Activation::Softsign,
+            |v| v / (1.0 + v.abs()),
+        ),
+        (vec![make_node("Celu", "c/Celu", &["x"], &["y"], vec![attr_float("alpha", 0.5)])], vec![], Activation::Celu(0.5), |v| {
+            v.max(0.0) + (0.5 * ((v / 0.5).exp() - 1.0)).min(0.0)
+        }),
+        (
+            vec![make_node("Sigmoid", "/act/Sigmoid", &["x"], &["s"], vec![]), make_node("Log", "/act/Log", &["s"], &["y"], vec![])],
+            vec![],
+            Activation::LogSigmoid,
+            |v| -((-v as f64).exp().ln_1p() as f32),
+        ),
+    ];
+    for (nodes, inits, act, f) in cases {
+        let g = ok(&model_bytes(nodes, inits, &[xs.len()], "y", 13));
+        assert_eq!(g.nodes[1].op, Op::Activation(act.clone()), "{act:?}");
+        assert_eq!(g.nodes.len(), 2, "{act:?}: one node");
+        let y = forward(&g, &x);
+        for (v, got) in xs.iter().zip(&y.data) {
+            let want = f(*v);
+            assert!((got - want).abs() <= 1e-6 * (1.0 + want.abs()), "{act:?}({v}) = {got}, expected {want}");
+        }
+    }
+    // log σ(−100) is −100, not −∞ (the stable form, as PyTorch computes it).
+    assert_eq!(Activation::LogSigmoid.apply(-100.0), -100.0);
+    let zero = vec![make_node("Celu", "c/Celu", &["x"], &["y"], vec![attr_float("alpha", 0.0)])];
+    assert!(err(&model_bytes(zero, vec![], &[3], "y", 13)).contains("Celu alpha must be finite and non-zero"));
+    let abs = vec![make_node("Abs", "a/Abs", &["x"], &["y"], vec![])];
+    assert!(err(&model_bytes(abs, vec![], &[3], "y", 13)).contains("unsupported op 'Abs'"));
+}

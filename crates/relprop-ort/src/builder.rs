@@ -619,6 +619,12 @@ impl Numerics for OnnxBuilder<'_> {
             Activation::Clip { min, max } => self.node("Clip", &[x, &self.scalar(min), &self.scalar(max)], vec![]),
             Activation::Swish => self.node("Mul", &[x, &self.node("Sigmoid", &[x], vec![])], vec![]),
             Activation::HardSwish => self.node("HardSwish", &[x], vec![]),
+            Activation::Softsign => self.node("Softsign", &[x], vec![]),
+            Activation::Celu(alpha) => self.node("Celu", &[x], vec![attr_float("alpha", alpha)]),
+            Activation::LogSigmoid => {
+                let soft = self.node("Softplus", &[&self.node("Neg", &[x], vec![])], vec![]);
+                self.node("Neg", &[&soft], vec![])
+            }
         };
         Ok(self.sym(y, z.shape.clone()))
     }

@@ -141,6 +141,12 @@ fn mirror_pad_vjp(r: &tch::Tensor, begin: &[usize], in_shape: &[usize], reflect:
     Ok(g)
 }
 
+/// `ln(1 + eˣ)`, `x` itself above 20 (core's `Activation::apply`).
+fn softplus(x: &tch::Tensor) -> Result<tch::Tensor> {
+    let soft = x.f_exp().ck()?.f_log1p().ck()?;
+    x.f_where_self(&x.f_gt(20.0).ck()?, &soft).ck()
+}
+
 /// Keep `[begin[a], begin[a] + len[a])` of axis `first + a`, for every `a`.
 fn crop(t: &tch::Tensor, first: usize, begin: &[usize], len: &[usize]) -> Result<tch::Tensor> {
     let mut out = t.shallow_clone();
@@ -536,10 +542,7 @@ impl Numerics for TchModel {
             }
             Activation::Sigmoid => x.f_neg().ck()?.f_exp().ck()?.f_add_scalar(1.0).ck()?.f_reciprocal().ck()?,
             Activation::Tanh => x.f_tanh().ck()?,
-            Activation::Softplus => {
-                let soft = x.f_exp().ck()?.f_log1p().ck()?;
-                x.f_where_self(&x.f_gt(20.0).ck()?, &soft).ck()?
-            }
+            Activation::Softplus => softplus(x)?,
             Activation::Selu => {
                 let (al, sc) = (1.673_263_2_f32, 1.050_701_f32);
                 let neg = x.f_exp().ck()?.f_add_scalar(-1.0).ck()?.f_mul_scalar((sc * al) as f64).ck()?;
@@ -552,6 +555,12 @@ impl Numerics for TchModel {
             Activation::Clip { min, max } => x.f_clamp_min(min as f64).ck()?.f_clamp_max(max as f64).ck()?,
             Activation::Swish => x.f_mul(&x.f_neg().ck()?.f_exp().ck()?.f_add_scalar(1.0).ck()?.f_reciprocal().ck()?).ck()?,
             Activation::HardSwish => x.f_mul(&x.f_mul_scalar(1.0 / 6.0).ck()?.f_add_scalar(0.5).ck()?.f_clamp(0.0, 1.0).ck()?).ck()?,
+            Activation::Softsign => x.f_div(&x.f_abs().ck()?.f_add_scalar(1.0).ck()?).ck()?,
+            Activation::Celu(a) => {
+                let neg = x.f_div_scalar(a as f64).ck()?.f_exp().ck()?.f_add_scalar(-1.0).ck()?.f_mul_scalar(a as f64).ck()?;
+                x.f_clamp_min(0.0).ck()?.f_add(&neg.f_clamp_max(0.0).ck()?).ck()?
+            }
+            Activation::LogSigmoid => softplus(&x.f_neg().ck()?)?.f_neg().ck()?,
         };
         Ok(T(y))
     }

@@ -59,7 +59,7 @@ pub fn bn(rng: &mut Lcg, c: usize) -> Op {
 
 /// 2-D NCHW: asymmetric / grouped / dilated / depthwise convolutions, max pooling with asymmetric pads and
 /// ceil_mode, PReLU, an edge Pad, average pooling with and without count_include_pad, BN, Concat, a constant Pad,
-/// GlobalMaxPool, and most activations.
+/// softsign, CELU and log-sigmoid, GlobalMaxPool, and most activations.
 pub fn cnn2d() -> Graph {
     let mut r = Lcg(11);
     let mut g = Graph::new("x", vec![3, 16, 15]);
@@ -75,7 +75,10 @@ pub fn cnn2d() -> Graph {
     let cat = g.push("cat", Op::Concat { axis: 0 }, &[b, ap2]).unwrap();
     let pd = g.push("pad", Op::Pad { begin: vec![0, 1, 0], end: vec![0, 0, 2], mode: PadMode::Constant(0.0) }, &[cat]).unwrap();
     let c4 = g.push("c4", conv(&mut r, 8, 6, &[3, 3], &[2, 2], &[1, 1], &[1, 0], &[1, 2], 1, Some(Activation::Relu)), &[pd]).unwrap();
-    let gm = g.push("gmp", Op::GlobalMaxPool, &[c4]).unwrap();
+    let ss = g.push("softsign", Op::Activation(Activation::Softsign), &[c4]).unwrap();
+    let ce = g.push("celu", Op::Activation(Activation::Celu(0.7)), &[ss]).unwrap();
+    let ls = g.push("logsigmoid", Op::Activation(Activation::LogSigmoid), &[ce]).unwrap();
+    let gm = g.push("gmp", Op::GlobalMaxPool, &[ls]).unwrap();
     let d1 = g.push("d1", dense(&mut r, 6, 5, Some(Activation::Tanh)), &[gm]).unwrap();
     g.push("out", dense(&mut r, 5, 3, None), &[d1]).unwrap();
     g

@@ -19,8 +19,9 @@ changes the layers in four ways:
   layers (or a BN that tf2onnx loses) are therefore written directly from the Keras weights with onnx.helper:
   a Transpose to channels-first at the start (the ONNX input stays NWC like Keras), plain 1-D Conv / pooling /
   BatchNormalization nodes on NCW data, a Transpose back to NWC before Flatten (so the Dense weights keep Keras
-  semantics), Dense as MatMul + Add(bias) like tf2onnx, Add/Average/Concatenate, ReLU/LeakyReLU/Activation, and
-  Identity for no-op layers. Node names are `<model>/<layer>/<Op>`, so the Keras layer name is always the middle
+  semantics), Dense as MatMul + Add(bias) like tf2onnx, DepthwiseConv1D as a grouped Conv, ZeroPadding1D/Cropping1D
+  as Pad/Slice, Permute as a Transpose, Add/Average/Concatenate, ReLU/LeakyReLU/Activation, and Identity for no-op
+  layers. Node names are `<model>/<layer>/<Op>`, so the Keras layer name is always the middle
   path component (as in tf2onnx's output).
 
 Every export is checked: ONNX Runtime must reproduce the Keras outputs within --tol (absolute, default 1e-5) on
@@ -241,6 +242,42 @@ class _Writer:
             y = self.node(layer, "Conv", inputs, kernel_shape=ks, strides=st, dilations=dl, pads=pads, group=1)
             y = self.activation(layer, y, cfg["activation"])
             return (y, "cf", [kernel.shape[-1]] + outsp)
+        if cls == "DepthwiseConv1D":
+            # A grouped conv, one group per input channel (output channel c·multiplier + m), as tf2onnx writes it.
+            kernel = layer.depthwise_kernel.numpy()  # (k, cin, multiplier)
+            k, cin, mult = kernel.shape
+            t = self.to_cf(layer, t, layout, rank)
+            n = shape[0] if layout == "keras" else shape[1]
+            s_, d = cfg["strides"][0], cfg["dilation_rate"][0]
+            if cfg["padding"] == "valid":
+                pads, out = [0, 0], (n - ((k - 1) * d + 1)) // s_ + 1
+            elif cfg["padding"] == "same":
+                pads, out = list(_same_pads(n, k, s_, d)), -(-n // s_)
+            else:
+                raise NotImplementedError(f"{layer.name}: padding {cfg['padding']!r}")
+            w = np.transpose(kernel, [1, 2, 0]).reshape(cin * mult, 1, k).astype(np.float32)
+            inputs = [t, self.const(layer, "depthwise_kernel", w)]
+            if cfg["use_bias"]:
+                inputs.append(self.const(layer, "bias", layer.bias.numpy().astype(np.float32)))
+            y = self.node(layer, "Conv", inputs, kernel_shape=[k], strides=[s_], dilations=[d], pads=pads, group=cin)
+            return (self.activation(layer, y, cfg["activation"]), "cf", [cin * mult, out])
+        if cls in ("ZeroPadding1D", "Cropping1D"):
+            # On channels-first (N, C, L): a constant Pad, or a Slice of the length axis.
+            t = self.to_cf(layer, t, layout, rank)
+            c, n = (shape[-1], shape[0]) if layout == "keras" else (shape[0], shape[1])
+            if cls == "ZeroPadding1D":
+                a, b = cfg["padding"]
+                pads = self.const(layer, "pads", np.array([0, 0, a, 0, 0, b], np.int64))
+                return (self.node(layer, "Pad", [t, pads]), "cf", [c, n + a + b])
+            a, b = cfg["cropping"]
+            ints = lambda v: np.array(v, np.int64)
+            y = self.node(layer, "Slice", [t, self.const(layer, "starts", ints([a])), self.const(layer, "ends", ints([n - b])),
+                                           self.const(layer, "axes", ints([2]))])
+            return (y, "cf", [c, n - a - b])
+        if cls == "Permute":
+            t = self.to_keras(layer, t, layout, rank)
+            y = self.node(layer, "Transpose", [t], perm=[0] + list(cfg["dims"]))
+            return (y, "keras", [int(d) for d in layer.output_shape[1:]])
         if cls == KERAS_BN:
             axis = cfg["axis"]
             axis = axis[0] if isinstance(axis, (list, tuple)) else axis

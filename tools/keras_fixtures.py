@@ -7,6 +7,11 @@ Shape/Slice/Concat reshape targets, Expand-ed unit scale and zero offset, the st
 over the channels, ReLU, Conv2D, LayerNormalization over (H, W, C), GAP, Dense, LayerNormalization without
 scale, Dense. Random gamma/beta. keras_ln_input.npy holds a batch of 3 inputs, keras_ln_logits.npy Keras' logits.
 
+keras_conv1d_transpose.onnx: a Conv1DTranspose with `same` padding (tf2onnx: Unsqueeze, a VALID 2-D ConvTranspose,
+a Slice and a Pad computed from the output's shape (Neg, Max, Split among them), Squeeze, then the bias and the
+ReLU), a ThresholdedReLU (one ThresholdedRelu op with a made-up name), a Dense with `exponential`, a Dense.
+keras_ct_input.npy / keras_ct_logits.npy: a batch of 3 and Keras' logits.
+
 Run with the golden venv: .deps/venv-golden/bin/python tools/keras_fixtures.py
 Versions used for the committed files: TensorFlow 2.12.1 (Keras 2.12), tf2onnx 1.17.0, opset 13.
 """
@@ -44,6 +49,23 @@ def main():
     xin = rng.standard_normal((3, 6, 6, 3)).astype(np.float32)
     np.save(os.path.join(OUT, "keras_ln_input.npy"), xin)
     np.save(os.path.join(OUT, "keras_ln_logits.npy"), model(xin).numpy())
+
+    x = tf.keras.Input((8, 3))
+    h = L.Conv1DTranspose(4, 3, strides=2, padding="same", activation="relu", name="ct")(x)
+    h = L.ThresholdedReLU(0.2, name="tr")(h)
+    h = L.Flatten(name="fl")(h)
+    h = L.Dense(6, activation="exponential", name="d")(h)
+    h = L.Dense(3, name="out")(h)
+    model = tf.keras.Model(x, h)
+    model.get_layer("d").set_weights([w * 0.3 for w in model.get_layer("d").get_weights()])
+    # Non-zero biases: tf2onnx drops the Add of a zero bias.
+    for name in ("ct", "d", "out"):
+        kernel, bias = model.get_layer(name).get_weights()
+        model.get_layer(name).set_weights([kernel, 0.1 * rng.standard_normal(bias.shape).astype(np.float32)])
+    keras2onnx_lrp.export(model, os.path.join(OUT, "keras_conv1d_transpose.onnx"), plain=True)
+    xin = rng.standard_normal((3, 8, 3)).astype(np.float32)
+    np.save(os.path.join(OUT, "keras_ct_input.npy"), xin)
+    np.save(os.path.join(OUT, "keras_ct_logits.npy"), model(xin).numpy())
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ from signxai.methods.innvestigate.analyzer.relevance_based import relevance_anal
 
 TOL = 1e-4
 # Models relprop refuses on purpose, with a word of the expected message.
-EXPECTED_REFUSALS = {}
+EXPECTED_REFUSALS = {"repeat_vector": "unsupported op 'Tile'", "unit_norm": "unsupported op 'ReduceSum'"}
 
 
 def seq(*fs):
@@ -193,6 +193,15 @@ ARCHS = {
                                     L.ZeroPadding3D((1, 0, 1), name="zp"), L.Cropping3D(((0, 1), (2, 1), (0, 0)), name="cr"),
                                     L.AveragePooling3D(2, name="ap"), L.GlobalMaxPooling3D(name="gmp"),
                                     L.Dense(3, name="out"))),
+    "relu_threshold": ((10,), seq(L.Dense(8, name="d1"), L.ReLU(threshold=0.3, name="r"), L.Dense(3, name="out"))),
+    "exp_threshold": ((10,), seq(L.Dense(8, activation="exponential", name="d1"), L.ThresholdedReLU(0.2, name="tr"),
+                                 L.Dense(3, name="out"))),
+    "conv1d_transpose": ((8, 3), seq(L.Conv1DTranspose(4, 3, strides=2, padding="same", activation="relu", name="ct"),
+                                     L.Conv1DTranspose(3, 2, name="ct2"), L.Flatten(name="fl"), L.Dense(3, name="out"))),
+    # Refused with a clear error (EXPECTED_REFUSALS): RepeatVector (Tile), UnitNormalization (ReduceSum).
+    "repeat_vector": ((10,), seq(L.Dense(4, activation="relu", name="d1"), L.RepeatVector(3, name="rv"),
+                                 L.Flatten(name="fl"), L.Dense(3, name="out"))),
+    "unit_norm": ((10,), seq(L.Dense(6, name="d1"), L.UnitNormalization(name="un"), L.Dense(3, name="out"))),
     "softsign": ((10,), seq(L.Dense(8, activation="softsign", name="d1"), L.Dense(8, name="d2"),
                             L.Activation("softsign", name="s"), L.Dense(3, name="out"))),
     "conv1d_causal": ((16, 2), seq(L.Conv1D(4, 3, padding="causal", activation="relu", name="c1"),
@@ -202,7 +211,7 @@ ARCHS = {
     "gap_keepdims": ((7, 7, 3), seq(L.Conv2D(4, 3, activation="relu", name="c"),
                                     L.GlobalAveragePooling2D(keepdims=True, name="gap"), L.Conv2D(5, 1, activation="relu", name="c2"),
                                     L.Flatten(name="fl"), L.Dense(3, name="out"))),
-    # (ReLU with a threshold, or with both max_value and negative_slope, is refused: ThresholdedRelu; Neg.)
+    # (ReLU with both max_value and negative_slope is refused: Neg of a tensor. A threshold: `relu_threshold`.)
     "relu_variants": ((10,), seq(L.Dense(8, name="d1"), L.ReLU(negative_slope=0.1, name="r1"), L.Dense(8, name="d2"),
                                  L.ReLU(max_value=2.0, name="r2"), L.Dense(8, activation="relu6", name="d3"),
                                  L.Dense(3, name="out"))),

@@ -37,6 +37,10 @@ pub enum Activation {
     Celu(f32),
     /// `log σ(x) = −softplus(−x)` (PyTorch `LogSigmoid`, exported as a Sigmoid and a Log).
     LogSigmoid,
+    /// `eˣ` (ONNX Exp, Keras `exponential`).
+    Exp,
+    /// `x` where `x > θ`, else 0 (ONNX ThresholdedRelu, Keras ThresholdedReLU).
+    ThresholdedRelu(f32),
 }
 
 impl Activation {
@@ -63,6 +67,8 @@ impl Activation {
             Activation::Celu(a) => x.max(0.0) + (a * ((x / a).exp() - 1.0)).min(0.0),
             // The stable form (as PyTorch computes it), not log(σ(x)), which reaches −∞ below x ≈ −88.
             Activation::LogSigmoid => -softplus(-x),
+            Activation::Exp => x.exp(),
+            Activation::ThresholdedRelu(t) => if x > t { x } else { 0.0 },
         }
     }
 }

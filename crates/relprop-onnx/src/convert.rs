@@ -22,7 +22,7 @@ use crate::tensors::Const;
 
 const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, LeakyRelu, Elu (also Keras' ELU layer with \
     alpha != 1, a select written with masks), Sigmoid, Tanh, Softplus, Softsign (also spelled out with Abs), Celu, \
-    LogSigmoid (Log of a Sigmoid), \
+    LogSigmoid (Log of a Sigmoid), Exp, ThresholdedRelu, \
     Selu, Gelu (also spelled out with Erf), PRelu (also Keras' spelled-out form), HardSigmoid, HardSwish, Clip, \
     x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over all spatial \
     axes, BatchNormalization, LayerNormalization (also Keras' spelled-out form), InstanceNormalization, \
@@ -30,7 +30,7 @@ const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, Leak
     per-channel constants, Max/Min with a scalar constant (a Clip), Mul/Sub/Max/Min of computed tensors \
     (broadcasting size-1 axes), Dropout, Identity, \
     Constant, a final Softmax/LogSoftmax, integer shape arithmetic for reshape targets (Shape, Gather, Concat, \
-    Slice, Cast, Unsqueeze, Squeeze, ReduceProd, Mul, Div, Add, Sub, Mod), and integer constant arithmetic for op \
+    Slice, Cast, Unsqueeze, Squeeze, ReduceProd, Mul, Div, Add, Sub, Mod, Neg), and integer constant arithmetic for op \
     parameters (ConstantOfShape, Reshape, Transpose, Slice, Concat, Cast)";
 
 /// Most inputs an n-ary Add recovered from a chain of binary Adds gets (Keras `Add` layers have a handful).
@@ -62,6 +62,14 @@ fn channel_bias(c: &Const, full_rank: usize, axis: usize, n: usize) -> Option<Ve
         1 => Some(vec![v[0]; n]),
         _ => None,
     }
+}
+
+/// Whether `name` is one tf2onnx made up (`Slice__163`: an op name, two underscores, a number), not a Keras
+/// layer's.
+fn generated_name(name: &str) -> bool {
+    name.split_once("__").is_some_and(|(op, n)| {
+        !op.is_empty() && op.chars().all(|c| c.is_ascii_alphanumeric()) && !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
+    })
 }
 
 /// The per-channel `x·γ + β` held as a [`BatchNorm`] (mean 0, variance 1, epsilon 0 compute the same function).
@@ -469,6 +477,8 @@ impl Importer<'_> {
             "Tanh" => Activation::Tanh,
             "Softplus" => Activation::Softplus,
             "Softsign" => Activation::Softsign,
+            "Exp" => Activation::Exp,
+            "ThresholdedRelu" => Activation::ThresholdedRelu(finite("alpha", ctx.float("alpha", 1.0)?)?),
             "Celu" => match ctx.float("alpha", 1.0)? {
                 a if a.is_finite() && a != 0.0 => Activation::Celu(a),
                 a => return Err(ctx.err(format!("Celu alpha must be finite and non-zero, is {a}"))),
@@ -638,7 +648,9 @@ impl Importer<'_> {
     /// Whether every ONNX value that IR node `id` computes has exactly one reader (later nodes are not
     /// converted yet, so this is checked at the ONNX level).
     fn sole_reader(&self, id: usize) -> bool {
-        self.values.iter().filter(|(_, &v)| v == id).all(|(name, _)| self.consumers.get(name).is_some_and(|c| c.len() == 1))
+        // A Shape node reads only the size, which folding a bias or an activation leaves as it is.
+        let value_readers = |c: &Vec<usize>| c.iter().filter(|&&k| !is_op(&self.nodes[k], "Shape")).count();
+        self.values.iter().filter(|(_, &v)| v == id).all(|(name, _)| self.consumers.get(name).is_some_and(|c| value_readers(c) == 1))
     }
 
     /// Dense from a weight `(in, out)` and optional bias, folding a following bias Add and activation.
@@ -1099,8 +1111,38 @@ impl Importer<'_> {
         if begin.iter().all(|&b| b == 0) && end == shape {
             return self.bind(ctx.main_output()?, x);
         }
+        if let Some(id) = self.crop_into_conv_transpose(ctx, x, &begin, &end)? {
+            return self.bind(ctx.main_output()?, id);
+        }
         let id = self.push(ctx, Op::Slice { begin, end }, &[x])?;
         self.bind(ctx.main_output()?, id)
+    }
+
+    /// tf2onnx writes a Keras Conv1DTranspose with `same` padding as a VALID ConvTranspose (on an unsqueezed 2-D
+    /// tensor) cropped to the output size by a Slice of its own (`Slice__N`, computed pads after it). The crop
+    /// becomes more of the ConvTranspose's own padding, so the Keras layer stays one kernel layer for the rules
+    /// and for `until_layer_idx`; relevance would reach the cropped positions as zeros anyway. Only for such a
+    /// generated Slice that alone reads a ConvTranspose without activation, keeping the channels whole.
+    fn crop_into_conv_transpose(&mut self, ctx: &NodeCtx, x: usize, begin: &[usize], end: &[usize]) -> Result<Option<usize>> {
+        let shape = self.shape(x);
+        // Its only reader but for Shape nodes (tf2onnx computes the crop from the ConvTranspose's shape).
+        let readers: Vec<usize> = ctx.input(0).and_then(|i| self.consumers.get(i)).into_iter().flatten().copied().filter(|&k| !is_op(&self.nodes[k], "Shape")).collect();
+        let alone = readers == [ctx.index];
+        let Op::Conv(c) = &self.graph.nodes[x].op else { return Ok(None) };
+        if !generated_name(&ctx.name) || !alone || c.transposed.is_none() || c.activation.is_some() || c.pointwise.is_some() || begin[0] != 0 || end[0] != shape[0] {
+            return Ok(None);
+        }
+        let mut c = c.clone();
+        for a in 0..c.pads_begin.len() {
+            c.pads_begin[a] += begin[a + 1];
+            c.pads_end[a] += shape[a + 1] - end[a + 1];
+        }
+        let input = self.shape(self.graph.nodes[x].inputs[0]);
+        let out = relprop_core::graph::infer_shape(&Op::Conv(c.clone()), &[&input]).map_err(|e| ctx.err(e))?;
+        let node = &mut self.graph.nodes[x];
+        node.op = Op::Conv(c);
+        node.shape = out;
+        Ok(Some(x))
     }
 
     /// ONNX Split of a per-sample axis (PyTorch `chunk`/`split`, tf2onnx's Keras `repeat_elements`): one Slice node
@@ -1724,6 +1766,11 @@ impl Importer<'_> {
         }
         if begin[0] != 0 || end[0] != 0 {
             return Err(ctx.err(format!("pads {pads:?} pad the batch axis")));
+        }
+        // tf2onnx's computed pads after a cropped ConvTranspose (`Pad__N`) are usually all zero: nothing to do. (A
+        // Keras ZeroPadding layer of zero keeps its node: signxai counts it for until_layer_idx.)
+        if generated_name(&ctx.name) && begin.iter().chain(&end).all(|&p| p == 0) {
+            return self.bind(ctx.main_output()?, x);
         }
         let op = Op::Pad { begin: begin[1..].to_vec(), end: end[1..].to_vec(), mode };
         let id = self.push(ctx, op, &[x])?;

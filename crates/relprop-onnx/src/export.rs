@@ -299,6 +299,8 @@ impl Writer {
             Activation::HardSwish => self.simple("HardSwish", layer, &[x], vec![]),
             Activation::Softsign => self.simple("Softsign", layer, &[x], vec![]),
             Activation::Celu(alpha) => self.simple("Celu", layer, &[x], vec![attr_float("alpha", alpha)]),
+            Activation::Exp => self.simple("Exp", layer, &[x], vec![]),
+            Activation::ThresholdedRelu(t) => self.simple("ThresholdedRelu", layer, &[x], vec![attr_float("alpha", t)]),
             Activation::LogSigmoid => {
                 let sig = self.simple("Sigmoid", layer, &[x], vec![]);
                 self.simple("Log", layer, &[&sig], vec![])

@@ -5,6 +5,7 @@
 //! per-axis pad pairs, last axis first, turned into ONNX's begins-then-ends order. Every input is a constant, so
 //! the chain is evaluated here, once, on n-D integer tensors (`shapes.rs` holds only lists, some entries of
 //! which may be the batch size). Whatever a node computes becomes an ordinary constant for the op that reads it.
+//! tf2onnx's Conv1DTranspose computes its output crop and pads the same way (a Split among them).
 
 use std::rc::Rc;
 
@@ -15,7 +16,7 @@ use crate::import::Importer;
 use crate::tensors::{decode_tensor, Const, ConstData};
 
 /// The ops folded when every input is an integer constant.
-const FOLD_OPS: [&str; 6] = ["ConstantOfShape", "Reshape", "Transpose", "Slice", "Concat", "Cast"];
+const FOLD_OPS: [&str; 7] = ["ConstantOfShape", "Reshape", "Transpose", "Slice", "Concat", "Cast", "Split"];
 
 /// Most elements a folded tensor may have: these graphs compute parameter lists, not data.
 const MAX_FOLDED: usize = 1 << 16;
@@ -48,6 +49,9 @@ impl Importer<'_> {
                 .filter(|&n| n <= MAX_FOLDED)
                 .ok_or_else(|| ctx.err(format!("folds to a constant of shape {dims:?}, more than {MAX_FOLDED} values")))
         };
+        if ctx.op == "Split" {
+            return self.fold_split(ctx);
+        }
         let out = match ctx.op {
             "ConstantOfShape" => {
                 let (_, shape) = arg(0)?;
@@ -190,6 +194,37 @@ impl Importer<'_> {
             }
         };
         self.consts.insert(ctx.main_output()?.to_string(), Rc::new(out));
+        Ok(())
+    }
+
+    /// Split of a 1-D integer constant (tf2onnx reorders a conv transpose's computed pads with one): the sizes
+    /// from input 1 or the `split` attribute, else equal parts, one per output.
+    fn fold_split(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let c = self.consts.get(ctx.required_input(0)?).cloned().ok_or_else(|| ctx.err("input 0 must be a constant"))?;
+        let v = c.i64s().ok_or_else(|| ctx.err("input 0 must be an integer tensor"))?;
+        if c.dims.len() != 1 || !matches!(ctx.int("axis", 0)?, 0 | -1) {
+            return Err(ctx.err(format!("splitting an integer constant of shape {:?} supports one axis", c.dims)));
+        }
+        let outs: Vec<&String> = ctx.proto.output.iter().collect();
+        let sizes: Vec<i64> = match ctx.input(1) {
+            Some(name) => self.consts.get(name).and_then(|s| s.i64s()).ok_or_else(|| ctx.err("split sizes must be an integer constant"))?.to_vec(),
+            None => match ctx.ints("split")? {
+                Some(s) => s,
+                None if !outs.is_empty() && v.len() % outs.len() == 0 => vec![(v.len() / outs.len()) as i64; outs.len()],
+                None => return Err(ctx.err(format!("{} values do not split into {} equal parts", v.len(), outs.len()))),
+            },
+        };
+        if sizes.len() != outs.len() || sizes.iter().any(|&n| n < 0) || sizes.iter().sum::<i64>() != v.len() as i64 {
+            return Err(ctx.err(format!("split sizes {sizes:?} do not cut {} values into {} outputs", v.len(), outs.len())));
+        }
+        let mut at = 0;
+        for (out, &n) in outs.into_iter().zip(&sizes) {
+            let n = n as usize;
+            if !out.is_empty() {
+                self.consts.insert(out.clone(), Rc::new(Const { dims: vec![n], data: ConstData::I64(v[at..at + n].to_vec()) }));
+            }
+            at += n;
+        }
         Ok(())
     }
 }

@@ -217,10 +217,12 @@ impl<'a> Importer<'a> {
     /// loses the Keras layer. A kernel op that reads its layer's variable takes that layer; any other such node
     /// the layer of its only reader (Shape nodes aside) when that one has a layer name (`model/dw/Relu`): so the
     /// conv and its activation stay one layer, as in Keras, for fused activations and for `until_layer_idx`. A
-    /// Resize (`Resize__14`, Keras UpSampling) is the exception.
+    /// Resize (`Resize__14`, Keras UpSampling) and a ThresholdedRelu (`ThresholdedRelu__266`, Keras
+    /// ThresholdedReLU, whose `x · (x > θ)` tf2onnx's rewriter turns into one op without the layer's name) are
+    /// the exceptions.
     fn generated_node_layer(&self, name: &str, proto: &NodeProto) -> Option<String> {
-        // A Resize is always a Keras layer of its own (UpSampling): it keeps its name as its layer.
-        if is_op(proto, "Resize") {
+        // Always a Keras layer of its own: it keeps its name as its layer.
+        if is_op(proto, "Resize") || is_op(proto, "ThresholdedRelu") {
             return None;
         }
         let (op, n) = name.split_once("__")?;

@@ -34,8 +34,10 @@ pub(crate) struct ShapeValue {
 }
 
 /// The ops this module evaluates when their data input is a shape value or an integer constant.
-pub(crate) const SHAPE_OPS: [&str; 14] =
-    ["Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Identity", "ReduceProd", "Mul", "Div", "Add", "Sub", "Mod"];
+pub(crate) const SHAPE_OPS: [&str; 17] = [
+    "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Identity", "ReduceProd", "Mul", "Div", "Add", "Sub", "Mod",
+    "Neg", "Max", "Min",
+];
 
 impl Importer<'_> {
     /// Input `i` as a shape value: a computed shape value, or an integer constant of rank 0 or 1.
@@ -130,6 +132,15 @@ impl Importer<'_> {
                 ShapeValue { scalar: false, dims }
             }
             "Cast" | "Identity" => need(0)?,
+            "Neg" => {
+                // tf2onnx's output-size arithmetic for a Conv1DTranspose.
+                let v = need(0)?;
+                let dims = v.dims.iter().map(|d| match d {
+                    Dim::Known(x) => x.checked_neg().map(Dim::Known).ok_or_else(|| ctx.err(format!("Neg of {x} is not representable"))),
+                    Dim::Batch(_) => Err(ctx.err("Neg of the batch size is not supported (the batch axis must stay as it is)")),
+                });
+                ShapeValue { scalar: v.scalar, dims: dims.collect::<Result<_>>()? }
+            }
             "ReduceProd" => {
                 // Over the whole list (Tensordot's product of the free axes), the result a scalar or a 1-list.
                 let v = need(0)?;
@@ -161,7 +172,7 @@ impl Importer<'_> {
                 ShapeValue { scalar: false, dims: v.dims[s..e.max(s)].to_vec() }
             }
             _ => {
-                // Mul, Div, Add, Sub, Mod on known entries (a scalar broadcasts).
+                // Mul, Div, Add, Sub, Mod, Max, Min on known entries (a scalar broadcasts).
                 let (a, b) = (need(0)?, need(1)?);
                 let len = a.dims.len().max(b.dims.len());
                 if !(a.dims.len() == b.dims.len() || a.dims.len() == 1 || b.dims.len() == 1) {
@@ -183,6 +194,8 @@ impl Importer<'_> {
                         // normalisation (`nn.Unflatten`).
                         "Mod" if ctx.int("fmod", 0)? == 0 => x.checked_rem(y).map(|r| if r != 0 && (r < 0) != (y < 0) { r + y } else { r }),
                         "Mod" => x.checked_rem(y),
+                        "Max" => Some(x.max(y)),
+                        "Min" => Some(x.min(y)),
                         _ => (y != 0).then(|| x.div_euclid(y)),
                     };
                     dims.push(Dim::Known(r.ok_or_else(|| ctx.err(format!("{} of {x} and {y} is not representable", ctx.op)))?));

@@ -42,3 +42,37 @@ fn keras_fused_layer_norm() {
         }
     }
 }
+
+/// A Keras Conv1DTranspose with `same` padding, as tf2onnx writes it (a VALID 2-D ConvTranspose cropped by a
+/// Slice and a Pad computed from shapes, then Squeeze, bias and ReLU), becomes one transposed conv with its bias
+/// (and its ReLU in the same layer), as signxai sees the layer; the ThresholdedReLU tf2onnx renames keeps a layer of its own; the Dense
+/// keeps its `exponential` activation. The logits are Keras'.
+#[test]
+fn keras_conv1d_transpose_thresholded_relu_and_exponential() {
+    use relprop_core::Activation;
+    let g = relprop_onnx::load(&data("keras_conv1d_transpose.onnx")).unwrap();
+    let convs: Vec<_> = g.nodes.iter().filter_map(|n| match &n.op {
+        Op::Conv(c) => Some((n.layer.clone(), c.transposed.is_some(), c.bias.is_some(), c.activation.clone())),
+        _ => None,
+    }).collect();
+    assert_eq!(convs.len(), 1, "{convs:?}");
+    let (layer, transposed, bias, act) = &convs[0];
+    // (The ReLU after the Squeeze stays a node of its own, in the same layer.)
+    assert!(layer.ends_with("/ct") && *transposed && *bias && act.is_none(), "{convs:?}");
+    assert!(g.nodes.iter().all(|n| !matches!(n.op, Op::Slice { .. } | Op::Pad { .. } | Op::Affine(_))), "crop, pads and bias folded");
+    assert!(g.nodes.iter().any(|n| n.layer.ends_with("/ct") && n.op == Op::Activation(Activation::Relu)));
+    let tr = g.nodes.iter().find(|n| n.op == Op::Activation(Activation::ThresholdedRelu(0.2))).expect("ThresholdedRelu");
+    assert!(tr.layer.starts_with("ThresholdedRelu__"), "a layer of its own: {}", tr.layer);
+    assert!(g.nodes.iter().any(|n| matches!(&n.op, Op::Dense(d) if d.activation == Some(Activation::Exp))));
+    let x = read_npy_at(&data("keras_ct_input.npy"));
+    let want = read_npy_at(&data("keras_ct_logits.npy"));
+    let per: usize = x.shape[1..].iter().product();
+    let classes = want.shape[1];
+    for b in 0..x.shape[0] {
+        let xb = Tensor::new(x.shape[1..].to_vec(), x.data[b * per..(b + 1) * per].to_vec()).unwrap();
+        let y = forward(&g, &xb);
+        for (k, (a, e)) in y.data.iter().zip(&want.data[b * classes..(b + 1) * classes]).enumerate() {
+            assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "sample {b} logit {k}: {a} vs Keras {e}");
+        }
+    }
+}

@@ -1384,11 +1384,13 @@ fn prelu_op_and_keras_form() {
     assert!(err(&conv1d_form(&[0, 1, 2])).contains("'Neg'"));
 }
 
-/// Softsign (its ONNX op, and PyTorch's spelling `x / (1 + |x|)`), Celu, and PyTorch's LogSigmoid (`Log` of a
-/// `Sigmoid`) import as single activations with the right values; a Celu with α = 0 and a lone Abs are refused.
+/// Softsign (its ONNX op, and PyTorch's spelling `x / (1 + |x|)`), Celu, Exp, ThresholdedRelu (strictly above
+/// its α: 0.25 itself gives 0) and PyTorch's LogSigmoid (`Log` of a `Sigmoid`) import as single activations with
+/// the right values; a Celu with α = 0 and a lone Abs are refused.
 #[test]
-fn softsign_celu_and_log_sigmoid() {
+fn softsign_celu_exp_thresholded_relu_and_log_sigmoid() {
     let xs: Vec<f32> = vec![-100.0, -3.0, -0.5, 0.0, 0.25, 2.0, 30.0];
+    // (exp(30) and exp(−100) stay finite in f32.)
     let x = Tensor::new(vec![xs.len()], xs.clone()).unwrap();
     let one = || make_tensor_f32("one", &[], &[1.0]);
     // (nodes, initializers, the activation they import as, its value)
@@ -1407,6 +1409,10 @@ fn softsign_celu_and_log_sigmoid() {
         ),
         (vec![make_node("Celu", "c/Celu", &["x"], &["y"], vec![attr_float("alpha", 0.5)])], vec![], Activation::Celu(0.5), |v| {
             v.max(0.0) + (0.5 * ((v / 0.5).exp() - 1.0)).min(0.0)
+        }),
+        (vec![make_node("Exp", "e/Exp", &["x"], &["y"], vec![])], vec![], Activation::Exp, f32::exp),
+        (vec![make_node("ThresholdedRelu", "ThresholdedRelu__7", &["x"], &["y"], vec![attr_float("alpha", 0.25)])], vec![], Activation::ThresholdedRelu(0.25), |v| {
+            if v > 0.25 { v } else { 0.0 }
         }),
         (
             vec![make_node("Sigmoid", "/act/Sigmoid", &["x"], &["s"], vec![]), make_node("Log", "/act/Log", &["s"], &["y"], vec![])],

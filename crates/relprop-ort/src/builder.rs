@@ -621,6 +621,8 @@ impl Numerics for OnnxBuilder<'_> {
             Activation::HardSwish => self.node("HardSwish", &[x], vec![]),
             Activation::Softsign => self.node("Softsign", &[x], vec![]),
             Activation::Celu(alpha) => self.node("Celu", &[x], vec![attr_float("alpha", alpha)]),
+            Activation::Exp => self.node("Exp", &[x], vec![]),
+            Activation::ThresholdedRelu(t) => self.node("ThresholdedRelu", &[x], vec![attr_float("alpha", t)]),
             Activation::LogSigmoid => {
                 let soft = self.node("Softplus", &[&self.node("Neg", &[x], vec![])], vec![]);
                 self.node("Neg", &[&soft], vec![])

@@ -95,7 +95,7 @@ fn cnn(seed: u64) -> Graph {
 /// Everything else: pad → tie-prone max pool on the input → dilated conv → grouped strided conv → PReLU →
 /// ceil-mode max pool, padded average pools (with and without padding in the count, ceil mode), an edge-padded 1x1
 /// branch, concat, layer norm and dense on rank 3 (channels-last), a reflect pad, global max pool, standalone
-/// activations (swish, hard swish, softsign, CELU and log-sigmoid included).
+/// activations (swish, hard swish, softsign, CELU, log-sigmoid, exp and thresholded ReLU included).
 fn zoo(seed: u64) -> Graph {
     let mut rng = Lcg(seed);
     let mut g = Graph::new("input_1", vec![2, 13, 12]);
@@ -128,7 +128,9 @@ fn zoo(seed: u64) -> Graph {
     let ss = g.push("softsign", Op::Activation(Activation::Softsign), &[hw]).unwrap();
     let ce = g.push("celu", Op::Activation(Activation::Celu(0.7)), &[ss]).unwrap();
     let ls = g.push("logsigmoid", Op::Activation(Activation::LogSigmoid), &[ce]).unwrap();
-    let id = g.push("drop", Op::Identity, &[ls]).unwrap();
+    let ex = g.push("exp", Op::Activation(Activation::Exp), &[ls]).unwrap();
+    let th = g.push("thresholded", Op::Activation(Activation::ThresholdedRelu(0.3)), &[ex]).unwrap();
+    let id = g.push("drop", Op::Identity, &[th]).unwrap();
     g.push("out", dense(&mut rng, 8, 4, None), &[id]).unwrap();
     g
 }

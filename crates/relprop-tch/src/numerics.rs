@@ -561,6 +561,9 @@ impl Numerics for TchModel {
                 x.f_clamp_min(0.0).ck()?.f_add(&neg.f_clamp_max(0.0).ck()?).ck()?
             }
             Activation::LogSigmoid => softplus(&x.f_neg().ck()?)?.f_neg().ck()?,
+            Activation::Exp => x.f_exp().ck()?,
+            // A mask product, not `where` (slow on libtorch's CPU); 0·x is −0 for negative x, equal to 0.
+            Activation::ThresholdedRelu(t) => x.f_mul(&x.f_gt(t as f64).ck()?.f_to_kind(Kind::Float).ck()?).ck()?,
         };
         Ok(T(y))
     }

@@ -59,7 +59,7 @@ pub fn bn(rng: &mut Lcg, c: usize) -> Op {
 
 /// 2-D NCHW: asymmetric / grouped / dilated / depthwise convolutions, max pooling with asymmetric pads and
 /// ceil_mode, PReLU, an edge Pad, average pooling with and without count_include_pad, BN, Concat, a constant Pad,
-/// softsign, CELU and log-sigmoid, GlobalMaxPool, and most activations.
+/// softsign, CELU, log-sigmoid, exp and thresholded ReLU, GlobalMaxPool, and most activations.
 pub fn cnn2d() -> Graph {
     let mut r = Lcg(11);
     let mut g = Graph::new("x", vec![3, 16, 15]);
@@ -78,7 +78,9 @@ pub fn cnn2d() -> Graph {
     let ss = g.push("softsign", Op::Activation(Activation::Softsign), &[c4]).unwrap();
     let ce = g.push("celu", Op::Activation(Activation::Celu(0.7)), &[ss]).unwrap();
     let ls = g.push("logsigmoid", Op::Activation(Activation::LogSigmoid), &[ce]).unwrap();
-    let gm = g.push("gmp", Op::GlobalMaxPool, &[ls]).unwrap();
+    let ex = g.push("exp", Op::Activation(Activation::Exp), &[ls]).unwrap();
+    let th = g.push("thresholded", Op::Activation(Activation::ThresholdedRelu(0.3)), &[ex]).unwrap();
+    let gm = g.push("gmp", Op::GlobalMaxPool, &[th]).unwrap();
     let d1 = g.push("d1", dense(&mut r, 6, 5, Some(Activation::Tanh)), &[gm]).unwrap();
     g.push("out", dense(&mut r, 5, 3, None), &[d1]).unwrap();
     g

@@ -175,7 +175,9 @@ impl Importer<'_> {
                 // Mul, Div, Add, Sub, Mod, Max, Min on known entries (a scalar broadcasts).
                 let (a, b) = (need(0)?, need(1)?);
                 let len = a.dims.len().max(b.dims.len());
-                if !(a.dims.len() == b.dims.len() || a.dims.len() == 1 || b.dims.len() == 1) {
+                // Each side has the full length or one entry (an empty list against a longer one is refused).
+                let fits = |n: usize| n == len || n == 1;
+                if !(fits(a.dims.len()) && fits(b.dims.len())) {
                     return Err(ctx.err("shape arithmetic on lists of different lengths"));
                 }
                 let mut dims = Vec::with_capacity(len);

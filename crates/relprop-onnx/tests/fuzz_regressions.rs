@@ -110,3 +110,19 @@ fn declared_input_times_activations_limit() {
     // is then refused by the engine's estimate (relprop-ndarray's fuzz_regressions).
     assert!(decode(&bytes, "wide.onnx").is_ok());
 }
+
+/// Found by the structured fuzzer (session 10): shape arithmetic between an empty integer list and a one-entry
+/// shape value indexed the empty list. Now an error naming the node.
+#[test]
+fn shape_arithmetic_on_an_empty_list() {
+    let empty = make_tensor_i64("e", &[0], &[]);
+    let nodes = vec![
+        make_node("Shape", "s", &["x"], &["shp"], vec![]),
+        make_node("Slice", "sl", &["shp", "one", "two"], &["last"], vec![]),
+        make_node("Add", "add", &["e", "last"], &["t"], vec![]),
+        make_node("Reshape", "r", &["x", "t"], &["y"], vec![]),
+    ];
+    let g = make_graph("g", nodes, vec![value_info("x", &[2, 3])], vec![value_info_dims("y", vec![])], vec![empty, make_tensor_i64("one", &[1], &[1]), make_tensor_i64("two", &[1], &[2])]);
+    let e = decode(&encode_model(&make_model(g, 17)), "empty").unwrap_err().to_string();
+    assert!(e.contains("'add'") && e.contains("lists of different lengths"), "{e}");
+}

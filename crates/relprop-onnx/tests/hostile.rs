@@ -360,10 +360,16 @@ fn structured_mutations_never_panic() {
     ];
     // The shipped models, two goldens whose layers are spelled out over several nodes (LayerNorm, GELU, a
     // rank-4 Tensordot; PReLU), tf2onnx's fused Keras LayerNorm, so the pattern matchers see broken variants of
-    // their patterns, and torch.onnx's restoration idioms (pads from an integer constant chain).
+    // their patterns, torch.onnx's restoration idioms (pads from an integer constant chain) and tf2onnx's
+    // Conv1DTranspose (a crop and pads computed from shapes).
     let fused_ln = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/keras_ln_fused.onnx")).unwrap();
-    let torch_restore = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/torch_restore.onnx")).unwrap();
-    let files: Vec<Vec<u8>> = ONNX_FILES.iter().chain(&["convnext_block", "prelu"]).map(|s| golden_bytes(s)).chain([fused_ln, torch_restore]).collect();
+    let data = |f: &str| std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(f)).unwrap();
+    let files: Vec<Vec<u8>> = ONNX_FILES
+        .iter()
+        .chain(&["convnext_block", "prelu"])
+        .map(|s| golden_bytes(s))
+        .chain([fused_ln, data("torch_restore.onnx"), data("keras_conv1d_transpose.onnx")])
+        .collect();
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     let mut next = move |n: usize| {
         rng ^= rng << 13;

@@ -26,7 +26,7 @@ const SUPPORTED: &str = "Conv, ConvTranspose, MatMul, Gemm, Add, Sum, Relu, Leak
     Selu, Gelu (also spelled out with Erf), PRelu (also Keras' spelled-out form), HardSigmoid, HardSwish, Clip, \
     x·Sigmoid(x), MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean/ReduceMax over all spatial \
     axes, BatchNormalization, LayerNormalization (also Keras' spelled-out form), InstanceNormalization, \
-    Reshape, Flatten, Squeeze, Unsqueeze, Transpose, DepthToSpace, SpaceToDepth, Pad (constant, reflect, edge), Slice (step 1), Concat, Split, Mean, Resize/Upsample (nearest or linear, whole factors), Mul/Div/Add/Sub by \
+    Reshape, Flatten, Squeeze, Unsqueeze, Transpose, DepthToSpace, SpaceToDepth, Tile of size-1 axes, Pad (constant, reflect, edge), Slice (step 1), Concat, Split, Mean, Resize/Upsample (nearest or linear, whole factors), Mul/Div/Add/Sub by \
     per-channel constants, Max/Min with a scalar constant (a Clip), Mul/Sub/Max/Min of computed tensors \
     (broadcasting size-1 axes), Dropout, Identity, \
     Constant, a final Softmax/LogSoftmax, integer shape arithmetic for reshape targets (Shape, Gather, Concat, \
@@ -183,6 +183,7 @@ impl Importer<'_> {
             "LayerNormalization" => self.layer_norm(&ctx),
             "InstanceNormalization" => self.instance_norm(&ctx),
             "DepthToSpace" | "SpaceToDepth" => self.depth_space(&ctx),
+            "Tile" => self.tile(&ctx),
             "PRelu" => {
                 let x = self.value(&ctx, 0)?;
                 let c = self.konst(&ctx, 1, "slope")?;
@@ -1410,6 +1411,36 @@ impl Importer<'_> {
         let ln = self.values[&normalized];
         let id = self.push_as(&format!("{}__affine", ctx.name), &ctx.layer, Op::Affine(channel_affine(scale, bias)), &[ln])?;
         self.bind(&out, id)
+    }
+
+    /// ONNX Tile of size-1 axes (Keras RepeatVector: `ExpandDims` then `Tile`): copies of the one value, which is
+    /// nearest upsampling of that axis. Held as an [`Op::Upsample`] between reshapes that add and remove a unit
+    /// channel axis (so every per-sample axis is a spatial one); relevance by the gradient, each copy's back onto
+    /// the value. Tiling an axis longer than 1 (repeating a whole sequence) is refused.
+    fn tile(&mut self, ctx: &NodeCtx) -> Result<()> {
+        let x = self.value(ctx, 0)?;
+        let shape = self.shape(x);
+        let repeats = self.const_ints(ctx, 1, "repeats")?;
+        if repeats.len() != shape.len() + 1 || repeats[0] != 1 {
+            return Err(ctx.err(format!("repeats {repeats:?} must have one entry per axis of a rank-{} input and keep the batch", shape.len() + 1)));
+        }
+        let mut factors = Vec::with_capacity(shape.len());
+        for (&r, &d) in repeats[1..].iter().zip(&shape) {
+            match usize::try_from(r) {
+                Ok(1) => factors.push(1),
+                Ok(r) if r > 1 && d == 1 => factors.push(r),
+                _ => return Err(ctx.err(format!("repeats {repeats:?} of an input {shape:?}: only a size-1 axis may be repeated (Keras RepeatVector)"))),
+            }
+        }
+        if factors.iter().all(|&f| f == 1) {
+            return self.bind(ctx.main_output()?, x);
+        }
+        let name = &ctx.name;
+        let unit = self.graph.push_reshape(&format!("{name}__unit"), &ctx.layer, x, [1].iter().chain(&shape).copied().collect())?;
+        let up = self.push_as(&format!("{name}__copies"), &ctx.layer, Op::Upsample { factors: factors.clone(), mode: Interpolation::Nearest }, &[unit])?;
+        let out: Vec<usize> = shape.iter().zip(&factors).map(|(d, f)| d * f).collect();
+        let id = self.graph.push_reshape(name, &ctx.layer, up, out)?;
+        self.bind(ctx.main_output()?, id)
     }
 
     /// ONNX DepthToSpace (PyTorch's PixelShuffle, mode CRD; TensorFlow's depth_to_space, DCR) and SpaceToDepth, as

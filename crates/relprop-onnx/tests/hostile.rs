@@ -351,12 +351,12 @@ fn structured_mutations_never_panic() {
 
     const INTS: [i64; 12] = [-7, -2, -1, 0, 1, 2, 3, 4, 7, 1 << 20, i64::MAX, i64::MIN];
     const FLOATS: [f32; 7] = [0.0, -1.0, 0.5, 1e30, f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
-    const OPS: [&str; 48] = [
+    const OPS: [&str; 49] = [
         "Conv", "MatMul", "Gemm", "Add", "Sum", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "BatchNormalization",
         "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Pad", "Concat", "Dropout", "Identity", "Softmax",
         "LeakyRelu", "GlobalMaxPool", "Constant", "Erf", "Neg", "ReduceMean", "Sqrt", "Reciprocal", "LayerNormalization",
         "PRelu", "ReduceProd", "ReduceSumSquare", "Expand", "Elu", "Greater", "Not", "Min", "Max", "InstanceNormalization",
-        "DepthToSpace", "SpaceToDepth", "ConstantOfShape", "Cast", "Abs", "Log", "Softsign", "Celu",
+        "DepthToSpace", "SpaceToDepth", "ConstantOfShape", "Cast", "Abs", "Log", "Softsign", "Celu", "Tile",
     ];
     // The shipped models, two goldens whose layers are spelled out over several nodes (LayerNorm, GELU, a
     // rank-4 Tensordot; PReLU), tf2onnx's fused Keras LayerNorm, so the pattern matchers see broken variants of

@@ -1438,3 +1438,23 @@ fn softsign_celu_exp_thresholded_relu_and_log_sigmoid() {
     let abs = vec![make_node("Abs", "a/Abs", &["x"], &["y"], vec![])];
     assert!(err(&model_bytes(abs, vec![], &[3], "y", 13)).contains("unsupported op 'Abs'"));
 }
+
+/// Keras RepeatVector (`ExpandDims`, then `Tile` of the new size-1 axis) is nearest upsampling of that axis: every
+/// copy equals the value. Tiling an axis longer than 1 or the batch is refused.
+#[test]
+fn tile_of_a_size_one_axis() {
+    let tile = |repeats: &[i64]| {
+        let nodes = vec![
+            make_node("Unsqueeze", "rv/ExpandDims", &["x", "ax"], &["e"], vec![]),
+            make_node("Tile", "rv/Tile", &["e", "reps"], &["y"], vec![]),
+        ];
+        model_bytes(nodes, vec![i64s("ax", &[1]), i64s("reps", repeats)], &[4], "y", 13)
+    };
+    let g = ok(&tile(&[1, 3, 1]));
+    assert!(kinds(&g).contains(&"Upsample"), "{:?}", kinds(&g));
+    assert_eq!(g.output_shape(), [3, 4]);
+    let x = Tensor::new(vec![4], vec![1.0, -2.0, 0.5, 3.0]).unwrap();
+    assert_eq!(forward(&g, &x).data, [1.0, -2.0, 0.5, 3.0].repeat(3));
+    assert!(err(&tile(&[1, 1, 2])).contains("only a size-1 axis may be repeated"));
+    assert!(err(&tile(&[2, 3, 1])).contains("keep the batch"));
+}

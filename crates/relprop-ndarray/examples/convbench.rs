@@ -1,5 +1,6 @@
 //! GFLOP/s of the conv kernels on VGG16's 13 layer shapes (batch 1), forward and transpose, for each GEMM
-//! engine: `cargo run --release -p relprop-ndarray --example convbench`. A tuning aid for `kernels/conv.rs`
+//! engine: `cargo run --release -p relprop-ndarray --example convbench` (`resnet` as the argument: ResNet50's
+//! shapes; `CONVBENCH_BATCH=8`: that many samples per call; `CONVBENCH_GEMM_ONLY=1`: the default engine only). A tuning aid for `kernels/conv.rs`
 //! (tile sizes, engines); the whole-model figures come from `cargo xtask bench`.
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ fn main() {
     } else {
         vgg.iter().map(|&(ci, co, hw)| (ci, co, 3, 1, hw)).collect()
     };
-    // `CONVBENCH_BATCH=8`: that many samples per call (the figures stay per call, so divide by the batch).
+    // Times are per call; GFLOP/s count every sample of the call.
     let n: usize = std::env::var("CONVBENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let engines = if std::env::var("CONVBENCH_GEMM_ONLY").is_ok() { vec![GemmEngine::GemmCrate] } else { vec![GemmEngine::GemmCrate, GemmEngine::Avx512] };
     for eng in engines {

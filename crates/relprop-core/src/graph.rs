@@ -484,6 +484,12 @@ impl PadMode {
         }
     }
 
+    /// On an axis padded by `begin` around `len` values to `ext`: each padded output position with the output
+    /// position of the value it copies (none for a constant).
+    pub fn copies(self, begin: usize, len: usize, ext: usize) -> impl Iterator<Item = (usize, usize)> {
+        (0..begin).chain(begin + len..ext).filter_map(move |i| self.source(i, begin, len).map(|j| (i, begin + j)))
+    }
+
     /// For output position `i` of an axis padded by `begin` around `len` values: the input position it copies
     /// (`None`: the constant). `i` must lie in the padded extent.
     pub fn source(self, i: usize, begin: usize, len: usize) -> Option<usize> {

@@ -823,13 +823,12 @@ fn embed(t: &ArrayD<f32>, shape: IxDyn, begin: &[usize], fill: f32) -> ArrayD<f3
 }
 
 /// A reflect or edge Pad of `t` to `shape`: the interior placed, then axis by axis (the first per-sample axis
-/// first, so corners mirror what the earlier axes filled) each padded position copies its [`PadMode::source`].
+/// first, so corners mirror what the earlier axes filled) each padded position copies its source
+/// ([`PadMode::copies`]).
 fn mirror_pad(t: &ArrayD<f32>, shape: IxDyn, begin: &[usize], mode: PadMode) -> ArrayD<f32> {
     let mut out = embed(t, shape, begin, 0.0);
     for (a, &b) in begin.iter().enumerate() {
-        let (len, ext) = (t.shape()[a + 1], out.shape()[a + 1]);
-        for i in (0..b).chain(b + len..ext) {
-            let j = b + mode.source(i, b, len).expect("reflect and edge copy every position");
+        for (i, j) in mode.copies(b, t.shape()[a + 1], out.shape()[a + 1]) {
             let src = out.index_axis(Axis(a + 1), j).to_owned();
             out.index_axis_mut(Axis(a + 1), i).assign(&src);
         }
@@ -842,9 +841,7 @@ fn mirror_pad(t: &ArrayD<f32>, shape: IxDyn, begin: &[usize], mode: PadMode) -> 
 fn mirror_pad_vjp(r: &ArrayD<f32>, begin: &[usize], in_shape: &[usize], mode: PadMode) -> ArrayD<f32> {
     let mut g = r.to_owned();
     for (a, &b) in begin.iter().enumerate().rev() {
-        let (len, ext) = (in_shape[a], g.shape()[a + 1]);
-        for i in (0..b).chain(b + len..ext) {
-            let j = b + mode.source(i, b, len).expect("reflect and edge copy every position");
+        for (i, j) in mode.copies(b, in_shape[a], g.shape()[a + 1]) {
             let src = g.index_axis(Axis(a + 1), i).to_owned();
             let mut dst = g.index_axis_mut(Axis(a + 1), j);
             dst += &src;

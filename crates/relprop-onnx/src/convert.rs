@@ -15,7 +15,7 @@ use std::sync::Arc;
 use relprop_core::{Activation, BatchNorm, Conv, Coordinates, Dense, Interpolation, Merge, Op, PadMode, Pool, Result, Tensor};
 
 use crate::attrs::NodeCtx;
-use crate::import::{is_op, Importer, MAX_ELEMENTS};
+use crate::import::{generated_name, is_op, Importer, MAX_ELEMENTS};
 use crate::patterns::SpelledOp;
 use crate::shapes::Dim;
 use crate::tensors::Const;
@@ -62,14 +62,6 @@ fn channel_bias(c: &Const, full_rank: usize, axis: usize, n: usize) -> Option<Ve
         1 => Some(vec![v[0]; n]),
         _ => None,
     }
-}
-
-/// Whether `name` is one tf2onnx made up (`Slice__163`: an op name, two underscores, a number), not a Keras
-/// layer's.
-fn generated_name(name: &str) -> bool {
-    name.split_once("__").is_some_and(|(op, n)| {
-        !op.is_empty() && op.chars().all(|c| c.is_ascii_alphanumeric()) && !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
-    })
 }
 
 /// The per-channel `x·γ + β` held as a [`BatchNorm`] (mean 0, variance 1, epsilon 0 compute the same function).

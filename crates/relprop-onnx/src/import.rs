@@ -200,6 +200,14 @@ pub(crate) struct Importer<'a> {
 }
 
 /// Whether `n` is the standard-domain op `op`.
+/// Whether `name` is one tf2onnx made up (`Slice__163`: an op name, two underscores, a number), not a Keras
+/// layer's.
+pub(crate) fn generated_name(name: &str) -> bool {
+    name.split_once("__").is_some_and(|(op, n)| {
+        !op.is_empty() && op.chars().all(|c| c.is_ascii_alphanumeric()) && !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
+    })
+}
+
 pub(crate) fn is_op(n: &NodeProto, op: &str) -> bool {
     n.op_type.as_deref() == Some(op) && matches!(n.domain.as_deref(), None | Some("") | Some("ai.onnx"))
 }
@@ -225,8 +233,7 @@ impl<'a> Importer<'a> {
         if is_op(proto, "Resize") || is_op(proto, "ThresholdedRelu") {
             return None;
         }
-        let (op, n) = name.split_once("__")?;
-        if op.is_empty() || !op.chars().all(|c| c.is_ascii_alphanumeric()) || n.is_empty() || !n.chars().all(|c| c.is_ascii_digit()) {
+        if !generated_name(name) {
             return None;
         }
         // A kernel op reading its layer's variable (`<layer>/<Op>/ReadVariableOp:0`): that layer; or, when the

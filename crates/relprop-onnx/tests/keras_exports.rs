@@ -5,7 +5,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use relprop_core::{Op, Tensor};
+use relprop_core::Op;
 
 fn data(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
@@ -30,23 +30,13 @@ fn keras_fused_layer_norm() {
     assert!(lns.iter().all(|l| l.3 == 1e-3));
     // Nothing of the batch-norm form is left.
     assert!(g.nodes.iter().all(|n| !matches!(n.op, Op::BatchNorm(_))));
-    let x = read_npy_at(&data("keras_ln_input.npy"));
-    let want = read_npy_at(&data("keras_ln_logits.npy"));
-    let per: usize = x.shape[1..].iter().product();
-    let classes = want.shape[1];
-    for b in 0..x.shape[0] {
-        let xb = Tensor::new(x.shape[1..].to_vec(), x.data[b * per..(b + 1) * per].to_vec()).unwrap();
-        let y = forward(&g, &xb);
-        for (k, (a, e)) in y.data.iter().zip(&want.data[b * classes..(b + 1) * classes]).enumerate() {
-            assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "sample {b} logit {k}: {a} vs Keras {e}");
-        }
-    }
+    check_logits(&g, &data("keras_ln_input.npy"), &data("keras_ln_logits.npy"), "Keras");
 }
 
 /// A Keras Conv1DTranspose with `same` padding, as tf2onnx writes it (a VALID 2-D ConvTranspose cropped by a
 /// Slice and a Pad computed from shapes, then Squeeze, bias and ReLU), becomes one transposed conv with its bias
-/// (and its ReLU in the same layer), as signxai sees the layer; the ThresholdedReLU tf2onnx renames keeps a layer of its own; the Dense
-/// keeps its `exponential` activation. The logits are Keras'.
+/// (and its ReLU in the same layer), as signxai sees the layer; the ThresholdedReLU tf2onnx renames keeps a layer
+/// of its own; the Dense keeps its `exponential` activation. The logits are Keras'.
 #[test]
 fn keras_conv1d_transpose_thresholded_relu_and_exponential() {
     use relprop_core::Activation;
@@ -64,15 +54,5 @@ fn keras_conv1d_transpose_thresholded_relu_and_exponential() {
     let tr = g.nodes.iter().find(|n| n.op == Op::Activation(Activation::ThresholdedRelu(0.2))).expect("ThresholdedRelu");
     assert!(tr.layer.starts_with("ThresholdedRelu__"), "a layer of its own: {}", tr.layer);
     assert!(g.nodes.iter().any(|n| matches!(&n.op, Op::Dense(d) if d.activation == Some(Activation::Exp))));
-    let x = read_npy_at(&data("keras_ct_input.npy"));
-    let want = read_npy_at(&data("keras_ct_logits.npy"));
-    let per: usize = x.shape[1..].iter().product();
-    let classes = want.shape[1];
-    for b in 0..x.shape[0] {
-        let xb = Tensor::new(x.shape[1..].to_vec(), x.data[b * per..(b + 1) * per].to_vec()).unwrap();
-        let y = forward(&g, &xb);
-        for (k, (a, e)) in y.data.iter().zip(&want.data[b * classes..(b + 1) * classes]).enumerate() {
-            assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "sample {b} logit {k}: {a} vs Keras {e}");
-        }
-    }
+    check_logits(&g, &data("keras_ct_input.npy"), &data("keras_ct_logits.npy"), "Keras");
 }

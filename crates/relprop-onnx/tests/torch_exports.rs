@@ -18,21 +18,9 @@ fn kinds(g: &Graph) -> Vec<&'static str> {
     g.nodes.iter().map(|n| n.op.kind()).collect()
 }
 
-/// torch's logits for the fixture batch (`logits`, a file in tests/data), against the IR's forward pass sample by
-/// sample.
-fn check_logits(g: &Graph, logits: &str) {
-    let x = read_npy_at(&data("torch_view_input.npy"));
-    let want = read_npy_at(&data(logits));
-    let per: usize = x.shape[1..].iter().product();
-    let classes = want.shape[1];
-    for b in 0..x.shape[0] {
-        let xb = Tensor::new(x.shape[1..].to_vec(), x.data[b * per..(b + 1) * per].to_vec()).unwrap();
-        let y = forward(g, &xb);
-        let w = &want.data[b * classes..(b + 1) * classes];
-        for (k, (a, e)) in y.data.iter().zip(w).enumerate() {
-            assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "sample {b} logit {k}: {a} vs torch {e}");
-        }
-    }
+/// torch's logits for the fixture batch (`logits`, a file in tests/data), against the IR's forward pass.
+fn check_torch_logits(g: &Graph, logits: &str) {
+    check_logits(g, &data("torch_view_input.npy"), &data(logits), "torch");
 }
 
 #[test]
@@ -41,7 +29,7 @@ fn legacy_exporter_view_shape_chain() {
     // Both exporters fold a BatchNorm2d that follows a conv into the conv (eval mode); BatchNorm1d stays.
     assert_eq!(kinds(&g), ["Input", "Conv2D", "Activation", "MaxPool", "Reshape", "BatchNorm", "Dense"]);
     assert_eq!(g.nodes[4].shape, [64]);
-    check_logits(&g, "torch_view_logits.npy");
+    check_torch_logits(&g, "torch_view_logits.npy");
 }
 
 #[test]
@@ -49,7 +37,7 @@ fn dynamo_exporter_external_data() {
     let path = data("torch_view_dynamo.onnx");
     let g = relprop_onnx::load(&path).unwrap();
     assert_eq!(kinds(&g), ["Input", "Conv2D", "Activation", "MaxPool", "Reshape", "BatchNorm", "Dense"]);
-    check_logits(&g, "torch_view_logits.npy");
+    check_torch_logits(&g, "torch_view_logits.npy");
     // From bytes alone the side file cannot be found: a clear error, not zeros.
     let e = relprop_onnx::decode(&std::fs::read(&path).unwrap(), "bytes.onnx").unwrap_err().to_string();
     assert!(e.contains("external data file") && e.contains("path"), "{e}");
@@ -165,7 +153,7 @@ fn common_pytorch_idioms() {
     for op in ["Affine", "Activation", "Slice", "Concat", "GlobalAvgPool", "Dense"] {
         assert!(k.contains(&op), "{op} missing from {k:?}");
     }
-    check_logits(&g, "torch_ops_logits.npy");
+    check_torch_logits(&g, "torch_ops_logits.npy");
 }
 
 #[test]
@@ -187,7 +175,7 @@ fn mobilenet_shufflenet_and_decoder_idioms() {
         assert!(acts.contains(&a), "{a:?} missing from {acts:?}");
     }
     assert!(g.nodes.iter().any(|n| matches!(&n.op, relprop_core::Op::Conv(c) if c.transposed == Some(vec![1, 1]))), "ConvTranspose2d");
-    check_logits(&g, "torch_blocks_logits.npy");
+    check_torch_logits(&g, "torch_blocks_logits.npy");
 }
 
 #[test]
@@ -206,5 +194,5 @@ fn image_restoration_idioms() {
     for op in ["Affine", "Transpose", "Slice", "GlobalAvgPool", "Dense"] {
         assert!(k.contains(&op), "{op} missing from {k:?}");
     }
-    check_logits(&g, "torch_restore_logits.npy");
+    check_torch_logits(&g, "torch_restore_logits.npy");
 }

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use relprop_core::engine::{self, ExplainOptions, Numerics};
-use relprop_core::graph::{window_out, Activation, Conv, Graph, Interpolation, Merge, Op, PadMode, Pool};
+use relprop_core::graph::{Activation, Conv, Graph, Interpolation, Merge, Op, PadMode, Pool};
 use relprop_core::program::{BiasMod, WeightMod, XMod};
 use relprop_core::rules::KERAS_EPSILON;
 use relprop_core::{Error, Result, RulePlan, Target, Tensor};
@@ -188,16 +188,10 @@ impl<'g> OnnxBuilder<'g> {
     /// strided Slice of the (−∞-)padded input holds that offset of every window; where it equals the window's
     /// maximum, the window's relevance `r` goes back to that input position through a stride-`s` ConvTranspose
     /// whose one-hot kernel sits at the offset (its pads crop the padding). Tied maxima each get all of `r`.
-    fn maxpool_ties_vjp(&self, node: usize, p: &Pool, x: &str, r: &str, in_shape: &[usize]) -> Result<String> {
-        let (c, sp) = (in_shape[0], &in_shape[1..]);
-        let mut out = Vec::with_capacity(sp.len());
-        for (a, &len) in sp.iter().enumerate() {
-            let o = window_out(len, p.kernel[a], p.strides[a], 1, p.pads_begin[a], p.pads_end[a], p.ceil_mode)
-                .map_err(|e| Error::Backend { backend: "ort".into(), msg: format!("pool geometry: {e}") })?;
-            out.push(o);
-        }
+    fn maxpool_ties_vjp(&self, node: usize, p: &Pool, x: &str, r: &str, in_shape: &[usize]) -> String {
+        let (c, sp, out) = (in_shape[0], &in_shape[1..], &self.g.nodes[node].shape[1..]);
         if out.contains(&0) {
-            return Ok(self.zeros_like(x));
+            return self.zeros_like(x);
         }
         // Windows reach `(o − 1)·s + k` positions into the padded axis; pad the input at least that far.
         let reach: Vec<usize> = (0..sp.len()).map(|a| (out[a] - 1) * p.strides[a] + p.kernel[a]).collect();
@@ -244,7 +238,7 @@ impl<'g> OnnxBuilder<'g> {
             parts.push(self.node("ConvTranspose", &[&m, &self.const_f32(&wdims, &w)], attrs));
         }
         let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-        Ok(if refs.len() == 1 { parts[0].clone() } else { self.node("Sum", &refs, vec![]) })
+        if refs.len() == 1 { parts[0].clone() } else { self.node("Sum", &refs, vec![]) }
     }
 
     /// A reshape keeping the batch axis (`0`) to the per-sample `shape`.
@@ -783,7 +777,7 @@ impl Numerics for OnnxBuilder<'_> {
         let in_shape = self.in_shape(node).to_vec();
         Ok(match &nd.op {
             // TensorFlow's MaxPool3D gradient gives every tied maximum the whole relevance (docs/divergences.md).
-            Op::MaxPool(p) if p.kernel.len() == 3 => vec![self.sym(self.maxpool_ties_vjp(node, p, &x.name, &r.name, &in_shape)?, in_shape)],
+            Op::MaxPool(p) if p.kernel.len() == 3 => vec![self.sym(self.maxpool_ties_vjp(node, p, &x.name, &r.name, &in_shape), in_shape)],
             Op::MaxPool(p) => {
                 let cached = self.st.borrow().pool_indices.get(&node).cloned();
                 let idx = match cached {

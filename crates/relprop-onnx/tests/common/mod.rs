@@ -424,6 +424,22 @@ pub fn err(bytes: &[u8]) -> String {
 }
 
 /// Deterministic pseudo-random values in [-1, 1).
+/// The exporter's logits for a fixture batch (`.npy` files) against the IR's forward pass, sample by sample;
+/// `source` names the framework in the failure message.
+pub fn check_logits(g: &Graph, input: &std::path::Path, logits: &std::path::Path, source: &str) {
+    let x = read_npy_at(input);
+    let want = read_npy_at(logits);
+    let per: usize = x.shape[1..].iter().product();
+    let classes = want.shape[1];
+    for b in 0..x.shape[0] {
+        let xb = Tensor::new(x.shape[1..].to_vec(), x.data[b * per..(b + 1) * per].to_vec()).unwrap();
+        let y = forward(g, &xb);
+        for (k, (a, e)) in y.data.iter().zip(&want.data[b * classes..(b + 1) * classes]).enumerate() {
+            assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "sample {b} logit {k}: {a} vs {source} {e}");
+        }
+    }
+}
+
 /// A 1-D int64 initializer.
 pub fn i64s(name: &str, v: &[i64]) -> TensorProto {
     make_tensor_i64(name, &[v.len()], v)
